@@ -1,0 +1,49 @@
+"""A set of valid NHS numbers with constant-time, vectorised membership, built once per version.
+
+A valid NHS number is fixed by its first nine digits (the tenth is the check digit), so one bit per
+nine-digit prefix holds any set: 10**9 bits, 125 MB of virtual memory of which only the touched pages
+become resident. Membership is a gather and a shift, about ten times faster than a hash lookup, and
+unlike ``pyarrow.compute.is_in`` nothing is rebuilt per batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from optout.nhs_number import check_digit_ok
+
+_PREFIXES = 10**9
+
+
+class NumberSet:
+    """Membership of valid NHS numbers (int64)."""
+
+    def __init__(self, numbers: np.ndarray) -> None:
+        numbers = np.asarray(numbers, dtype=np.int64)
+        if len(numbers) and not check_digit_ok(numbers).all():
+            raise ValueError("NumberSet holds valid NHS numbers only")
+        self._bits = np.zeros(_PREFIXES // 8 + 1, dtype=np.uint8)
+        prefix = numbers // 10
+        np.bitwise_or.at(self._bits, prefix >> 3, (1 << (prefix & 7)).astype(np.uint8))
+        self._size = int(len(np.unique(numbers))) if len(numbers) < 2**20 else _count_bits(self._bits)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def contains(self, numbers: np.ndarray, *, known_valid: bool = False) -> np.ndarray:
+        """Boolean mask: which numbers are in the set. Invalid numbers are never members.
+
+        ``known_valid`` skips the check-digit test when the caller has already validated them.
+        """
+        numbers = np.asarray(numbers, dtype=np.int64)
+        prefix = numbers // 10
+        inside = (prefix >= 0) & (prefix < _PREFIXES)
+        prefix = np.where(inside, prefix, 0)
+        hit = ((self._bits[prefix >> 3] >> (prefix & 7).astype(np.uint8)) & 1).astype(bool) & inside
+        if not known_valid:
+            hit &= check_digit_ok(numbers)
+        return hit
+
+
+def _count_bits(bits: np.ndarray) -> int:
+    return int(np.unpackbits(bits).sum(dtype=np.int64))

@@ -1,0 +1,182 @@
+"""Normalise and validate NHS numbers, vectorised over Arrow and NumPy arrays.
+
+Extracts carry NHS numbers as text with spaces or dashes, as integers, or as floats (Excel and pandas
+turn a column with one blank into float64). Every value is classified as valid, missing, malformed or
+failing the modulus 11 check digit. Nothing is guessed: scientific notation, fractions and values that
+lost digits (fewer than ten) are malformed. Only whole-array operations run per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+LOWEST = 1_000_000_000  # an integer below this lost a leading digit (or zero): never guessed
+HIGHEST = 9_999_999_999
+PLACEHOLDER_STEP = 1_111_111_111  # 0000000000, 1111111111 ... 9999999999
+
+NULL_TOKENS = ("", "null", "none", "nan", "na", "n/a", "nil", "-", "unknown", "not known")
+_CLEAN_PATTERN = r"[\s\-]"
+_TEN_DIGITS = r"^[0-9]{10}$"
+_TEN_DIGITS_POINT_ZERO = r"^[0-9]{10}\.0+$"
+
+
+class Status(IntEnum):
+    """Why a value is or is not a usable NHS number (stored as uint8)."""
+
+    VALID = 0
+    MISSING = 1
+    MALFORMED = 2
+    BAD_CHECK_DIGIT = 3
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """``numbers`` (int64, 0 unless valid) and ``status`` (uint8 :class:`Status`) per input value."""
+
+    numbers: np.ndarray
+    status: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.status == Status.VALID
+
+    def counts(self) -> dict[str, int]:
+        """How many values fall in each status, keyed by lower-case status name."""
+        found = np.bincount(self.status, minlength=len(Status))
+        return {status.name.lower(): int(found[status]) for status in Status}
+
+
+def check_digit_ok(numbers: np.ndarray) -> np.ndarray:
+    """True where a number, read as ten digits (leading zeros included), has the right check digit.
+
+    Weights 10..2 apply to the first nine digits; 11 - (sum mod 11) is the check digit, 11 means 0 and
+    10 means the number can never be valid.
+    """
+    numbers = np.asarray(numbers, dtype=np.int64)
+    body = (numbers // 10).astype(np.int32)
+    check = (numbers % 10).astype(np.int32)
+    total = np.zeros(len(numbers), dtype=np.int32)
+    for weight in range(2, 11):
+        total += (body % 10) * weight
+        body //= 10
+    expected = 11 - total % 11
+    expected[expected == 11] = 0
+    return expected == check
+
+
+def _from_integers(values: np.ndarray, null: np.ndarray) -> Normalised:
+    numbers = values.astype(np.int64, copy=True)
+    in_range = (numbers >= LOWEST) & (numbers <= HIGHEST) & ~null
+    return _finish(numbers, null, in_range)
+
+
+def _from_floats(values: np.ndarray) -> Normalised:
+    null = np.isnan(values)
+    whole = ~null & (np.floor(values) == values) & (values >= LOWEST) & (values <= HIGHEST)
+    numbers = np.where(whole, values, 0).astype(np.int64)
+    return _finish(numbers, null, whole)
+
+
+def _from_strings(values: pa.Array) -> Normalised:
+    values = pc.utf8_trim_whitespace(values.cast(pa.large_string()))
+    null = pc.or_kleene(values.is_null(), pc.is_in(pc.utf8_lower(values), pa.array(NULL_TOKENS)))
+    tidy = pc.fill_null(pc.match_substring_regex(values, _TEN_DIGITS), False)
+    if not pc.all(pc.or_(tidy, null)).as_py():
+        # Messy values are rare: clean only those, then put them back in place.
+        messy = np.flatnonzero(~(tidy.to_numpy(zero_copy_only=False) | null.to_numpy(zero_copy_only=False)))
+        cleaned = pc.replace_substring_regex(values.take(pa.array(messy)), _CLEAN_PATTERN, "")
+        point_zero = pc.match_substring_regex(cleaned, _TEN_DIGITS_POINT_ZERO)
+        cleaned = pc.if_else(point_zero, pc.utf8_slice_codeunits(cleaned, 0, 10), cleaned)
+        values = _scatter(values, messy, cleaned)
+        tidy = pc.fill_null(pc.match_substring_regex(values, _TEN_DIGITS), False)
+    digits = pc.if_else(tidy, values, "0").cast(pa.int64())
+    null_np = null.to_numpy(zero_copy_only=False)
+    tidy_np = tidy.to_numpy(zero_copy_only=False)
+    numbers = digits.to_numpy(zero_copy_only=False).astype(np.int64, copy=True)
+    # Text keeps its leading zeros, so any ten digits are well formed (an integer 0123... lost one).
+    return _finish(numbers, null_np, tidy_np & ~null_np)
+
+
+def _scatter(values: pa.Array, positions: np.ndarray, replacements: pa.Array) -> pa.Array:
+    as_list = values.to_numpy(zero_copy_only=False).astype(object)
+    as_list[positions] = replacements.to_numpy(zero_copy_only=False)
+    return pa.array(as_list, type=pa.large_string())
+
+
+def _finish(numbers: np.ndarray, null: np.ndarray, well_formed: np.ndarray) -> Normalised:
+    status = np.full(len(numbers), Status.MALFORMED, dtype=np.uint8)
+    # One digit ten times (0000000000, 9999999999...) is how systems write "not known".
+    placeholder = well_formed & (numbers % PLACEHOLDER_STEP == 0)
+    status[null | placeholder] = Status.MISSING
+    checkable = well_formed & ~placeholder
+    digit_ok = check_digit_ok(numbers)
+    status[checkable & digit_ok] = Status.VALID
+    status[checkable & ~digit_ok] = Status.BAD_CHECK_DIGIT
+    numbers = np.where(status == Status.VALID, numbers, 0)
+    return Normalised(numbers=numbers, status=status)
+
+
+def normalise(values: Any) -> Normalised:
+    """Classify and normalise a column of NHS numbers of any common type.
+
+    Accepts a pyarrow Array or ChunkedArray, a NumPy array, a pandas Series or any iterable.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if not isinstance(values, pa.Array):
+        values = _to_arrow(values)
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    kind = values.type
+    if pa.types.is_null(kind):
+        return Normalised(np.zeros(len(values), np.int64), np.full(len(values), Status.MISSING, np.uint8))
+    if pa.types.is_integer(kind):
+        null = values.is_null().to_numpy(zero_copy_only=False)
+        return _from_integers(values.fill_null(0).to_numpy(zero_copy_only=False), null)
+    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return _from_floats(values.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return _from_strings(values)
+    # Dates, booleans, binary...: whatever is present cannot be an NHS number.
+    null = values.is_null().to_numpy(zero_copy_only=False)
+    return _finish(np.zeros(len(values), np.int64), null, np.zeros(len(values), bool))
+
+
+def _to_arrow(values: Any) -> pa.Array:
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        # Mixed Python objects (ints beside strings): fall back to their text, blanks stay null.
+        return pa.array([_as_text(v) for v in _iterate(values)], type=pa.large_string())
+
+
+def _iterate(values: Any) -> Iterable[Any]:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if abs(value) < 1e16 else repr(value)
+    return str(value)
+
+
+def is_valid(value: Any) -> bool:
+    """One value: True when it normalises to a valid NHS number."""
+    return bool(normalise([value]).status[0] == Status.VALID)
+
+
+def to_text(numbers: np.ndarray) -> pa.Array:
+    """Ten-digit zero-padded text for valid numbers, as the national service's files carry them."""
+    return pc.utf8_lpad(pa.array(np.asarray(numbers, dtype=np.int64)).cast(pa.string()), 10, "0")
