@@ -25,7 +25,7 @@ class NumberSet:
         self._bits = np.zeros(_PREFIXES // 8 + 1, dtype=np.uint8)
         prefix = numbers // 10
         np.bitwise_or.at(self._bits, prefix >> 3, (1 << (prefix & 7)).astype(np.uint8))
-        self._size = int(len(np.unique(numbers))) if len(numbers) < 2**20 else _count_bits(self._bits)
+        self._size = len(np.unique(numbers)) if len(numbers) < 2**20 else _count_bits(self._bits)
 
     def __len__(self) -> int:
         return self._size
