@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +16,33 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_ADMIN_URL = os.environ.get("OPTOUT_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+# Airflow reads its configuration once, at first import: point it at a private home before any test does.
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="optout-airflow-home-"))
+AIRFLOW_ENV = {
+    "AIRFLOW_HOME": str(AIRFLOW_HOME),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+    "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(AIRFLOW_HOME / "logs"),
+    # dag.test() runs only DAGs found in a bundle: the examples, and the test DAGs (some broken on purpose).
+    "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+        [
+            {
+                "name": "dags-folder",
+                "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                "kwargs": {"path": str(ROOT / "dags")},
+            },
+            {
+                "name": "test-dags",
+                "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                "kwargs": {"path": str(ROOT / "tests" / "dags")},
+            },
+        ]
+    ),
+}
+os.environ.update(AIRFLOW_ENV)
 
 
 def service_missing(what: str) -> None:
@@ -67,3 +98,32 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.sqlite'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata database (SQLite) in the session's private AIRFLOW_HOME."""
+    marker = AIRFLOW_HOME / ".migrated"
+    if not marker.exists():
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            check=True,
+            env={**os.environ, **AIRFLOW_ENV},
+            capture_output=True,
+        )
+        marker.touch()
+    return AIRFLOW_HOME
+
+
+@pytest.fixture
+def load_dag(airflow_db: Path):  # type: ignore[no-untyped-def]
+    """Load one DAG from a file in a configured bundle (dags/ or tests/dags/) through a real DagBag."""
+
+    def load(path: str | Path, dag_id: str):  # type: ignore[no-untyped-def]
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=str(path))
+        assert not bag.import_errors, bag.import_errors
+        return bag.get_dag(dag_id)
+
+    return load
