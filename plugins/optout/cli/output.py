@@ -1,0 +1,35 @@
+"""How the CLI words versions and counts: one line each, counts only, never a number or key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import typer
+
+from optout.config import format_duration, max_age
+
+if TYPE_CHECKING:
+    from optout.store import VersionInfo
+
+
+def version_line(info: VersionInfo, now: datetime | None = None) -> str:
+    """``version 7 published: cohort 1000, cleared 950, opted out 50 (5.0%), checked 2h ago, fresh``."""
+    parts = [f"version {info.id} {info.status}: cohort {info.cohort_count:,}"]
+    if info.cleared_count is not None:
+        opted_out = info.cohort_count - info.cleared_count
+        share = opted_out / info.cohort_count if info.cohort_count else 0.0
+        parts.append(f"cleared {info.cleared_count:,}, opted out {opted_out:,} ({share:.1%})")
+    if info.checked_at is not None:
+        age = (now or datetime.now(UTC)) - info.checked_at
+        state = "fresh" if age <= max_age() else "STALE"
+        parts.append(f"checked {info.checked_at:%Y-%m-%d %H:%M} UTC, {format_duration(age)} ago, {state}")
+    if info.note:
+        parts.append(info.note)
+    return ", ".join(parts)
+
+
+def echo_counts(title: str, counts: Mapping[str, int]) -> None:
+    """``cohort: rows 12, valid 10, missing 1, ...`` in one line."""
+    typer.echo(f"{title}: " + ", ".join(f"{key.replace('_', ' ')} {value:,}" for key, value in counts.items()))
