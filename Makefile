@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh clone: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+SANDBOX_VENV := .venv-mesh-sandbox
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint airflow clean
+
+install: $(VENV)/.installed $(SANDBOX_VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-test.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+# mesh-sandbox pins a FastAPI that Airflow refuses, so it gets a virtualenv of its own.
+$(SANDBOX_VENV)/.installed: requirements-mesh-sandbox.txt
+	$(PYTHON) -m venv $(SANDBOX_VENV)
+	$(SANDBOX_VENV)/bin/pip install -q --upgrade pip
+	$(SANDBOX_VENV)/bin/pip install -q -r requirements-mesh-sandbox.txt
+	touch $@
+
+demo: install
+	$(BIN)/python include/demo.py
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install lint
+	CI=$${CI:-} $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(SANDBOX_VENV) var .pytest_cache .mypy_cache .ruff_cache
