@@ -141,7 +141,7 @@ def test_any_other_line_names_its_number_never_its_content(bad: bytes) -> None:
 
 
 def test_a_number_that_was_not_requested_is_refused() -> None:
-    data = reply_bytes(VALID[:2] + [VALID[10]])
+    data = reply_bytes([*VALID[:2], VALID[10]])
     with pytest.raises(InputError, match="line 3: a number that was not in the request") as caught:
         ndop.parse_reply(data, np.array(VALID[:5]))
     assert f"{VALID[10]:010d}" not in str(caught.value)
