@@ -1,0 +1,323 @@
+"""Pseudonymised extracts: identifier columns that hold a keyed hash of the NHS number.
+
+The opt-out applies to pseudonymised data too. The data controller hashes each NHS number as
+HMAC-SHA256 over its ten-digit text with a secret key and ships the lowercase hex. We hash the cohort
+of the check result once with the same key and match on the digests, so the same reasons come out as
+for plain numbers: cleared, ``opted_out`` (in the cohort, not cleared), ``unchecked`` (a well-formed
+hash of no one in the cohort), ``missing`` and ``malformed`` (not 64 hex digits).
+
+The key comes from an environment variable or an Airflow connection, never from the spec file, and
+never appears in a message: only its fingerprint (itself a keyed hash) may be shown. A wrong key would
+silently turn every row into ``unchecked``; :func:`check_matches` stops a run where fewer than half of the
+non-missing hashed ids match the cohort.
+
+Hashing runs at about half a microsecond per number (the HMAC pads are hashed once and their states
+copied, which halves hashlib's own HMAC), spread over processes for large cohorts, and is cached in
+memory per (check version, key fingerprint) so a run with several tables hashes once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from optout.clearance import KEEP, CheckResultLike, Reason
+from optout.errors import InputError
+from optout.nhs_number import NULL_TOKENS
+
+SCHEMES = ("hmac-sha256",)
+DIGEST_BYTES = 32
+HEX_CHARS = 2 * DIGEST_BYTES
+MIN_MATCH_SHARE = 0.5  # below this share of non-missing ids matching the cohort, the key is wrong
+_PARALLEL_FROM = 200_000  # fewer numbers than this hash faster in one process than the pool starts
+_BLOCK = 64  # SHA-256 block size: HMAC pads the key to it
+_KEYS = ("scheme", "key_env", "key_conn")
+
+# Hex digit value per byte, 255 where the byte is not a hex digit (either case is accepted).
+_HEX_VALUE = np.full(256, 255, dtype=np.uint8)
+for _index, _char in enumerate(b"0123456789abcdef"):
+    _HEX_VALUE[_char] = _index
+    _HEX_VALUE[bytes([_char]).upper()[0]] = _index
+
+
+class PseudonymKeyError(InputError):
+    """The key does not match the data (or cannot be found); nothing was written."""
+
+
+@dataclass(frozen=True)
+class Pseudonymisation:
+    """How a table's identifier column was hashed: the scheme and where the key lives.
+
+    Exactly one of ``key_env`` (an environment variable name) and ``key_conn`` (an Airflow connection id,
+    whose password is the key) is set.
+    """
+
+    scheme: str = "hmac-sha256"
+    key_env: str | None = None
+    key_conn: str | None = None
+
+    @classmethod
+    def parse(cls, value: Any, *, path: str | Path | None = None, field: str = "pseudonymised") -> Pseudonymisation:
+        """Validate the spec's ``pseudonymised:`` mapping; a key written into the spec itself is refused."""
+        if not isinstance(value, Mapping):
+            raise InputError("expected a mapping: {scheme: hmac-sha256, key_env: NAME}", path=path, field=field)
+        for name in value:
+            if name in ("key", "secret", "password"):
+                raise InputError(
+                    "a key never goes in the spec file: name an environment variable (key_env) "
+                    "or an Airflow connection (key_conn) that holds it",
+                    path=path,
+                    field=f"{field}.{name}",
+                )
+            if name not in _KEYS:
+                allowed = ", ".join(_KEYS)
+                raise InputError(f"unknown key {name!r}; allowed: {allowed}", path=path, field=f"{field}.{name}")
+        scheme = str(value.get("scheme", SCHEMES[0])).strip().lower()
+        if scheme not in SCHEMES:
+            supported = ", ".join(SCHEMES)
+            raise InputError(f"unknown scheme {scheme!r}; supported: {supported}", path=path, field=f"{field}.scheme")
+        key_env, key_conn = value.get("key_env"), value.get("key_conn")
+        if (key_env is None) == (key_conn is None):
+            raise InputError("give exactly one of key_env and key_conn", path=path, field=field)
+        for name, given in (("key_env", key_env), ("key_conn", key_conn)):
+            if given is not None and (not isinstance(given, str) or not given.strip()):
+                raise InputError("expected a non-empty name", path=path, field=f"{field}.{name}")
+        return cls(scheme, key_env.strip() if key_env else None, key_conn.strip() if key_conn else None)
+
+    @property
+    def key_source(self) -> str:
+        """Where the key comes from, for messages (a name, never the key)."""
+        return f"environment variable {self.key_env}" if self.key_env else f"Airflow connection {self.key_conn!r}"
+
+
+class Key:
+    """A secret HMAC key. Its repr and str never show it; :attr:`fingerprint` identifies it safely."""
+
+    def __init__(self, secret: bytes | str) -> None:
+        secret = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+        if not secret:
+            raise ValueError("an HMAC key cannot be empty")
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return f"Key(fingerprint={self.fingerprint})"
+
+    __str__ = __repr__
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """16 hex digits of a keyed hash of a fixed label: tells keys apart without revealing them."""
+        return hmac.new(self._secret, b"optout key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+    def digest(self, message: bytes) -> bytes:
+        return hmac.digest(self._secret, message, "sha256")
+
+    def pads(self) -> tuple[bytes, bytes]:
+        """The HMAC inner and outer pad blocks (for hashing many short messages fast)."""
+        secret = hashlib.sha256(self._secret).digest() if len(self._secret) > _BLOCK else self._secret
+        secret = secret.ljust(_BLOCK, b"\0")
+        return bytes(b ^ 0x36 for b in secret), bytes(b ^ 0x5C for b in secret)
+
+
+def load_key(config: Pseudonymisation, *, connection_secret: Callable[[str], str | None] | None = None) -> Key:
+    """The key named by the spec: an environment variable, or an Airflow connection's password.
+
+    The library does not import Airflow: the Airflow skin passes ``connection_secret`` (conn id -> password).
+    """
+    if config.key_env:
+        secret = os.environ.get(config.key_env)
+    elif connection_secret is None:
+        raise PseudonymKeyError(
+            f"the key is in {config.key_source}, which only Airflow can read; run this in Airflow or use key_env",
+            field="pseudonymised.key_conn",
+        )
+    else:
+        secret = connection_secret(str(config.key_conn))
+    if not secret:
+        field = "pseudonymised.key_env" if config.key_env else "pseudonymised.key_conn"
+        raise PseudonymKeyError(f"no key found in {config.key_source}; set it before running", field=field)
+    return Key(secret)
+
+
+def _ascii_digits(numbers: np.ndarray) -> bytes:
+    """Ten ASCII digits per number, back to back."""
+    powers = 10 ** np.arange(9, -1, -1, dtype=np.int64)
+    return ((np.asarray(numbers, dtype=np.int64)[:, None] // powers) % 10 + 48).astype(np.uint8).tobytes()
+
+
+def _hmac_block(pads: tuple[bytes, bytes], text: bytes) -> bytes:
+    """HMAC-SHA256 of each 10-byte message in ``text``, digests back to back."""
+    inner_pad, outer_pad = hashlib.sha256(pads[0]), hashlib.sha256(pads[1])
+    out = []
+    append = out.append
+    for start in range(0, len(text), 10):
+        inner = inner_pad.copy()
+        inner.update(text[start : start + 10])
+        outer = outer_pad.copy()
+        outer.update(inner.digest())
+        append(outer.digest())
+    return b"".join(out)
+
+
+def hash_numbers(numbers: np.ndarray, key: Key, *, workers: int | None = None) -> np.ndarray:
+    """HMAC-SHA256 of each number's ten-digit text, as an (n, 32) uint8 array of digests.
+
+    ``workers`` processes share large inputs (default: the CPU count, for 200,000 numbers or more).
+    """
+    text = _ascii_digits(numbers)
+    count = len(text) // 10
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    if count < _PARALLEL_FROM or workers < 2:
+        digests = _hmac_block(key.pads(), text)
+    else:
+        size = -(-count // workers) * 10
+        parts = [text[start : start + size] for start in range(0, len(text), size)]
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context(method)) as pool:
+            digests = b"".join(pool.map(_hmac_block, [key.pads()] * len(parts), parts))
+    return np.frombuffer(digests, dtype=np.uint8).reshape(count, DIGEST_BYTES)
+
+
+def hex_digests(digests: np.ndarray) -> pa.Array:
+    """Lowercase hex text of each digest (64 characters), as the data controller writes them."""
+    count = len(digests)
+    data = pa.py_buffer(np.ascontiguousarray(digests).tobytes().hex().encode("ascii"))
+    offsets = pa.py_buffer(np.arange(0, HEX_CHARS * (count + 1), HEX_CHARS, dtype=np.int32).tobytes())
+    return pa.Array.from_buffers(pa.string(), count, [None, offsets, data])
+
+
+def _prefix(digests: np.ndarray) -> np.ndarray:
+    """First 8 bytes of each digest as uint64: a sort key that almost never collides."""
+    return np.ascontiguousarray(digests[:, :8]).view(">u8").ravel().astype(np.uint64)
+
+
+@dataclass(frozen=True)
+class HashedCohort:
+    """The cohort's digests sorted by prefix, with whether each person was cleared."""
+
+    digests: np.ndarray  # (n, 32) uint8
+    prefixes: np.ndarray  # (n,) uint64, ascending
+    cleared: np.ndarray  # (n,) bool
+
+    @classmethod
+    def build(cls, check_result: Any, key: Key) -> HashedCohort:
+        cohort = np.asarray(check_result.cohort, dtype=np.int64)
+        digests = hash_numbers(cohort, key)
+        prefixes = _prefix(digests)
+        order = np.argsort(prefixes, kind="stable")
+        cleared = check_result.cleared_set.contains(cohort, known_valid=True)
+        return cls(digests[order], prefixes[order], cleared[order])
+
+    def __len__(self) -> int:
+        return len(self.prefixes)
+
+
+_CACHE: dict[tuple[Any, str], HashedCohort] = {}
+
+
+def hashed_cohort(check_result: Any, key: Key) -> HashedCohort:
+    """The cohort hashed with ``key``, computed once per (check version, key) in this process."""
+    version = getattr(getattr(check_result, "info", None), "id", None)
+    cache_key = (version if version is not None else id(check_result), key.fingerprint)
+    found = _CACHE.get(cache_key)
+    if found is None:
+        _CACHE.clear()  # one version at a time: cohorts are large
+        found = _CACHE[cache_key] = HashedCohort.build(check_result, key)
+    return found
+
+
+def decode_hex(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trimmed hex ids -> (digests (n, 32) uint8, missing mask, well-formed mask), all vectorised.
+
+    Missing: null, blank or a null token (``NULL``, ``n/a``...). Well-formed: exactly 64 hex digits.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array(values, from_pandas=True)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = values.cast(pa.large_string())
+    values = pc.utf8_trim_whitespace(values.cast(pa.large_string()))
+    missing = pc.fill_null(pc.or_kleene(values.is_null(), pc.is_in(pc.utf8_lower(values), pa.array(NULL_TOKENS))), True)
+    missing_np = missing.to_numpy(zero_copy_only=False)
+    right_length = pc.fill_null(pc.equal(pc.binary_length(values), HEX_CHARS), False).to_numpy(zero_copy_only=False)
+    candidates = np.flatnonzero(right_length & ~missing_np)
+    digests = np.zeros((len(values), DIGEST_BYTES), dtype=np.uint8)
+    well_formed = np.zeros(len(values), dtype=bool)
+    if len(candidates):
+        chosen = values.take(pa.array(candidates))
+        start = int(np.frombuffer(chosen.buffers()[1], dtype=np.int64)[chosen.offset])
+        text = np.frombuffer(chosen.buffers()[2], dtype=np.uint8)[start : start + HEX_CHARS * len(candidates)]
+        nibbles = _HEX_VALUE[text.reshape(len(candidates), HEX_CHARS)]
+        ok = (nibbles != 255).all(axis=1)
+        digests[candidates] = (nibbles[:, 0::2] << 4) | (nibbles[:, 1::2] & 15)
+        well_formed[candidates] = ok
+    return digests, missing_np, well_formed
+
+
+class PseudonymClearance:
+    """Per-row reason codes for a hashed identifier column, like :class:`optout.clearance.Clearance`."""
+
+    def __init__(self, check_result: CheckResultLike, key: Key) -> None:
+        self._cohort = hashed_cohort(check_result, key)
+
+    def codes(self, values: Any) -> np.ndarray:
+        """uint8 reason code per value (0 = cleared, keep)."""
+        digests, missing, well_formed = decode_hex(values)
+        codes = np.full(len(missing), Reason.MALFORMED.code, dtype=np.uint8)
+        codes[missing] = Reason.MISSING.code
+        rows = np.flatnonzero(well_formed)
+        found = self.lookup(digests[rows])
+        codes[rows] = np.where(
+            found < 0,
+            Reason.UNCHECKED.code,
+            np.where(self._cohort.cleared[np.maximum(found, 0)], KEEP, Reason.OPTED_OUT.code),
+        )
+        return codes
+
+    def lookup(self, digests: np.ndarray) -> np.ndarray:
+        """Index of each digest in the hashed cohort, -1 where absent."""
+        cohort = self._cohort
+        if not len(cohort):
+            return np.full(len(digests), -1, dtype=np.int64)
+        prefixes = _prefix(digests)
+        at = np.minimum(np.searchsorted(cohort.prefixes, prefixes), len(cohort) - 1)
+        hit = cohort.prefixes[at] == prefixes
+        hit[hit] = (cohort.digests[at[hit]] == digests[hit]).all(axis=1)
+        return np.where(hit, at, -1)
+
+    def numbers(self, values: Any) -> np.ndarray:
+        """A stand-in number per row for counting distinct people: the digest prefix (0 when not usable)."""
+        digests, _, well_formed = decode_hex(values)
+        return np.where(well_formed, _prefix(digests).view(np.int64), 0)
+
+
+def check_matches(counts: Mapping[str, int], *, table: str, config: Pseudonymisation, kept: int) -> None:
+    """Stop when fewer than half of the non-missing hashed ids match the cohort: the key is wrong.
+
+    ``counts`` are the column's rows by number reason; ``kept`` the rows whose id was cleared (whether or
+    not their person was removed for another row).
+    """
+    matched = kept + counts.get(Reason.OPTED_OUT.value, 0)
+    present = matched + sum(
+        counts.get(reason.value, 0) for reason in (Reason.UNCHECKED, Reason.MALFORMED, Reason.BAD_CHECK_DIGIT)
+    )
+    if present and matched / present < MIN_MATCH_SHARE:
+        raise PseudonymKeyError(
+            f"only {matched} of {present} hashed ids in table {table!r} match the checked cohort "
+            f"(at least {MIN_MATCH_SHARE:.0%} must): the key in {config.key_source} is probably not the one the "
+            "data was hashed with, or the column is not an HMAC-SHA256 hex of the NHS number; nothing was written",
+            field=f"{table}.pseudonymised",
+        )
