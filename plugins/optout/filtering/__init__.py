@@ -1,0 +1,75 @@
+"""Remove every row that may not be used, with one semantics whatever holds the data.
+
+``run_filter`` writes the filtered tables and ``manifest.json`` into a staging folder that replaces
+``out_dir`` only when every table succeeded. Engines: ``arrow_files`` (CSV/Parquet, streamed) and
+``frames`` (pandas DataFrames, see :func:`optout.filtering.frames.filter_frames`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from optout.atomic import staging_dir
+from optout.clearance import CheckResultLike, no_removals
+from optout.filtering.cascade import require_check
+from optout.manifest import Manifest, new_manifest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from optout.spec import ExtractSpec
+
+
+def run_filter(
+    spec: ExtractSpec,
+    out_dir: str | Path,
+    check_result: CheckResultLike | None,
+    frames: dict[str, pd.DataFrame] | None = None,
+) -> Manifest:
+    """Filter ``spec``'s tables (its files, or ``frames`` keyed by table name) into ``out_dir``.
+
+    Outputs keep each table's file name, format, columns and types; ``out_dir`` is replaced whole,
+    manifest included, or left untouched on any error. ``check_result`` may be None only for an
+    extract that is copied unfiltered (direct care, exempt).
+    """
+    require_check(spec, check_result)
+    with staging_dir(out_dir) as staging:
+        manifest = _run(spec, staging, check_result, frames)
+        manifest.write(staging)
+    return manifest
+
+
+def _run(
+    spec: ExtractSpec, staging: Path, check_result: CheckResultLike | None, frames: dict[str, pd.DataFrame] | None
+) -> Manifest:
+    if frames is not None:
+        return _write_frames(spec, staging, check_result, frames)
+    from optout.filtering import arrow_files
+
+    if check_result is not None and spec.filtered:
+        reports, people = arrow_files.filter_files(spec, staging, check_result)
+    else:
+        reports = arrow_files.copy_files(spec, staging)
+        people = no_removals()
+    return new_manifest(spec, check_result, engine=arrow_files.ENGINE, tables=reports, people_removed=people)
+
+
+def _write_frames(
+    spec: ExtractSpec, staging: Path, check_result: CheckResultLike | None, frames: dict[str, pd.DataFrame]
+) -> Manifest:
+    import pyarrow as pa
+
+    from optout.filtering.frames import filter_frames
+    from optout.tabular import write_table
+
+    kept, manifest = filter_frames(spec, frames, check_result)
+    tables = []
+    for report in manifest.tables:
+        target = staging / report.file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tables.append(
+            replace(report, sha256=write_table(target, pa.Table.from_pandas(kept[report.name], preserve_index=False)))
+        )
+    return replace(manifest, tables=tuple(tables))

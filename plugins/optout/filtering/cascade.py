@@ -1,0 +1,271 @@
+"""The filter rules, engine-neutral: every engine feeds it Arrow batches and keeps the rows it clears.
+
+Pass 1 (:meth:`Cascade.learn`) reads the number and key of every row of the tables that have both
+and notes each person key with an uncleared number (with the reason, for the people count) and, when
+some table carries only keys, every key seen beside a number. Pass 2 (:meth:`Cascade.codes`) gives
+each row its reason code. Key lookups are hash indexes built once, after pass 1.
+
+Since pass 1 saw every numbered row, a keyed row in pass 2 is removed exactly when its key is uncleared:
+only those rows (and rows without a key) have their own number classified again. The counts of
+pass 1 and 2 must agree, which also catches a file changed between the passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from optout.clearance import (
+    CODE_COUNT,
+    KEEP,
+    CheckResultLike,
+    Clearance,
+    Reason,
+    count_codes,
+    counts_by_reason,
+    no_removals,
+)
+from optout.errors import InputError, NoVersionError
+from optout.manifest import TableReport
+from optout.spec import ExtractSpec, TableSpec
+
+_COMPACT_AT = 1 << 23  # seen keys are de-duplicated whenever this many wait
+
+
+class KeyKind(StrEnum):
+    """Keys compare as integers when every key column is an integer column, else as trimmed text."""
+
+    INTEGER = "integer"
+    TEXT = "text"
+
+    @classmethod
+    def of(cls, types: Iterable[pa.DataType]) -> KeyKind:
+        return cls.INTEGER if all(pa.types.is_integer(kind) for kind in types) else cls.TEXT
+
+    def column(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """Keys in their comparable form; blank text becomes null (no key)."""
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if self is KeyKind.INTEGER:
+            return values.cast(pa.int64())
+        text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+        return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+class KeySet:
+    """Exact membership of person keys, hashed once (a pandas Index), probed per batch."""
+
+    def __init__(self, keys: pa.Array) -> None:
+        import pandas as pd
+
+        self._index = pd.Index(_to_numpy(keys))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def contains(self, keys: pa.Array) -> np.ndarray:
+        """Bool mask; a null key is never a member."""
+        if len(self._index) == 0 or len(keys) == 0:
+            return np.zeros(len(keys), dtype=bool)
+        present = keys.is_valid().to_numpy(zero_copy_only=False)
+        found = self._index.get_indexer(_to_numpy(keys)) >= 0
+        return found & present
+
+
+def _to_numpy(keys: pa.Array) -> np.ndarray:
+    if pa.types.is_integer(keys.type):
+        return keys.fill_null(0).to_numpy(zero_copy_only=False)
+    return keys.fill_null("").to_numpy(zero_copy_only=False)
+
+
+@dataclass
+class _Tally:
+    table: TableSpec
+    codes: np.ndarray = field(default_factory=lambda: np.zeros(CODE_COUNT, dtype=np.int64))
+    own_bad_learned: int = 0
+    own_bad_seen: int = 0
+
+    @property
+    def rows_in(self) -> int:
+        return int(self.codes.sum())
+
+
+class Cascade:
+    """One run's decisions over one spec and one check result."""
+
+    def __init__(self, spec: ExtractSpec, check_result: CheckResultLike, key_types: dict[str, pa.DataType]) -> None:
+        self.spec = spec
+        self.clearance = Clearance(check_result)
+        self.kind = KeyKind.of(key_types.values())
+        self._tallies = {table.name: _Tally(table) for table in spec.tables}
+        self._needs_seen = any(table.person_key and not table.nhs_number for table in spec.tables)
+        self._bad_keys: list[pa.Array] = []
+        self._bad_codes: list[np.ndarray] = []
+        self._seen: list[pa.Array] = []
+        self._seen_rows = 0
+        self._unseen: list[pa.Array] = []
+        self._bad_numbers: list[np.ndarray] = []
+        self._bad_number_codes: list[np.ndarray] = []
+        self._bad: KeySet | None = None
+        self._known: KeySet | None = None
+        self._people_by_key = np.zeros(CODE_COUNT, dtype=np.int64)
+
+    @staticmethod
+    def learns_from(table: TableSpec) -> bool:
+        """Pass 1 reads the tables with both a number and a key."""
+        return bool(table.nhs_number and table.person_key)
+
+    def learn(self, table: TableSpec, batch: pa.RecordBatch) -> None:
+        """Pass 1: note the keys of rows whose number is not cleared (and every key, if needed)."""
+        assert table.nhs_number and table.person_key
+        codes = self.clearance.codes(batch.column(table.nhs_number))
+        keys = self.kind.column(batch.column(table.person_key))
+        bad = codes != KEEP
+        self._tallies[table.name].own_bad_learned += int(bad.sum())
+        bad_keyed = np.flatnonzero(bad & keys.is_valid().to_numpy(zero_copy_only=False))
+        if len(bad_keyed):
+            self._bad_keys.append(keys.take(pa.array(bad_keyed)))
+            self._bad_codes.append(codes[bad_keyed])
+        if self._needs_seen:
+            self._seen.append(pc.unique(keys.drop_null()))
+            self._seen_rows += len(self._seen[-1])
+            if self._seen_rows >= _COMPACT_AT:
+                self._seen = [_unique(self._seen, self.kind)]
+                self._seen_rows = len(self._seen[0])
+
+    def finish_learning(self) -> None:
+        """Build the key indexes once, and count uncleared people by their first reason."""
+        bad_keys, reasons = _first_reason(self._bad_keys, self._bad_codes, self.kind)
+        self._people_by_key += count_codes(reasons)
+        self._bad = KeySet(bad_keys)
+        self._known = KeySet(_unique(self._seen, self.kind)) if self._needs_seen else None
+        self._bad_keys, self._bad_codes, self._seen = [], [], []
+
+    def codes(self, table: TableSpec, batch: pa.RecordBatch) -> np.ndarray:
+        """Pass 2: the reason code of every row of a batch (0 = keep)."""
+        if table.person_key and self._bad is None:
+            raise RuntimeError("finish_learning() must run before keyed tables are filtered")
+        tally = self._tallies[table.name]
+        numbers = batch.column(table.nhs_number) if table.nhs_number else None
+        keys = self.kind.column(batch.column(table.person_key)) if table.person_key else None
+        if keys is None:
+            assert numbers is not None
+            codes = self.clearance.codes(numbers)
+            keyless = np.ones(len(codes), dtype=bool)
+        else:
+            assert self._bad is not None
+            present = keys.is_valid().to_numpy(zero_copy_only=False)
+            codes = np.where(self._bad.contains(keys), Reason.PERSON_REMOVED.code, KEEP).astype(np.uint8)
+            keyless = ~present
+            if numbers is None:
+                assert self._known is not None
+                unseen = present & ~self._known.contains(keys)
+                codes[unseen] = Reason.UNCHECKED.code
+                codes[keyless] = Reason.MISSING.code
+                if unseen.any():
+                    self._unseen.append(pc.unique(keys.filter(pa.array(unseen))))
+            else:
+                # Only removed and keyless rows need their own number's reason.
+                check = np.flatnonzero((codes != KEEP) | keyless)
+                own = self.clearance.codes(numbers.take(pa.array(check)))
+                codes[check] = np.where(own != KEEP, own, codes[check])
+                tally.own_bad_seen += int((own != KEEP).sum())
+        if numbers is not None:
+            self._note_keyless_people(numbers, codes, keyless)
+        tally.codes += count_codes(codes)
+        return codes
+
+    def _note_keyless_people(self, numbers: pa.Array, codes: np.ndarray, keyless: np.ndarray) -> None:
+        removed = np.flatnonzero(keyless & (codes != KEEP))
+        if len(removed):
+            self._bad_numbers.append(self.clearance.numbers(numbers.take(pa.array(removed))))
+            self._bad_number_codes.append(codes[removed])
+
+    def reports(self) -> list[TableReport]:
+        """Per-table counts (no file or hash yet); refuses when pass 1 and 2 disagree."""
+        reports = []
+        for tally in self._tallies.values():
+            table = tally.table
+            if self.learns_from(table) and tally.own_bad_seen != tally.own_bad_learned:
+                raise InputError(
+                    "the table changed while it was being filtered; rerun when nothing is writing to it",
+                    path=table.path,
+                )
+            report = unfiltered_report(table, tally.rows_in, None)
+            reports.append(replace(report, rows_out=int(tally.codes[KEEP]), removed=counts_by_reason(tally.codes)))
+        return reports
+
+    def people_removed(self) -> dict[str, int]:
+        """Distinct people removed by reason: by key, then by NHS number for rows without a key."""
+        people = self._people_by_key.copy()
+        if self._unseen:
+            people[Reason.UNCHECKED.code] += len(_unique(self._unseen, self.kind))
+        if self._bad_numbers:
+            numbers = pa.array(np.concatenate(self._bad_numbers))
+            valid = np.flatnonzero(numbers.to_numpy() != 0)
+            _, reasons = _first_reason(
+                [numbers.take(pa.array(valid))], [np.concatenate(self._bad_number_codes)[valid]], KeyKind.INTEGER
+            )
+            people += count_codes(reasons)
+        return counts_by_reason(people)
+
+
+def _empty(kind: KeyKind) -> pa.Array:
+    return pa.array([], type=pa.int64() if kind is KeyKind.INTEGER else pa.string())
+
+
+def _unique(chunks: list[pa.Array], kind: KeyKind) -> pa.Array:
+    return pc.unique(pa.concat_arrays(chunks)) if chunks else _empty(kind)
+
+
+def _first_reason(keys: list[pa.Array], codes: list[np.ndarray], kind: KeyKind) -> tuple[pa.Array, np.ndarray]:
+    """Distinct keys, each with its highest-priority (lowest) reason code."""
+    if not keys:
+        return _empty(kind), np.zeros(0, dtype=np.uint8)
+    table = pa.table({"key": pa.concat_arrays(keys), "code": pa.array(np.concatenate(codes))})
+    grouped = table.group_by("key", use_threads=False).aggregate([("code", "min")])
+    return grouped.column("key").combine_chunks(), grouped.column("code_min").to_numpy().astype(np.uint8)
+
+
+def key_types(spec: ExtractSpec, schemas: dict[str, pa.Schema]) -> dict[str, pa.DataType]:
+    """Check that every named column exists; return the type of each table's person key column."""
+    found = {}
+    for table in spec.tables:
+        schema = schemas[table.name]
+        for column in columns_of(table):
+            if column not in schema.names:
+                raise InputError(
+                    f"no column {column!r}; the table has: {', '.join(schema.names)}", path=table.path, field=column
+                )
+        if table.person_key:
+            found[table.name] = schema.field(table.person_key).type
+    return found
+
+
+def columns_of(table: TableSpec) -> list[str]:
+    """The columns pass 1 reads."""
+    return [name for name in (table.nhs_number, table.person_key) if name]
+
+
+def unfiltered_report(table: TableSpec, rows: int, sha256: str | None) -> TableReport:
+    """The report of a table copied unfiltered: every row out, none removed."""
+    return TableReport(
+        name=table.name,
+        file=table.output_name,
+        format=table.format.value,
+        rows_in=rows,
+        rows_out=rows,
+        removed=no_removals(),
+        sha256=sha256,
+    )
+
+
+def require_check(spec: ExtractSpec, check_result: CheckResultLike | None) -> None:
+    """Fail closed: a secondary-use extract is never written without a check result."""
+    if spec.filtered and check_result is None:
+        raise NoVersionError(f"extract {spec.name!r} is for {spec.purpose.value}: it needs an opt-out check result")

@@ -1,0 +1,81 @@
+"""The pandas engine: the same rules over DataFrames held in memory (notebooks, small extracts).
+
+Each frame's number and key columns go through the same :class:`Cascade` as files do; rows are then
+selected from the original frame, so its dtypes and index stay exactly as they were.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from optout.clearance import KEEP, CheckResultLike, no_removals
+from optout.errors import InputError
+from optout.filtering.cascade import Cascade, columns_of, key_types, require_check, unfiltered_report
+from optout.manifest import Manifest, new_manifest
+from optout.spec import ExtractSpec
+from optout.tabular import BATCH_ROWS
+
+ENGINE = "frames"
+
+
+def filter_frames(
+    spec: ExtractSpec, frames: dict[str, pd.DataFrame], check_result: CheckResultLike | None
+) -> tuple[dict[str, pd.DataFrame], Manifest]:
+    """Filter one DataFrame per table of ``spec`` (keyed by table name); return the kept rows and the manifest.
+
+    ``direct_care`` and ``exempt`` extracts come back as unfiltered copies (``check_result`` may be None).
+    """
+    require_check(spec, check_result)
+    for table in spec.tables:
+        if table.name not in frames:
+            raise InputError(f"no DataFrame for table {table.name!r}", field=table.name)
+    if check_result is None or not spec.filtered:
+        copies = {table.name: frames[table.name].copy() for table in spec.tables}
+        reports = [unfiltered_report(table, len(copies[table.name]), None) for table in spec.tables]
+        manifest = new_manifest(spec, check_result, engine=ENGINE, tables=reports, people_removed=no_removals())
+        return copies, manifest
+    batches = {table.name: _batches(frames[table.name], columns_of(table)) for table in spec.tables}
+    schemas = {name: _schema(frames[name], found) for name, found in batches.items()}
+    cascade = Cascade(spec, check_result, key_types(spec, schemas))
+    for table in spec.tables:
+        if cascade.learns_from(table):
+            for batch in batches[table.name]:
+                cascade.learn(table, batch)
+    cascade.finish_learning()
+    kept = {}
+    for table in spec.tables:
+        codes = [cascade.codes(table, batch) for batch in batches[table.name]]
+        keep = np.concatenate(codes) == KEEP if codes else np.zeros(0, dtype=bool)
+        kept[table.name] = frames[table.name][keep]
+    manifest = new_manifest(
+        spec, check_result, engine=ENGINE, tables=cascade.reports(), people_removed=cascade.people_removed()
+    )
+    return kept, manifest
+
+
+def _schema(frame: pd.DataFrame, batches: list[pa.RecordBatch]) -> pa.Schema:
+    if batches:
+        return batches[0].schema
+    return pa.schema([(str(name), pa.string()) for name in frame.columns])
+
+
+def _batches(frame: pd.DataFrame, columns: list[str]) -> list[pa.RecordBatch]:
+    """The number and key columns as Arrow batches (mixed-type object columns become text)."""
+    for column in columns:
+        if column not in frame.columns:
+            raise InputError(
+                f"no column {column!r}; the DataFrame has: {', '.join(map(str, frame.columns))}", field=column
+            )
+    return [
+        pa.RecordBatch.from_arrays([_arrow(part[column]) for column in columns], names=columns)
+        for part in (frame.iloc[start : start + BATCH_ROWS] for start in range(0, len(frame), BATCH_ROWS))
+    ]
+
+
+def _arrow(series: pd.Series) -> pa.Array:
+    try:
+        return pa.array(series, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if pd.isna(value) else str(value) for value in series], type=pa.string())

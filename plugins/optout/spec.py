@@ -1,0 +1,194 @@
+"""The extract spec: what one disclosure sends, why, and which columns say whose data each row is.
+
+Loaded from YAML and validated before anything is read, so a mistake is reported against the spec
+(file and key path, such as ``tables[2].nhs_number``) rather than half way through a filter. The same
+dataclasses can be built in code for the pandas API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from optout.errors import InputError
+from optout.purpose import LegalBasis, Purpose, check_exemption, parse_legal_basis, parse_purpose
+from optout.tabular import Format, format_of
+
+MAX_SPEC_BYTES = 1 << 20
+_TOP_KEYS = ("name", "purpose", "legal_basis", "legal_reference", "tables")
+_TABLE_KEYS = ("name", "path", "nhs_number", "person_key", "output")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of an extract. ``path`` may be None when the table is given as a DataFrame.
+
+    ``output`` is the file name under the output folder (default: the input's file name).
+    """
+
+    name: str
+    path: Path | None = None
+    nhs_number: str | None = None
+    person_key: str | None = None
+    output: str | None = None
+
+    @property
+    def output_name(self) -> str:
+        return self.output or (self.path.name if self.path else f"{self.name}.parquet")
+
+    @property
+    def format(self) -> Format:
+        return format_of(self.output_name)
+
+
+@dataclass(frozen=True)
+class ExtractSpec:
+    """An extract: name, purpose (with legal basis and reference when exempt) and tables."""
+
+    name: str
+    purpose: Purpose
+    tables: tuple[TableSpec, ...]
+    legal_basis: LegalBasis | None = None
+    legal_reference: str | None = None
+    source: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        check_exemption(self.purpose, self.legal_basis, self.legal_reference, path=_text(self.source))
+        names: set[str] = set()
+        outputs: set[str] = set()
+        for index, table in enumerate(self.tables):
+            where = f"tables[{index}]"
+            _check_table(table, self.source, where)
+            if table.name in names:
+                raise InputError(f"two tables are named {table.name!r}", path=self.source, field=f"{where}.name")
+            if table.output_name in outputs:
+                raise InputError(
+                    f"two tables would write {table.output_name!r}; set a different output",
+                    path=self.source,
+                    field=f"{where}.output",
+                )
+            names.add(table.name)
+            outputs.add(table.output_name)
+
+    @property
+    def filtered(self) -> bool:
+        """False for direct care and recorded exemptions, which are copied unfiltered."""
+        return self.purpose.applies_opt_out
+
+    @property
+    def keyed(self) -> bool:
+        return any(table.person_key for table in self.tables)
+
+    def table(self, name: str) -> TableSpec:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(name)
+
+
+def _text(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
+def load_spec(path: str | Path) -> ExtractSpec:
+    """Read and validate a YAML extract spec; table paths are relative to the spec's folder."""
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except FileNotFoundError:
+        raise InputError("spec file not found", path=source) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise InputError(f"the spec is larger than {MAX_SPEC_BYTES} bytes; is this the right file?", path=source)
+    document = _parse(raw, source)
+    return _build(document, source)
+
+
+def _parse(raw: bytes, source: Path) -> Any:
+    try:
+        text = raw.decode("utf-8-sig")
+        # Anchors and aliases are refused: a few lines of them can expand to gigabytes.
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                line = event.start_mark.line + 1 if event.start_mark else None
+                raise InputError("YAML anchors and aliases are not allowed in a spec", path=source, line=line)
+        return yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise InputError("the spec is not UTF-8 text", path=source) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InputError(f"not valid YAML: {problem}", path=source, line=line) from None
+
+
+def _mapping(value: Any, allowed: tuple[str, ...], source: Path, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError("expected a mapping of keys to values", path=source, field=where or None)
+    for key in value:
+        if key not in allowed:
+            raise InputError(
+                f"unknown key {key!r}; allowed: {', '.join(allowed)}",
+                path=source,
+                field=f"{where}.{key}" if where else str(key),
+            )
+    return value
+
+
+def _string(value: Any, source: Path, where: str, *, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
+        raise InputError("expected a non-empty text value", path=source, field=where)
+    return str(value).strip()
+
+
+def _build(document: Any, source: Path) -> ExtractSpec:
+    top = _mapping(document, _TOP_KEYS, source, "")
+    name = _string(top.get("name"), source, "name")
+    purpose = parse_purpose(top.get("purpose"), path=str(source))
+    basis_text = top.get("legal_basis")
+    basis = parse_legal_basis(basis_text, path=str(source)) if basis_text is not None else None
+    reference = _string(top.get("legal_reference"), source, "legal_reference", required=False)
+    tables = top.get("tables")
+    if not isinstance(tables, list) or not tables:
+        raise InputError("expected a list of one or more tables", path=source, field="tables")
+    built = tuple(_table(entry, source, f"tables[{index}]") for index, entry in enumerate(tables))
+    assert name is not None
+    return ExtractSpec(name, purpose, built, legal_basis=basis, legal_reference=reference, source=source)
+
+
+def _table(entry: Any, source: Path, where: str) -> TableSpec:
+    table = _mapping(entry, _TABLE_KEYS, source, where)
+    name = _string(table.get("name"), source, f"{where}.name")
+    path_text = _string(table.get("path"), source, f"{where}.path")
+    assert name is not None and path_text is not None
+    path = source.parent / Path(path_text).expanduser()
+    number = _string(table.get("nhs_number"), source, f"{where}.nhs_number", required=False)
+    key = _string(table.get("person_key"), source, f"{where}.person_key", required=False)
+    output = _string(table.get("output"), source, f"{where}.output", required=False)
+    return TableSpec(name, path, nhs_number=number, person_key=key, output=output)
+
+
+def _check_table(table: TableSpec, source: Path | None, where: str) -> None:
+    """Whose data each row is must be known; the output stays in the output folder in the input's format."""
+    if not (table.nhs_number or table.person_key):
+        raise InputError(
+            "give nhs_number or person_key (or both): without one we cannot tell whose data a row is",
+            path=source,
+            field=where,
+        )
+    if table.path is not None:
+        format_of(table.path, field=f"{where}.path", source=source)
+    if table.output is None:
+        return
+    pure = PurePosixPath(table.output.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or Path(table.output).is_absolute():
+        raise InputError(
+            "an output name must be relative to the output folder, without '..'", path=source, field=f"{where}.output"
+        )
+    output_format = format_of(table.output, field=f"{where}.output", source=source)
+    if table.path is not None and output_format is not format_of(table.path):
+        raise InputError("an output keeps its input's format (.csv or .parquet)", path=source, field=f"{where}.output")

@@ -1,0 +1,322 @@
+"""Read CSV and Parquet files in record batches, and write batches back in the same format.
+
+Memory stays bounded whatever the file size: files are streamed batch by batch. CSV columns are read
+as text and written back as text, so every value (leading zeros, dates as written, quoted newlines and
+embedded quotes) survives a round trip unchanged; Parquet keeps its schema, metadata and compression.
+Errors are :class:`InputError` naming the file, line and column; the text of a bad row is never shown,
+because it may hold an NHS number.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from optout.atomic import OWNER_ONLY_FILE
+from optout.errors import InputError
+
+BATCH_ROWS = 1 << 20  # one default Parquet row group: large enough to amortise per-batch overhead
+_CSV_BLOCK_BYTES = 16 << 20
+
+
+class Format(StrEnum):
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+def format_of(path: str | Path, *, field: str | None = None, source: str | Path | None = None) -> Format:
+    """The format named by a file's extension; anything but ``.csv`` and ``.parquet`` is refused."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    try:
+        return Format(suffix)
+    except ValueError:
+        raise InputError(
+            f"cannot tell the format of {Path(path).name!r}: name it .csv or .parquet",
+            path=source if source is not None else path,
+            field=field,
+        ) from None
+
+
+def schema_of(path: str | Path) -> pa.Schema:
+    """The columns and types a file would be read with (CSV: every column as text)."""
+    path = Path(path)
+    if format_of(path) is Format.PARQUET:
+        return _open_parquet(path).schema_arrow
+    return pa.schema([(name, pa.string()) for name in _csv_header(path)])
+
+
+def count_rows(path: str | Path) -> int:
+    """Rows in a file: from the footer for Parquet, by streaming for CSV."""
+    path = Path(path)
+    if format_of(path) is Format.PARQUET:
+        return _open_parquet(path).metadata.num_rows
+    return sum(batch.num_rows for batch in read_batches(path, columns=[]))
+
+
+def read_batches(
+    path: str | Path, columns: Sequence[str] | None = None, batch_rows: int = BATCH_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """Stream a CSV or Parquet file as record batches of the named columns (all when None).
+
+    A named column that the file lacks is an :class:`InputError` naming the column.
+    """
+    path = Path(path)
+    if format_of(path) is Format.PARQUET:
+        return _parquet_batches(path, columns, batch_rows)
+    return _csv_batches(path, columns, batch_rows)
+
+
+def _missing(path: Path, names: Sequence[str], wanted: Sequence[str] | None) -> None:
+    for column in wanted or ():
+        if column not in names:
+            raise InputError(f"no column {column!r}; the file has: {', '.join(names)}", path=path, field=column)
+
+
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"not a readable Parquet file ({type(exc).__name__})", path=path) from None
+
+
+def _parquet_batches(path: Path, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    parquet = _open_parquet(path)
+    _missing(path, parquet.schema_arrow.names, columns)
+    try:
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=list(columns) if columns is not None else None)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"Parquet file is damaged ({type(exc).__name__})", path=path) from None
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except UnicodeDecodeError:
+        raise InputError("the header is not UTF-8 text; save the file as UTF-8", path=path, line=1) from None
+    if not header:
+        raise InputError("the file is empty; a CSV extract needs a header row", path=path, line=1)
+    seen: set[str] = set()
+    for name in header:
+        if not name.strip():
+            raise InputError("the header has an empty column name", path=path, line=1)
+        if name in seen:
+            raise InputError("the header names this column twice", path=path, line=1, field=name)
+        seen.add(name)
+    return header
+
+
+def _csv_batches(path: Path, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    header = _csv_header(path)
+    _missing(path, header, columns)
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in header},
+        include_columns=list(columns) if columns is not None else None,
+        strings_can_be_null=False,
+    )
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    try:
+        read = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES)
+        reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in reader:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= batch_rows:
+                yield from _rebatch(pending)
+                pending, rows = [], 0
+        yield from _rebatch(pending)
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, len(header), str(exc)) from None
+
+
+def _rebatch(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    if batches:
+        yield pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def _csv_error(path: Path, width: int, arrow_message: str) -> InputError:
+    """Find the bad line with a slow exact scan (errors only); never repeat Arrow's text, it quotes the row."""
+    if "UTF8" in arrow_message or "UTF-8" in arrow_message:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        with path.open("rb") as handle:
+            for line, raw in enumerate(handle, start=1):
+                try:
+                    decoder.decode(raw)
+                except UnicodeDecodeError:
+                    return InputError("this line is not UTF-8 text; save the file as UTF-8", path=path, line=line)
+        return InputError("the file is not UTF-8 text; save it as UTF-8", path=path)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        rows = csv.reader(handle)
+        for fields in rows:
+            if len(fields) != width:
+                return InputError(
+                    f"this row has {len(fields)} fields but the header has {width}; quote values holding commas",
+                    path=path,
+                    line=rows.line_num,
+                )
+    return InputError("the CSV file cannot be parsed; check its quoting", path=path)
+
+
+class _HashingFile(io.RawIOBase):
+    """An owner-only output file that hashes what is written, so nothing is read back for the manifest."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY_FILE)
+        self.digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        written = 0
+        while written < len(view):
+            written += os.write(self._fd, view[written:])
+        return len(view)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+class BatchWriter:
+    """Write record batches to a CSV or Parquet file, the format taken from ``path``'s extension.
+
+    Parquet copies the compression of ``like`` (the source file) when given. Writes run on a
+    background thread so encoding overlaps the caller's work; errors surface at the next call.
+    ``sha256`` is the file's hash once closed.
+    """
+
+    def __init__(self, path: str | Path, schema: pa.Schema, *, like: str | Path | None = None) -> None:
+        self.path = Path(path)
+        self.rows = 0
+        self.sha256 = ""
+        self._format = format_of(self.path)
+        self._file = _HashingFile(self.path)
+        self._writer: Any
+        if self._format is Format.PARQUET:
+            self._writer = pq.ParquetWriter(self._file, schema, compression=_compression_of(like))
+        else:
+            options = pacsv.WriteOptions(quoting_style="needed")
+            self._writer = pacsv.CSVWriter(self._file, schema, write_options=options)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-writer")
+        self._pending: Future[None] | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._wait()
+        self.rows += batch.num_rows
+        self._pending = self._pool.submit(self._write_now, batch)
+
+    def _write_now(self, batch: pa.RecordBatch) -> None:
+        if self._format is Format.PARQUET:
+            self._writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
+        else:
+            self._writer.write_batch(batch)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown()
+            self._writer.close()
+            self._file.close()
+        self.sha256 = self._file.digest.hexdigest()
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _compression_of(like: str | Path | None) -> str:
+    if like is None or format_of(like) is not Format.PARQUET:
+        return "snappy"
+    metadata = _open_parquet(Path(like)).metadata
+    if metadata.num_row_groups == 0 or metadata.num_columns == 0:
+        return "snappy"
+    return str(metadata.row_group(0).column(0).compression).lower()
+
+
+def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """Read ahead on a background thread (Arrow decodes without the GIL); at most ``depth`` batches wait."""
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def hand_over(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not hand_over(batch):
+                    return
+            hand_over(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            hand_over(exc)
+
+    thread = threading.Thread(target=produce, name="optout-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := ahead.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def write_table(path: str | Path, table: pa.Table) -> str:
+    """Write a whole table (the pandas engine's output) in the format ``path`` names; return its sha256."""
+    with BatchWriter(path, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+            writer.write(batch)
+    return writer.sha256
+
+
+__all__ = [
+    "BATCH_ROWS",
+    "BatchWriter",
+    "Format",
+    "count_rows",
+    "format_of",
+    "prefetch",
+    "read_batches",
+    "schema_of",
+    "write_table",
+]
