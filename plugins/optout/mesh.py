@@ -1,0 +1,380 @@
+"""Talk to NHS England's "Check for National Data Opt-outs" service over MESH, through ``mesh_client``.
+
+A check is one MESH message to the service's mailbox, workflow ``SPINE_NTT_UPHOLDING``, with a Subject
+and a LocalId that we make unique per request. The service first sends back a small JSON "job created"
+message, then the reply file; both carry our LocalId, which is how a reply is matched to its request
+(several requests may be in flight; other messages in the inbox are left alone).
+
+Size: the whole cohort goes as one message, 12 bytes per NHS number (1,000,000 people is 12 MB).
+mesh-client splits it into chunks of at most 75 MiB (MESH's chunk limit is 100 MB) and MESH accepts a
+message of up to 20 GB through the API, so the ceiling is about 1.6 billion numbers: MESH is never the
+limit for a real cohort. The reply is streamed to disk and parsed in blocks, so memory stays bounded.
+
+Nothing here logs a number: only counts, message IDs and LocalIds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from optout import config, ndop
+from optout.atomic import atomic_file
+from optout.errors import InputError, OptOutError, SuspiciousReplyError
+
+if TYPE_CHECKING:
+    from mesh_client import MeshClient
+
+    from optout.store import Store, VersionInfo
+
+log = logging.getLogger(__name__)
+
+WORKFLOW_ID = "SPINE_NTT_UPHOLDING"
+# The service drops messages whose Subject or LocalId hold anything but letters, digits, "-" and "_".
+_SAFE_REFERENCE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_READ_BLOCK = 4 * 1024 * 1024
+_PEEK = 4096
+_RETRYABLE_4XX = (408, 425, 429)
+
+
+class MeshAuthError(InputError):
+    """MESH refused our credentials or certificate: fix the connection, retrying cannot help."""
+
+
+class MeshRejectedError(InputError):
+    """MESH refused the request itself (a 4xx other than authentication): retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """Where and as whom to connect. ``password`` and ``shared_key`` are kept out of ``repr``."""
+
+    url: str
+    mailbox: str
+    password: str = field(repr=False)
+    service_mailbox: str
+    shared_key: str | None = field(default=None, repr=False)
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca_cert: str | None = None
+    workflow_id: str = WORKFLOW_ID
+    timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("url", "mailbox", "password", "service_mailbox"):
+            if not getattr(self, name):
+                raise InputError(f"{name} is required for a MESH connection", field=name)
+        parsed = urlparse(self.url)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise InputError("the MESH URL must look like https://host[:port]", field="host")
+        if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
+            raise InputError("plain http is only allowed to a local sandbox on loopback; use https", field="host")
+        if bool(self.client_cert) != bool(self.client_key):
+            raise InputError("client_cert and client_key go together (the MESH client certificate and its key)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def connect(settings: MeshSettings, *, max_retries: int = 3) -> MeshClient:
+    """A ``MeshClient`` for the settings; known NHS endpoints get their CA bundle from mesh-client."""
+    from mesh_client import MeshClient
+
+    cert = (settings.client_cert, settings.client_key) if settings.client_cert and settings.client_key else None
+    return MeshClient(
+        settings.url,
+        settings.mailbox,
+        settings.password,
+        shared_key=settings.shared_key.encode() if settings.shared_key else None,
+        cert=cert,  # type: ignore[arg-type]
+        verify=settings.ca_cert or None,
+        max_retries=max_retries,
+        timeout=settings.timeout,
+        application_name="optout",
+    )
+
+
+def handshake(client: MeshClient) -> None:
+    """Authenticate once; raises :class:`MeshAuthError` when MESH refuses us."""
+    with mesh_errors("handshake"):
+        client.handshake()
+
+
+def new_local_id(mailbox: str, now: datetime | None = None) -> str:
+    """``MAILBOX-YYYYMMDDHHMMSS-xxxxxxxx``: unique, sortable, and only characters the service accepts."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{mailbox}-{moment:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def _check_reference(value: str, name: str) -> str:
+    if not _SAFE_REFERENCE.match(value):
+        raise InputError("use 1-100 letters, digits, '-' or '_' (the service ignores other messages)", field=name)
+    return value
+
+
+@contextlib.contextmanager
+def mesh_errors(action: str) -> Iterator[None]:
+    """Turn MESH's refusals into our errors; transport errors (worth retrying) pass through unchanged."""
+    from mesh_client import MeshError
+    from requests import HTTPError
+
+    try:
+        yield
+    except HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else 0
+        if status in (401, 403):
+            raise MeshAuthError(
+                f"MESH refused the {action} (HTTP {status}): check the mailbox, password, shared key "
+                "and client certificate of the connection"
+            ) from None
+        if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+            raise MeshRejectedError(f"MESH refused the {action} (HTTP {status})") from None
+        raise
+    except MeshError as exc:
+        raise MeshRejectedError(f"MESH refused the {action}: {exc.args[0] if exc.args else 'no reason'}") from None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying later: the network, timeouts, MESH busy or down (429/5xx)."""
+    from requests import ConnectionError, HTTPError, Timeout
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    if isinstance(exc, HTTPError) and exc.response is not None:
+        return exc.response.status_code >= 500 or exc.response.status_code in _RETRYABLE_4XX
+    return isinstance(exc, (ConnectionError, Timeout, Urllib3Error, OSError)) and not isinstance(exc, OptOutError)
+
+
+def send_file(
+    client: MeshClient,
+    recipient: str,
+    data: bytes,
+    *,
+    local_id: str,
+    subject: str,
+    workflow_id: str = WORKFLOW_ID,
+    filename: str | None = None,
+) -> str:
+    """Send one message (mesh-client chunks it); returns the MESH message ID."""
+    _check_reference(local_id, "local_id")
+    _check_reference(subject, "subject")
+    with mesh_errors("send"):
+        return str(
+            client.send_message(
+                recipient,
+                data,
+                workflow_id=workflow_id,
+                subject=subject,
+                local_id=local_id,
+                filename=filename or f"{local_id}.dat",
+            )
+        )
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    """What the headers say about one inbox message (never its content)."""
+
+    message_id: str
+    local_id: str | None
+    workflow_id: str | None
+    subject: str | None
+    sender: str | None
+    job_created: bool
+
+
+def list_inbox(client: MeshClient, workflow_id: str | None = WORKFLOW_ID) -> list[str]:
+    """Message IDs waiting in our inbox, optionally only those of one workflow."""
+    with mesh_errors("inbox listing"):
+        return list(client.iterate_message_ids(workflow_filter=workflow_id))
+
+
+def peek(client: MeshClient, message_id: str) -> InboxMessage:
+    """Read a message's headers and first bytes (to tell "job created" from a reply), then let it go."""
+    with mesh_errors("download"):
+        message = client.retrieve_message(message_id)
+        try:
+            head = message.read(_PEEK)
+        finally:
+            message.close()
+    return InboxMessage(
+        message_id=message_id,
+        local_id=message.local_id,
+        workflow_id=message.workflow_id,
+        subject=message.subject,
+        sender=message.sender,
+        job_created=ndop.is_job_created(head),
+    )
+
+
+def download(client: MeshClient, message_id: str, path: str | Path) -> int:
+    """Stream a message to ``path`` (atomic, owner-only); returns its size in bytes."""
+    size = 0
+    with mesh_errors("download"):
+        message = client.retrieve_message(message_id)
+        try:
+            with atomic_file(path, "wb") as handle:
+                while block := message.read(_READ_BLOCK):
+                    handle.write(block)  # type: ignore[attr-defined]
+                    size += len(block)
+        finally:
+            message.close()
+    return size
+
+
+def acknowledge(client: MeshClient, message_id: str) -> None:
+    """Tell MESH we have the message; it leaves the inbox."""
+    with mesh_errors("acknowledgement"):
+        client.acknowledge_message(message_id)
+
+
+def find_reply(client: MeshClient, local_id: str, *, workflow_id: str = WORKFLOW_ID) -> str | None:
+    """The message ID of the reply to ``local_id``, or None while it has not come.
+
+    The service's "job created" message for this LocalId is acknowledged and skipped: it is never the
+    list. Messages for other LocalIds (another run, another system) are not touched.
+    """
+    for message_id in list_inbox(client, workflow_id):
+        info = peek(client, message_id)
+        if info.local_id != local_id:
+            continue
+        if info.job_created:
+            log.info("MESH message %s is the service's 'job created' notice for %s: acknowledged", message_id, local_id)
+            acknowledge(client, message_id)
+            continue
+        return message_id
+    return None
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """A request on its way: everything a later step (or XCom) needs, and no number."""
+
+    version_id: int
+    local_id: str
+    message_id: str
+    cohort_count: int
+    request_sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version_id": self.version_id,
+            "local_id": self.local_id,
+            "message_id": self.message_id,
+            "cohort_count": self.cohort_count,
+            "request_sha256": self.request_sha256,
+        }
+
+
+def send_request(
+    client: MeshClient,
+    store: Store,
+    cohort: np.ndarray,
+    *,
+    settings: MeshSettings,
+    local_id: str | None = None,
+    subject: str | None = None,
+    source: str = "",
+) -> SentRequest:
+    """Build the request file from ``cohort`` (valid numbers only), record it pending, send it.
+
+    It is recorded before it is sent: a reply can then always be matched, and a send that fails leaves
+    only a pending version that never becomes current.
+    """
+    data = ndop.build_request(cohort)
+    local_id = _check_reference(local_id or new_local_id(settings.mailbox), "local_id")
+    info = store.record_request(np.unique(np.asarray(cohort, dtype=np.int64)), local_id=local_id, source=source)
+    message_id = send_file(
+        client,
+        settings.service_mailbox,
+        data,
+        local_id=local_id,
+        subject=subject or local_id,
+        workflow_id=settings.workflow_id,
+    )
+    log.info(
+        "sent request %s (%d NHS numbers, version %d) to %s as MESH message %s",
+        local_id,
+        info.cohort_count,
+        info.id,
+        settings.service_mailbox,
+        message_id,
+    )
+    return SentRequest(info.id, local_id, message_id, info.cohort_count, info.request_sha256)
+
+
+def replies_dir() -> Path:
+    """Where replies land while they are imported, and where quarantined ones stay (owner-only)."""
+    folder = config.data_dir() / "replies"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
+def import_reply(
+    store: Store,
+    version_id: int,
+    reply: ndop.Source,
+    *,
+    name: str | None = None,
+    checked_at: datetime | None = None,
+    max_share_jump: float = 0.05,
+) -> VersionInfo:
+    """Parse a reply against the request recorded as ``version_id`` and import it with the store's gates.
+
+    Raises :class:`InputError` (malformed, or a number never requested; nothing recorded) or
+    :class:`SuspiciousReplyError` (kept as a quarantined version for a governance officer).
+    """
+    requested = store.load(version_id).cohort
+    cleared = ndop.parse_reply(reply, requested, name=name)
+    return store.import_reply(
+        version_id, cleared, checked_at=checked_at or datetime.now(UTC), max_share_jump=max_share_jump
+    )
+
+
+def receive_reply(
+    client: MeshClient,
+    store: Store,
+    local_id: str,
+    message_id: str,
+    *,
+    max_share_jump: float = 0.05,
+) -> VersionInfo:
+    """Download the reply, import it, then acknowledge it.
+
+    A published reply's file is deleted (the store holds the numbers). A quarantined one is kept
+    owner-only in :func:`replies_dir` for inspection. A malformed reply is deleted and left
+    unacknowledged in MESH (until MESH expires it) so it can be fetched again to investigate.
+    """
+    pending = store.find_request(local_id=local_id)
+    if pending is None:
+        raise InputError(f"no request with LocalId {local_id} was recorded in this store", field="local_id")
+    path = replies_dir() / f"{local_id}.dat"
+    size = download(client, message_id, path)
+    try:
+        info = import_reply(store, pending.id, path, name=f"MESH message {message_id}", max_share_jump=max_share_jump)
+    except SuspiciousReplyError as exc:
+        acknowledge(client, message_id)
+        raise SuspiciousReplyError(f"{exc}. The reply file is kept for that at {path} (owner-only)") from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    path.unlink(missing_ok=True)
+    acknowledge(client, message_id)
+    log.info("imported reply %s (%d bytes): version %d is %s", local_id, size, info.id, info.status)
+    return info
