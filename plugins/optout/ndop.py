@@ -73,6 +73,11 @@ def build_request(numbers: np.ndarray) -> bytes:
     return lines.tobytes()
 
 
+def request_sha256(numbers: np.ndarray) -> str:
+    """The sha256 (hex) of the request file for these numbers, without writing it."""
+    return hashlib.sha256(build_request(numbers)).hexdigest()
+
+
 def write_request(path: str | Path, numbers: np.ndarray) -> str:
     """Write the request file atomically (owner-only); return the sha256 (hex) of its bytes."""
     data = build_request(numbers)

@@ -1,0 +1,495 @@
+"""The versioned store of check results: what was sent, what came back, and which version is current.
+
+A *version* is one check: recorded ``pending`` with its cohort when the request is sent, then
+``published`` (or ``quarantined`` when the reply looks wrong) when the reply is imported. Every change
+of status is one transaction that also writes the numbers, so a reader sees either the old current
+version or the whole new one. The store is the only place that keeps NHS numbers: as sorted, delta
+encoded, compressed blocks (a million numbers a row), so five million numbers write and load in about
+a second on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from optout import config, ndop
+from optout.atomic import OWNER_ONLY_DIR, OWNER_ONLY_FILE
+from optout.errors import ConcurrentUpdateError, InputError, NoVersionError, StaleListError, SuspiciousReplyError
+from optout.lookup import NumberSet
+
+PENDING, PUBLISHED, QUARANTINED, REJECTED = "pending", "published", "quarantined", "rejected"
+COHORT, CLEARED = "cohort", "cleared"
+CHUNK = 1 << 20
+PENDING_GRACE = timedelta(days=1)  # a reply can still arrive for a younger pending request
+_HEADER = struct.Struct("<qB")  # first number, bytes per delta
+_PG_LOCK = 0x6F70746F7574  # "optout": serialises table creation across processes
+
+
+class _UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC in and out; SQLite, which has no time zones, stores naive UTC text."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the store takes time-zone aware datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+versions_table = sa.Table(
+    "optout_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("local_id", sa.String(100), nullable=False, unique=True),
+    sa.Column("status", sa.String(12), nullable=False, index=True),
+    sa.Column("request_sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("requested_at", _UTCDateTime, nullable=False),
+    sa.Column("checked_at", _UTCDateTime),
+    sa.Column("published_at", _UTCDateTime),
+    sa.Column("cohort_count", sa.BigInteger, nullable=False),
+    sa.Column("cleared_count", sa.BigInteger),
+    sa.Column("note", sa.Text),
+)
+numbers_table = sa.Table(
+    "optout_numbers",
+    metadata,
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("optout_versions.id"), primary_key=True),
+    sa.Column("kind", sa.String(8), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version's row: what was sent and when, what came back, and its status."""
+
+    id: int
+    local_id: str
+    status: str  # pending | published | quarantined | rejected
+    request_sha256: str
+    requested_at: datetime
+    checked_at: datetime | None
+    published_at: datetime | None
+    cohort_count: int
+    cleared_count: int | None
+    note: str | None
+    source: str = ""
+
+    @property
+    def opted_out_count(self) -> int | None:
+        return None if self.cleared_count is None else self.cohort_count - self.cleared_count
+
+    @property
+    def opted_out_share(self) -> float | None:
+        opted_out = self.opted_out_count
+        return None if opted_out is None else opted_out / self.cohort_count
+
+    def age(self, now: datetime | None = None) -> timedelta:
+        """Time since the check (since the request while no reply has come)."""
+        return (now or _now()) - (self.checked_at or self.requested_at)
+
+    def is_fresh(self, max_age: timedelta | None = None, now: datetime | None = None) -> bool:
+        """Checked, and younger than ``max_age`` (``OPTOUT_MAX_AGE``, 48h by default)."""
+        return self.checked_at is not None and self.age(now) < (max_age or config.max_age())
+
+
+@dataclass(frozen=True, eq=False)
+class CheckResult:
+    """One version's numbers, sorted unique int64 (``cleared`` is empty until a reply is imported)."""
+
+    info: VersionInfo
+    cohort: np.ndarray
+    cleared: np.ndarray
+
+    @cached_property
+    def cleared_set(self) -> NumberSet:
+        return NumberSet(self.cleared)
+
+    @cached_property
+    def cohort_set(self) -> NumberSet:
+        return NumberSet(self.cohort)
+
+
+class Store:
+    """Check results in a SQL database (``OPTOUT_STORE_URL``, else a SQLite file in the data folder)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or config.store_url()
+        self._engine: sa.Engine | None = None
+
+    def record_request(self, cohort: np.ndarray, *, local_id: str | None = None, source: str = "") -> VersionInfo:
+        """Record a request about to be sent as a pending version; its LocalId ties the reply to it."""
+        request_sha256 = ndop.request_sha256(cohort)  # refuses invalid numbers as the service would
+        numbers = ndop.sorted_unique(np.asarray(cohort, dtype=np.int64))
+        now = _now()
+        local_id = local_id or f"optout-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+        with self._write() as conn:
+            taken = conn.execute(sa.select(versions_table.c.id).where(versions_table.c.local_id == local_id)).first()
+            if taken is not None:
+                raise InputError(f"LocalId {local_id!r} is already recorded; use a new one", field="local_id")
+            version_id = conn.execute(
+                versions_table.insert()
+                .values(
+                    local_id=local_id,
+                    status=PENDING,
+                    request_sha256=request_sha256,
+                    source=source,
+                    requested_at=now,
+                    cohort_count=len(numbers),
+                )
+                .returning(versions_table.c.id)
+            ).scalar_one()
+            _write_numbers(conn, version_id, COHORT, numbers)
+        return self._info(version_id)
+
+    def find_request(self, *, local_id: str | None = None, request_sha256: str | None = None) -> VersionInfo | None:
+        """The newest version with this LocalId and/or request hash, whatever its status."""
+        if local_id is None and request_sha256 is None:
+            raise InputError("find a request by its LocalId or its request file's sha256")
+        query = sa.select(versions_table).order_by(versions_table.c.id.desc()).limit(1)
+        if local_id is not None:
+            query = query.where(versions_table.c.local_id == local_id)
+        if request_sha256 is not None:
+            query = query.where(versions_table.c.request_sha256 == request_sha256.lower())
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return _to_info(row) if row else None
+
+    def import_reply(
+        self,
+        version_id: int,
+        cleared: np.ndarray,
+        *,
+        checked_at: datetime | None = None,
+        max_share_jump: float = 0.05,
+    ) -> VersionInfo:
+        """Store a reply's cleared numbers and publish the version, in one transaction.
+
+        When the opted-out share moves by more than ``max_share_jump`` (absolute) from the current
+        version, the version is stored as quarantined instead and :class:`SuspiciousReplyError` is
+        raised: a truncated or wrong reply must not silently change who may be used.
+        """
+        now = _now()
+        checked_at = _aware(checked_at, "checked_at") if checked_at is not None else now
+        if checked_at > now + timedelta(minutes=5):
+            raise InputError("checked_at is in the future; give the time the service ran the check", field="checked_at")
+        pending = self.load(version_id)
+        if pending.info.status != PENDING:
+            raise InputError(
+                f"version {version_id} is {pending.info.status}; a reply can only be imported into a pending request"
+            )
+        cleared = ndop.sorted_unique(np.asarray(cleared, dtype=np.int64))
+        at = np.minimum(np.searchsorted(pending.cohort, cleared), len(pending.cohort) - 1)
+        strangers = int((pending.cohort[at] != cleared).sum())
+        if strangers:
+            raise InputError(
+                f"{strangers} cleared number(s) are not in version {version_id}'s cohort; "
+                "is this the reply to another request?"
+            )
+        share = 1 - len(cleared) / len(pending.cohort)
+        with self._write() as conn:
+            previous = _current(conn)
+            status, note = PUBLISHED, None
+            if previous is not None and previous.opted_out_share is not None:
+                jump = abs(share - previous.opted_out_share)
+                if jump > max_share_jump:
+                    status = QUARANTINED
+                    note = (
+                        f"opted-out share {share:.2%} against {previous.opted_out_share:.2%} in version "
+                        f"{previous.id}: a change of {jump:.2%}, more than the {max_share_jump:.2%} allowed"
+                    )
+            claimed = conn.execute(
+                versions_table.update()
+                .where(versions_table.c.id == version_id, versions_table.c.status == PENDING)
+                .values(
+                    status=status,
+                    checked_at=checked_at,
+                    published_at=now if status == PUBLISHED else None,
+                    cleared_count=len(cleared),
+                    note=note,
+                )
+            ).rowcount
+            if claimed != 1:
+                raise ConcurrentUpdateError(
+                    f"another process imported a reply into version {version_id} first; run `optout status`"
+                )
+            _write_numbers(conn, version_id, CLEARED, cleared)
+        info = self._info(version_id)
+        if status == QUARANTINED:
+            raise SuspiciousReplyError(
+                f"version {version_id} is quarantined, not published: {note}. A governance officer should "
+                f"inspect it, then run `optout check approve {version_id}` to publish it or "
+                f"`optout check reject {version_id}` to discard it"
+            )
+        return info
+
+    def approve(self, version_id: int) -> VersionInfo:
+        """Publish a quarantined version after a governance officer inspected it."""
+        return self._decide(version_id, PUBLISHED)
+
+    def reject(self, version_id: int) -> VersionInfo:
+        """Mark a quarantined version rejected: it is never used and is pruned later."""
+        return self._decide(version_id, REJECTED)
+
+    def current(self) -> VersionInfo | None:
+        """The newest published version by checked-at time (a tie goes to the later import)."""
+        with self._read() as conn:
+            return _current(conn)
+
+    def require_current(self, *, max_age: timedelta | None = None, now: datetime | None = None) -> VersionInfo:
+        """The current version if it is fresh; otherwise refuse, saying what to do."""
+        info = self.current()
+        if info is None:
+            raise NoVersionError("no opt-out list yet; run the refresh")
+        limit = max_age or config.max_age()
+        if not info.is_fresh(limit, now):
+            assert info.checked_at is not None
+            since = info.checked_at + limit
+            raise StaleListError(
+                f"the opt-out list is stale since {since:%Y-%m-%d %H:%M} UTC: version {info.id} was checked "
+                f"{config.format_duration(info.age(now))} ago and the maximum age is "
+                f"{config.format_duration(limit)} (OPTOUT_MAX_AGE); run the refresh"
+            )
+        return info
+
+    def load(self, version_id: int | None = None) -> CheckResult:
+        """One version's numbers (``None``: the current one; freshness is not checked here)."""
+        with self._read() as conn:
+            if version_id is None:
+                info = _current(conn)
+                if info is None:
+                    raise NoVersionError("no opt-out list yet; run the refresh")
+            else:
+                row = conn.execute(sa.select(versions_table).where(versions_table.c.id == version_id)).first()
+                if row is None:
+                    raise InputError(f"there is no version {version_id}; `optout status` lists them")
+                info = _to_info(row)
+            rows = conn.execute(
+                sa.select(numbers_table.c.kind, numbers_table.c.count, numbers_table.c.data)
+                .where(numbers_table.c.version_id == info.id)
+                .order_by(numbers_table.c.kind, numbers_table.c.seq)
+            ).all()
+        cohort = _decode([r for r in rows if r.kind == COHORT], info.cohort_count)
+        cleared = _decode([r for r in rows if r.kind == CLEARED], info.cleared_count or 0)
+        return CheckResult(info=info, cohort=cohort, cleared=cleared)
+
+    def versions(self, limit: int = 20) -> list[VersionInfo]:
+        """The newest versions first, whatever their status."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(versions_table).order_by(versions_table.c.id.desc()).limit(limit)).all()
+        return [_to_info(row) for row in rows]
+
+    def prune(self, keep: int = config.DEFAULT_KEEP_VERSIONS, *, now: datetime | None = None) -> int:
+        """Delete versions no longer needed; return how many.
+
+        Kept: the newest ``keep`` published (the current one among them), every quarantined version
+        (awaiting a decision), rejected versions checked since the oldest kept one, and pending requests
+        younger than a day (their reply may still come).
+        """
+        if keep < 1:
+            raise InputError("keep at least one version (the current one)", field="keep")
+        cutoff = (now or _now()) - PENDING_GRACE
+        v = versions_table.c
+        with self._write() as conn:
+            published = conn.execute(
+                sa.select(v.id, v.checked_at).where(v.status == PUBLISHED).order_by(v.checked_at.desc(), v.id.desc())
+            ).all()
+            doomed = [row.id for row in published[keep:]]
+            if len(published) >= keep:
+                oldest_kept = published[keep - 1].checked_at
+                rejected = sa.select(v.id).where(v.status == REJECTED, v.checked_at < oldest_kept)
+                doomed += conn.execute(rejected).scalars().all()
+            doomed += conn.execute(sa.select(v.id).where(v.status == PENDING, v.requested_at < cutoff)).scalars().all()
+            if doomed:
+                conn.execute(numbers_table.delete().where(numbers_table.c.version_id.in_(doomed)))
+                conn.execute(versions_table.delete().where(v.id.in_(doomed)))
+        return len(doomed)
+
+    def dispose(self) -> None:
+        """Close pooled connections (tests and short-lived processes)."""
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def _decide(self, version_id: int, status: str) -> VersionInfo:
+        with self._write() as conn:
+            decided = conn.execute(
+                versions_table.update()
+                .where(versions_table.c.id == version_id, versions_table.c.status == QUARANTINED)
+                .values(status=status, published_at=_now() if status == PUBLISHED else None)
+            ).rowcount
+            if decided != 1:
+                row = conn.execute(sa.select(versions_table.c.status).where(versions_table.c.id == version_id)).first()
+                what = f"is {row.status}" if row else "does not exist"
+                raise InputError(f"version {version_id} {what}; only a quarantined version can be approved or rejected")
+        return self._info(version_id)
+
+    def _info(self, version_id: int) -> VersionInfo:
+        with self._read() as conn:
+            row = conn.execute(sa.select(versions_table).where(versions_table.c.id == version_id)).one()
+        return _to_info(row)
+
+    def _ready(self) -> sa.Engine:
+        """The engine, with the tables created on first use (serialised, so two processes may race)."""
+        if self._engine is None:
+            engine = _create_engine(self.url)
+            with engine.connect() as conn:
+                conn.execution_options(optout_write=True)
+                with conn.begin():
+                    if engine.dialect.name == "postgresql":
+                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK)))
+                    metadata.create_all(conn)
+            self._engine = engine
+        return self._engine
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        """One snapshot: a version row and its numbers are read consistently."""
+        engine = self._ready()
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._ready().connect() as conn:
+            conn.execution_options(optout_write=True)
+            with conn.begin():
+                yield conn
+
+
+def _create_engine(url: str) -> sa.Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        _create_owner_only(Path(parsed.database))
+    engine = sa.create_engine(url, connect_args={"timeout": 30})
+    sa.event.listen(engine, "connect", _sqlite_connect)
+    sa.event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create an empty (valid) SQLite file readable by its owner only; SQLite gives its WAL the same mode."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=OWNER_ONLY_DIR)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, OWNER_ONLY_FILE))
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # We issue BEGIN ourselves (below): pysqlite's own handling would not make DDL transactional.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA journal_mode = WAL")  # a reader never blocks the writer, nor the reverse
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # A writer takes the write lock up front, so two writers queue instead of failing on upgrade.
+    immediate = conn.get_execution_options().get("optout_write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _current(conn: sa.Connection) -> VersionInfo | None:
+    v = versions_table.c
+    row = conn.execute(
+        sa.select(versions_table).where(v.status == PUBLISHED).order_by(v.checked_at.desc(), v.id.desc()).limit(1)
+    ).first()
+    return _to_info(row) if row else None
+
+
+def _to_info(row: sa.Row[Any]) -> VersionInfo:
+    return VersionInfo(
+        id=row.id,
+        local_id=row.local_id,
+        status=row.status,
+        request_sha256=row.request_sha256,
+        requested_at=row.requested_at,
+        checked_at=row.checked_at,
+        published_at=row.published_at,
+        cohort_count=int(row.cohort_count),
+        cleared_count=None if row.cleared_count is None else int(row.cleared_count),
+        note=row.note,
+        source=row.source,
+    )
+
+
+def _write_numbers(conn: sa.Connection, version_id: int, kind: str, numbers: np.ndarray) -> None:
+    rows = [
+        {"version_id": version_id, "kind": kind, "seq": seq, "count": len(part), "data": _encode(part)}
+        for seq, part in enumerate(numbers[start : start + CHUNK] for start in range(0, len(numbers), CHUNK))
+    ]
+    if rows:
+        conn.execute(numbers_table.insert(), rows)
+
+
+def _encode(numbers: np.ndarray) -> bytes:
+    """Sorted numbers as their first value and the gaps between them, byte-planed then zlib'd.
+
+    Gaps of a cohort are small (thousands): they fit two bytes and compress well once the high and
+    low bytes of all gaps are stored apart.
+    """
+    gaps = np.diff(numbers)
+    top = int(gaps.max()) if len(gaps) else 0
+    width = next(w for w in (1, 2, 4, 8) if top < 1 << (8 * w))
+    planes = gaps.astype(f"<u{width}").view(np.uint8).reshape(-1, width).T.tobytes()
+    return _HEADER.pack(int(numbers[0]), width) + zlib.compress(planes, 1)
+
+
+def _decode(rows: list[Any], expected: int) -> np.ndarray:
+    parts = []
+    for row in rows:
+        first, width = _HEADER.unpack_from(row.data)
+        planes = np.frombuffer(zlib.decompress(row.data[_HEADER.size :]), dtype=np.uint8)
+        gaps = planes.reshape(width, -1).T.copy().view(f"<u{width}").ravel()
+        part = np.empty(len(gaps) + 1, dtype=np.int64)
+        part[0] = first
+        np.cumsum(gaps, dtype=np.int64, out=part[1:])
+        part[1:] += first
+        if len(part) != row.count:
+            raise RuntimeError("the store's numbers are damaged (a block has the wrong length); restore a backup")
+        parts.append(part)
+    numbers = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    if len(numbers) != expected:
+        raise RuntimeError("the store's numbers are damaged (a version has the wrong count); restore a backup")
+    return numbers
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime, field: str) -> datetime:
+    if value.tzinfo is None:
+        raise InputError("give a time with its time zone (for example 2025-01-31T09:00:00Z)", field=field)
+    return value.astimezone(UTC)
