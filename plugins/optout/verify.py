@@ -54,7 +54,9 @@ def verify(spec: ExtractSpec, out_dir: str | Path, check_result: CheckResultLike
     report.add("manifest", True, f"{len(manifest.tables)} tables listed")
     if not _matches_spec(report, spec, manifest):
         return report
-    files_ok = all(_check_file(report, folder / table.output_name, manifest.table(table.name)) for table in spec.tables)
+    for table in spec.tables:
+        _check_file(report, folder / table.output_name, manifest.table(table.name))
+    present = all((folder / table.output_name).is_file() for table in spec.tables)
     if not manifest.filtered:
         report.add("filtered", not spec.filtered, f"copied unfiltered: {manifest.not_filtered_reason}")
         return report
@@ -63,7 +65,7 @@ def verify(spec: ExtractSpec, out_dir: str | Path, check_result: CheckResultLike
         return report
     given = check_result.info.id
     report.add("version", manifest.version_id == given, f"manifest version {manifest.version_id}, given {given}")
-    if files_ok:
+    if present:
         _check_rows(report, spec, folder, check_result)
     return report
 
@@ -79,24 +81,24 @@ def _matches_spec(report: VerifyReport, spec: ExtractSpec, manifest: Manifest) -
     )
 
 
-def _check_file(report: VerifyReport, path: Path, listed: TableReport) -> bool:
+def _check_file(report: VerifyReport, path: Path, listed: TableReport) -> None:
     if not path.is_file():
-        return report.add(f"{listed.name}: file", False, f"{listed.file} is missing")
+        report.add(f"{listed.name}: file", False, f"{listed.file} is missing")
+        return
     unchanged = sha256_of(path) == listed.sha256
-    same_hash = report.add(
+    report.add(
         f"{listed.name}: sha256",
         unchanged,
         "matches the manifest" if unchanged else "differs from the manifest: the file changed",
     )
     rows = sum(batch.num_rows for batch in read_batches(path, columns=_any_column(path)))
     balanced = listed.rows_in - sum(listed.removed.values()) == listed.rows_out
-    same_rows = report.add(
+    report.add(
         f"{listed.name}: rows",
         rows == listed.rows_out and balanced,
         f"{rows} rows in the file, manifest: {listed.rows_in} in, {sum(listed.removed.values())} removed, "
         f"{listed.rows_out} out",
     )
-    return same_hash and same_rows
 
 
 def _any_column(path: Path) -> list[str]:

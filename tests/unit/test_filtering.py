@@ -1,0 +1,161 @@
+"""Filtering: the person-key cascade, both engines, round trips, atomic output and the manifest."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from filter_data import EVENTS, NOTES, PATIENTS, SPEC, N, check_result, write_extract
+
+from optout.errors import InputError, NoVersionError
+from optout.filtering import run_filter
+from optout.filtering.frames import filter_frames
+from optout.manifest import Manifest, read_manifest
+from optout.spec import load_spec
+from optout.tabular import read_batches
+
+
+@pytest.fixture
+def spec_path(tmp_path: Path) -> Path:
+    return write_extract(tmp_path / "in")
+
+
+def _frames(folder: Path) -> dict[str, pd.DataFrame]:
+    text = {"dtype": str, "keep_default_na": False}
+    return {
+        "patients": pd.read_csv(folder / "patients.csv", **text),
+        "events": pd.read_parquet(folder / "events.parquet"),
+        "notes": pd.read_csv(folder / "notes.csv", **text),
+    }
+
+
+def _counts(manifest: Manifest) -> tuple[object, ...]:
+    return tuple(replace(table, sha256=None) for table in manifest.tables), manifest.people_removed
+
+
+def test_cascade_removes_every_row_of_uncleared_people(spec_path: Path, tmp_path: Path) -> None:
+    manifest = run_filter(load_spec(spec_path), tmp_path / "out", check_result())
+    patients = pa.csv.read_csv(tmp_path / "out" / "patients.csv").column("pid").to_pylist()
+    events = pq.read_table(tmp_path / "out" / "events.parquet").column("pid").to_pylist()
+    notes = pa.csv.read_csv(tmp_path / "out" / "notes.csv").column("pid").to_pylist()
+    assert patients == ["p1", "p2", "p9", "p9"]  # duplicated person rows both kept
+    assert events == ["p1", "p9"]
+    assert notes == ["p1", "p9"]  # key-only table: p3 and p8 removed, p99 never seen, blank key
+    assert manifest.table("patients").removed == {
+        "opted_out": 2,
+        "unchecked": 1,
+        "bad_check_digit": 1,
+        "malformed": 1,
+        "missing": 1,
+        "person_removed": 1,
+    }
+    assert manifest.table("events").removed["person_removed"] == 1  # p8's cleared row
+    assert manifest.table("notes").removed == {
+        **dict.fromkeys(manifest.people_removed, 0),
+        "unchecked": 1,
+        "missing": 1,
+        "person_removed": 2,
+    }
+    assert manifest.people_removed == {
+        "opted_out": 2,  # p3, p8
+        "unchecked": 2,  # p7, p99
+        "bad_check_digit": 1,
+        "malformed": 1,
+        "missing": 2,  # p4, p10
+        "person_removed": 0,
+    }
+    assert (manifest.version_id, manifest.filtered, manifest.engine) == (7, True, "arrow_files")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "events.parquet",
+        "manifest.json",
+        "notes.csv",
+        "patients.csv",
+    ]
+
+
+def test_files_and_frames_engines_agree(spec_path: Path, tmp_path: Path) -> None:
+    spec = load_spec(spec_path)
+    from_files = run_filter(spec, tmp_path / "files", check_result())
+    kept, from_frames = filter_frames(spec, _frames(spec_path.parent), check_result())
+    written = run_filter(spec, tmp_path / "frames", check_result(), frames=_frames(spec_path.parent))
+    assert _counts(from_files) == _counts(from_frames) == _counts(written)
+    assert (from_frames.engine, written.engine) == ("frames", "frames")
+    assert kept["patients"]["pid"].tolist() == ["p1", "p2", "p9", "p9"]
+    assert kept["events"].dtypes.equals(_frames(spec_path.parent)["events"].dtypes)
+
+
+def test_csv_and_parquet_round_trip_with_types(spec_path: Path, tmp_path: Path) -> None:
+    run_filter(load_spec(spec_path), tmp_path / "out", check_result())
+    kept = [row for row in PATIENTS if row[0] in {"p1", "p2", "p9"}]
+    rows = [batch.to_pylist() for batch in read_batches(tmp_path / "out" / "patients.csv")]
+    assert [tuple(row.values()) for row in rows[0]] == kept  # spaces, quotes, newlines exactly as written
+    source = pq.ParquetFile(spec_path.parent / "events.parquet")
+    output = pq.ParquetFile(tmp_path / "out" / "events.parquet")
+    assert output.schema_arrow == source.schema_arrow
+    assert output.metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_integer_number_column_without_keys(tmp_path: Path) -> None:
+    spec_text = "name: ints\npurpose: planning\ntables:\n  - {name: events, path: events.parquet, nhs_number: nhs}\n"
+    spec = load_spec(write_extract(tmp_path / "in", spec_text))
+    manifest = run_filter(spec, tmp_path / "out", check_result())
+    assert pq.read_table(tmp_path / "out" / "events.parquet").column("nhs").to_pylist() == [N[0], N[3], N[2]]
+    assert manifest.table("events").removed["opted_out"] == 1
+    assert manifest.people_removed["opted_out"] == 1  # distinct NHS numbers when there are no keys
+
+
+def test_direct_care_is_copied_unfiltered(tmp_path: Path) -> None:
+    spec = load_spec(write_extract(tmp_path / "in", SPEC.replace("research", "direct_care")))
+    manifest = run_filter(spec, tmp_path / "out", None)
+    assert not manifest.filtered and "direct_care" in (manifest.not_filtered_reason or "")
+    assert (tmp_path / "out" / "patients.csv").read_bytes() == (tmp_path / "in" / "patients.csv").read_bytes()
+    assert manifest.table("patients").rows_out == len(PATIENTS)
+
+
+def test_secondary_use_without_check_result_is_refused(spec_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(NoVersionError):
+        run_filter(load_spec(spec_path), tmp_path / "out", None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_failure_leaves_nothing_and_keeps_old_output(spec_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("previous run")
+    (spec_path.parent / "notes.csv").write_text("pid,text\np1,a\np2,b,extra\n")  # ragged row on line 3
+    with pytest.raises(InputError) as error:
+        run_filter(load_spec(spec_path), out, check_result())
+    assert error.value.line == 3
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_manifest_holds_no_number_or_key(spec_path: Path, tmp_path: Path) -> None:
+    run_filter(load_spec(spec_path), tmp_path / "out", check_result())
+    text = (tmp_path / "out" / "manifest.json").read_text()
+    assert not [str(n) for n in N if str(n) in text]
+    keys = {pid for pid, *_ in PATIENTS} | {pid for pid, _ in EVENTS} | set(NOTES)
+    assert not [key for key in keys if key and f'"{key}"' in text]
+    assert read_manifest(tmp_path / "out") == Manifest.from_dict(json.loads(text))
+
+
+def test_integer_person_keys(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"pid": [1, 2, 2, 3], "nhs": [N[0], N[1], N[6], N[9]]}), folder / "a.parquet")
+    pq.write_table(pa.table({"pid": pa.array([2, 1, 4, None], pa.int32())}), folder / "b.parquet")
+    spec_text = (
+        "name: k\npurpose: research\ntables:\n  - {name: a, path: a.parquet, nhs_number: nhs, person_key: pid}\n"
+        "  - {name: b, path: b.parquet, person_key: pid}\n"
+    )
+    (folder / "spec.yaml").write_text(spec_text)
+    manifest = run_filter(load_spec(folder / "spec.yaml"), tmp_path / "out", check_result())
+    assert pq.read_table(tmp_path / "out" / "b.parquet").column("pid").to_pylist() == [1]
+    assert manifest.people_removed["unchecked"] == 2  # person 3 (never sent) and 4 (never seen)
+    assert np.array_equal(pq.read_table(tmp_path / "out" / "a.parquet").column("pid").to_numpy(), [1])
