@@ -309,11 +309,14 @@ def test_tables_are_created_once_when_two_stores_start_together(store_url: str) 
 
 
 def test_sqlite_store_is_owner_only_and_in_wal_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    os.umask(0o022)
     db = Store()  # default: a SQLite file in the data folder
     path = tmp_path / "optout-home" / "store.sqlite"
     assert db.url == f"sqlite:///{path}"
-    db.record_request(valid_numbers(10))
+    usual = os.umask(0o022)  # owner-only must not depend on a strict umask
+    try:
+        db.record_request(valid_numbers(10))
+    finally:
+        os.umask(usual)
     assert path.stat().st_mode & 0o777 == 0o600
     for companion in path.parent.glob("store.sqlite-*"):
         assert companion.stat().st_mode & 0o777 == 0o600
