@@ -156,6 +156,11 @@ class Ledger:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         return [_from_row(r) for r in reversed(rows)]
 
+    def entry(self, entry_id: int) -> LedgerEntry | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(table).where(table.c.id == entry_id)).first()
+        return _from_row(dict(row._mapping)) if row else None
+
     def verify(self) -> tuple[bool, int | None, str]:
         """Walk the chain: ids consecutive, each entry's hash recomputed, each linked to the one before."""
         expected_prev, expected_id, count = GENESIS, 1, 0
@@ -178,6 +183,9 @@ class Ledger:
             writer.writerow(_to_row(entry.disclosure, entry.id, entry.recorded_at, entry.prev_hash))
             count += 1
         return count
+
+    def dispose(self) -> None:
+        self._engine.dispose()
 
     def _rows(self) -> Iterator[dict[str, Any]]:
         with self._engine.connect() as conn:

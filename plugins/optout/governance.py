@@ -1,0 +1,258 @@
+"""The governance page's content: pure queries over the store and the ledger, and the HTML they render to.
+
+Written for someone who has never seen Airflow: is the opt-out list fresh, what did the last refresh
+find, is anything waiting for approval, and what left the organisation, why, and was it proven.
+Counts, names and dates only; every value is escaped. Airflow serves it (``optout.airflow.page``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from html import escape
+from zoneinfo import ZoneInfo
+
+from optout import config
+from optout.ledger import Ledger, LedgerEntry
+from optout.store import Store, VersionInfo
+
+LONDON = ZoneInfo("Europe/London")
+_CHART_W, _CHART_H, _BAR_GAP = 480, 160, 6
+
+
+@dataclass(frozen=True)
+class Overview:
+    now: datetime
+    max_age: timedelta
+    current: VersionInfo | None
+    versions: list[VersionInfo]  # newest first, any status
+    disclosures: list[LedgerEntry]  # newest first
+    ledger_ok: bool
+    ledger_message: str
+
+    @property
+    def fresh(self) -> bool:
+        return self.current is not None and self.current.is_fresh(self.max_age, self.now)
+
+    @property
+    def waiting(self) -> list[VersionInfo]:
+        """Quarantined replies: held back until a governance officer approves or rejects them."""
+        return [v for v in self.versions if v.status == "quarantined"]
+
+    @property
+    def shares(self) -> list[tuple[int, float]]:
+        """Opted-out share of each published version, oldest first."""
+        return [
+            (v.id, v.opted_out_share)
+            for v in reversed(self.versions)
+            if v.status == "published" and v.opted_out_share is not None
+        ]
+
+
+def overview(
+    store_url: str | None = None, *, now: datetime | None = None, versions: int = 10, disclosures: int = 20
+) -> Overview:
+    """Everything the page shows, read in one go."""
+    store = Store(store_url)
+    ledger = Ledger(store_url)
+    try:
+        ok, _bad, message = ledger.verify()
+        return Overview(
+            now=now or datetime.now(UTC),
+            max_age=config.max_age(),
+            current=store.current(),
+            versions=store.versions(limit=versions),
+            disclosures=list(reversed(ledger.entries(limit=disclosures))),
+            ledger_ok=ok,
+            ledger_message=message,
+        )
+    finally:
+        store.dispose()
+        ledger.dispose()
+
+
+def london(moment: datetime | None) -> str:
+    return moment.astimezone(LONDON).strftime("%d %b %Y %H:%M %Z") if moment else "—"
+
+
+def render(view: Overview, *, docs_link: str = "data-docs/{id}/index.html") -> str:
+    """The whole page as escaped HTML; ``docs_link`` turns a ledger entry id into its Data Docs URL."""
+    parts = [
+        _HEAD,
+        "<h1>National Data Opt-out</h1>",
+        '<p class="lead">Whether patients\' opt-out choices are applied to the data that leaves us, '
+        "and the record of every disclosure.</p>",
+        _list_section(view),
+        _refresh_section(view),
+        _disclosure_section(view, docs_link),
+        "</main></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _list_section(view: Overview) -> str:
+    current = view.current
+    if current is None:
+        return (
+            '<section aria-labelledby="list"><h2 id="list">Opt-out list</h2>'
+            '<p class="state stale"><strong>NO LIST</strong>: every export for research or planning is refused '
+            "until the first refresh.</p></section>"
+        )
+    state = (
+        '<strong class="state fresh">FRESH</strong>'
+        if view.fresh
+        else '<strong class="state stale">STALE</strong>: exports for research or planning are refused until the '
+        "list is refreshed"
+    )
+    rows = [
+        ("State", state),
+        ("List version", escape(str(current.id))),
+        ("Checked by NHS England at", escape(london(current.checked_at))),
+        ("Age", escape(config.format_duration(current.age(view.now)))),
+        ("Maximum age", escape(config.format_duration(view.max_age))),
+    ]
+    body = "".join(f'<tr><th scope="row">{label}</th><td>{value}</td></tr>' for label, value in rows)
+    return (
+        '<section aria-labelledby="list"><h2 id="list">Opt-out list</h2>'
+        f'<table class="facts"><caption>The list in use now</caption>{body}</table></section>'
+    )
+
+
+def _refresh_section(view: Overview) -> str:
+    waiting = view.waiting
+    note = (
+        f'<p class="state stale"><strong>{len(waiting)} repl{"y" if len(waiting) == 1 else "ies"} waiting for '
+        "approval</strong>: the opted-out share changed more than expected. Inspect, then run "
+        "<code>optout check approve ID</code> or <code>optout check reject ID</code>.</p>"
+        if waiting
+        else "<p>No reply is waiting for approval.</p>"
+    )
+    header = "".join(
+        f'<th scope="col">{h}</th>'
+        for h in ("Version", "Requested", "Checked", "Status", "Cohort", "Cleared", "Opted out", "Share")
+    )
+    rows = "".join(
+        "<tr>"
+        f"<td>{v.id}</td><td>{escape(london(v.requested_at))}</td><td>{escape(london(v.checked_at))}</td>"
+        f"<td>{escape(v.status)}</td><td>{_n(v.cohort_count)}</td><td>{_n(v.cleared_count)}</td>"
+        f"<td>{_n(v.opted_out_count)}</td><td>{_pct(v.opted_out_share)}</td>"
+        "</tr>"
+        for v in view.versions
+    )
+    table = (
+        f"<table><caption>Refreshes, newest first</caption><thead><tr>{header}</tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if view.versions
+        else "<p>No refresh has run yet.</p>"
+    )
+    return (
+        '<section aria-labelledby="refresh"><h2 id="refresh">Last refreshes</h2>'
+        f"{note}{_chart(view.shares)}{table}</section>"
+    )
+
+
+def _chart(shares: list[tuple[int, float]]) -> str:
+    """A small bar chart (inline SVG) of the opted-out share per version; the table above holds the figures."""
+    if not shares:
+        return ""
+    top = max(max(share for _, share in shares), 0.01)
+    width = (_CHART_W - _BAR_GAP) / len(shares) - _BAR_GAP
+    bars = []
+    for i, (version, share) in enumerate(shares):
+        height = (_CHART_H - 30) * share / top
+        x = _BAR_GAP + i * (width + _BAR_GAP)
+        y = _CHART_H - 15 - height
+        bars.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}" class="bar">'
+            f"<title>version {version}: {_pct(share)}</title></rect>"
+            f'<text x="{x + width / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle">{_pct(share)}</text>'
+            f'<text x="{x + width / 2:.1f}" y="{_CHART_H - 2}" text-anchor="middle">v{version}</text>'
+        )
+    label = "Opted-out share per list version, oldest to newest: " + ", ".join(
+        f"version {v} {_pct(s)}" for v, s in shares
+    )
+    return (
+        f'<figure><svg role="img" aria-label="{escape(label)}" width="{_CHART_W}" height="{_CHART_H}" '
+        f'viewBox="0 0 {_CHART_W} {_CHART_H}">{"".join(bars)}</svg>'
+        "<figcaption>Opted-out share across the last list versions</figcaption></figure>"
+    )
+
+
+def _disclosure_section(view: Overview, docs_link: str) -> str:
+    integrity = (
+        f'<p>Ledger: <strong class="state fresh">intact</strong> ({escape(view.ledger_message)}).</p>'
+        if view.ledger_ok
+        else f'<p class="state stale"><strong>LEDGER TAMPERED</strong>: {escape(view.ledger_message)}. '
+        "Tell the information governance lead.</p>"
+    )
+    if not view.disclosures:
+        return (
+            '<section aria-labelledby="disclosures"><h2 id="disclosures">Recent disclosures</h2>'
+            f"{integrity}<p>Nothing has been disclosed yet.</p></section>"
+        )
+    header = "".join(
+        f'<th scope="col">{h}</th>'
+        for h in (
+            "When",
+            "Extract",
+            "Purpose",
+            "Recipient",
+            "List version (age)",
+            "Rows sent",
+            "Rows removed",
+            "People removed",
+            "Validation",
+        )
+    )
+    rows = []
+    for entry in view.disclosures:
+        d = entry.disclosure
+        basis = f" ({escape(d.legal_basis)})" if d.legal_basis else ""
+        removed = ", ".join(
+            f"{escape(reason)} {_n(count)}" for reason, count in sorted(d.removed_rows.items()) if count
+        )
+        proof = "passed" if d.validation_ok else '<strong class="state stale">FAILED</strong>'
+        if d.data_docs:
+            proof += f' — <a href="{escape(docs_link.format(id=entry.id))}">Data Docs</a>'
+        rows.append(
+            "<tr>"
+            f"<td>{escape(london(entry.recorded_at))}</td><td>{escape(d.extract)}</td>"
+            f"<td>{escape(d.purpose)}{basis}</td><td>{escape(d.recipient)}</td>"
+            f"<td>{d.version_id} ({escape(config.format_duration(timedelta(seconds=entry.version_age_seconds)))})</td>"
+            f"<td>{_n(d.rows_out)}</td><td>{removed or '0'}</td><td>{_n(d.removed_people)}</td><td>{proof}</td>"
+            "</tr>"
+        )
+    return (
+        '<section aria-labelledby="disclosures"><h2 id="disclosures">Recent disclosures</h2>'
+        f"{integrity}<table><caption>Every gated export, newest first</caption>"
+        f"<thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+def _n(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def _pct(share: float | None) -> str:
+    return "—" if share is None else f"{share:.1%}"
+
+
+_HEAD = """<!doctype html>
+<html lang="en-GB"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>National Data Opt-out</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",Arial,sans-serif;margin:0;color:#212b32;background:#fff}
+main{max-width:72rem;margin:0 auto;padding:1rem 1.5rem}
+h1{font-size:1.8rem;margin:.5rem 0}h2{font-size:1.3rem;margin-top:2rem;border-bottom:2px solid #d8dde0}
+.lead{color:#4c6272}
+table{border-collapse:collapse;margin:.5rem 0;min-width:20rem}
+caption{text-align:left;font-weight:600;padding:.25rem 0}
+th,td{border:1px solid #d8dde0;padding:.3rem .6rem;text-align:left}
+td{font-variant-numeric:tabular-nums}
+thead th,.facts th{background:#f0f4f5}
+.state.fresh{color:#006435}.state.stale{color:#a00000}
+strong.state{font-size:1.1rem;letter-spacing:.05em}
+.bar{fill:#005eb8}svg text{font-size:11px;fill:#212b32}
+a{color:#005eb8}
+</style></head><body><main>"""
