@@ -23,9 +23,14 @@ class NumberSet:
         if len(numbers) and not check_digit_ok(numbers).all():
             raise ValueError("NumberSet holds valid NHS numbers only")
         self._bits = np.zeros(_PREFIXES // 8 + 1, dtype=np.uint8)
-        prefix = numbers // 10
-        np.bitwise_or.at(self._bits, prefix >> 3, (1 << (prefix & 7)).astype(np.uint8))
-        self._size = len(np.unique(numbers)) if len(numbers) < 2**20 else _count_bits(self._bits)
+        prefix = np.sort(numbers // 10)
+        if len(prefix):
+            prefix = prefix[np.r_[True, prefix[1:] != prefix[:-1]]]
+            byte = prefix >> 3
+            starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+            # Bits within one byte are distinct after de-duplication, so their sum is their union.
+            self._bits[byte[starts]] = np.add.reduceat((1 << (prefix & 7)).astype(np.uint8), starts)
+        self._size = len(prefix)
 
     def __len__(self) -> int:
         return self._size
@@ -43,7 +48,3 @@ class NumberSet:
         if not known_valid:
             hit &= check_digit_ok(numbers)
         return hit
-
-
-def _count_bits(bits: np.ndarray) -> int:
-    return int(np.unpackbits(bits).sum(dtype=np.int64))

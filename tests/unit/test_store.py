@@ -20,14 +20,6 @@ from optout.store import Store
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The shared fixture's two backends, with the PostgreSQL runs marked ``integration``."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.sqlite'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 @pytest.fixture
 def db(store_url: str) -> Store:
     return Store(store_url)
