@@ -141,7 +141,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs per contender")
     parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--generate", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.generate:
+        rows, people, share = args.generate
+        generate(args.dir, int(rows), int(people), float(share))
+        return
     if args.child:
         child(args.child, args.dir)
         return
@@ -149,7 +154,10 @@ def main() -> None:
         folder = args.dir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        generate(folder, args.rows, args.people or max(args.rows // 2, 1), args.opted_out)
+        people = args.people or max(args.rows // 2, 1)
+        # In a child too: a child's max RSS starts at its parent's, so the parent must stay small.
+        command = [sys.executable, __file__, "--generate", str(args.rows), str(people), str(args.opted_out)]
+        subprocess.run([*command, "--dir", str(folder)], check=True)
         size = (folder / "extract.parquet").stat().st_size / 2**20
         print(f"generated {args.rows:,} rows ({size:.0f} MiB) in {time.perf_counter() - started:.1f}s")
         results = {}

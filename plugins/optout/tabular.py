@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -224,12 +225,15 @@ class BatchWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-writer")
         self._pending: Future[None] | None = None
 
-    def write(self, batch: pa.RecordBatch) -> None:
+    def write(self, batch: pa.RecordBatch, keep: np.ndarray | None = None) -> None:
+        """Write ``batch``, or only its rows where the bool mask ``keep`` is true (selected off-thread)."""
         self._wait()
-        self.rows += batch.num_rows
-        self._pending = self._pool.submit(self._write_now, batch)
+        self.rows += batch.num_rows if keep is None else int(np.count_nonzero(keep))
+        self._pending = self._pool.submit(self._write_now, batch, keep)
 
-    def _write_now(self, batch: pa.RecordBatch) -> None:
+    def _write_now(self, batch: pa.RecordBatch, keep: np.ndarray | None) -> None:
+        if keep is not None and not keep.all():
+            batch = batch.filter(pa.array(keep))
         if self._format is Format.PARQUET:
             self._writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
         else:

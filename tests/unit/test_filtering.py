@@ -159,3 +159,19 @@ def test_integer_person_keys(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "out" / "b.parquet").column("pid").to_pylist() == [1]
     assert manifest.people_removed["unchecked"] == 2  # person 3 (never sent) and 4 (never seen)
     assert np.array_equal(pq.read_table(tmp_path / "out" / "a.parquet").column("pid").to_numpy(), [1])
+
+
+@pytest.mark.parametrize(
+    ("members", "probe", "expected"),
+    [
+        ([3, 5, 2**40], [3, 5, 2**40, None, 4, 2**41], [1, 1, 1, 0, 0, 0]),  # sparse: hash index
+        ([3, 5, 9], [3, 5, 9, None, 4, -1, 10], [1, 1, 1, 0, 0, 0, 0]),  # dense: bitmap
+        (["a", " b", "c"], ["a", "b", "c ", None, "", "d"], [1, 1, 1, 0, 0, 0]),  # text, trimmed
+    ],
+)
+def test_key_sets(members: list[object], probe: list[object], expected: list[int]) -> None:
+    from optout.filtering.cascade import KeyKind, KeySet
+
+    kind = KeyKind.of([pa.array(members).type])
+    keys = KeySet(kind.column(pa.array(members)))
+    assert keys.contains(kind.column(pa.array(probe))).tolist() == [bool(e) for e in expected]

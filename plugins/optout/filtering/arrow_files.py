@@ -10,8 +10,6 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import pyarrow as pa
-
 from optout.atomic import OWNER_ONLY_DIR, OWNER_ONLY_FILE
 from optout.clearance import KEEP, CheckResultLike
 from optout.filtering.cascade import Cascade, columns_of, key_types, unfiltered_report
@@ -44,8 +42,7 @@ def filter_files(
         target = _target(staging, table)
         with BatchWriter(target, schemas[table.name], like=table.path) as writer:
             for batch in prefetch(read_batches(_source(table))):
-                keep = cascade.codes(table, batch) == KEEP
-                writer.write(batch if keep.all() else batch.filter(pa.array(keep)))
+                writer.write(batch, cascade.codes(table, batch) == KEEP)
         hashes[table.name] = writer.sha256
     reports = [replace(report, sha256=hashes[report.name]) for report in cascade.reports()]
     return reports, cascade.people_removed()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,9 +33,11 @@ from optout.clearance import (
 )
 from optout.errors import InputError, NoVersionError
 from optout.manifest import TableReport
+from optout.pseudonym import PseudonymClearance, check_matches, load_key
 from optout.spec import ExtractSpec, TableSpec
 
 _COMPACT_AT = 1 << 23  # seen keys are de-duplicated whenever this many wait
+_BITMAP_KEYS_PER_KEY = 64  # a key bitmap may spend up to 8 bytes per key (a hash index spends more)
 
 
 class KeyKind(StrEnum):
@@ -58,23 +61,44 @@ class KeyKind(StrEnum):
 
 
 class KeySet:
-    """Exact membership of person keys, hashed once (a pandas Index), probed per batch."""
+    """Exact membership of person keys, built once and probed per batch.
+
+    Dense integer keys (the usual surrogate IDs) get a bitmap over their range: a gather and a shift
+    per row. Other keys get a hash index (a pandas Index) built once.
+    """
 
     def __init__(self, keys: pa.Array) -> None:
+        self._size = len(keys)
+        self._bits: np.ndarray | None = None
+        self._index: Any = None
+        values = _to_numpy(keys)
+        if pa.types.is_integer(keys.type) and self._size:
+            self._low = int(values.min())
+            span = int(values.max()) - self._low + 1
+            if span <= max(_BITMAP_KEYS_PER_KEY * self._size, 1 << 20):
+                offsets = values - self._low
+                self._bits = np.zeros(span // 8 + 1, dtype=np.uint8)
+                np.bitwise_or.at(self._bits, offsets >> 3, (1 << (offsets & 7)).astype(np.uint8))
+                return
         import pandas as pd
 
-        self._index = pd.Index(_to_numpy(keys))
+        self._index = pd.Index(values)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self._size
 
     def contains(self, keys: pa.Array) -> np.ndarray:
         """Bool mask; a null key is never a member."""
-        if len(self._index) == 0 or len(keys) == 0:
+        if self._size == 0 or len(keys) == 0:
             return np.zeros(len(keys), dtype=bool)
         present = keys.is_valid().to_numpy(zero_copy_only=False)
-        found = self._index.get_indexer(_to_numpy(keys)) >= 0
-        return found & present
+        values = _to_numpy(keys)
+        if self._bits is None:
+            return (self._index.get_indexer(values) >= 0) & present
+        offsets = values - self._low
+        inside = (offsets >= 0) & (offsets < len(self._bits) * 8) & present
+        offsets = np.where(inside, offsets, 0)
+        return ((self._bits[offsets >> 3] >> (offsets & 7).astype(np.uint8)) & 1).astype(bool) & inside
 
 
 def _to_numpy(keys: pa.Array) -> np.ndarray:
@@ -101,6 +125,12 @@ class Cascade:
     def __init__(self, spec: ExtractSpec, check_result: CheckResultLike, key_types: dict[str, pa.DataType]) -> None:
         self.spec = spec
         self.clearance = Clearance(check_result)
+        # Pseudonymised tables match keyed hashes of the cohort instead of numbers.
+        self._clearances: dict[str, Clearance | PseudonymClearance] = {
+            table.name: PseudonymClearance(check_result, load_key(table.pseudonymised))
+            for table in spec.tables
+            if table.pseudonymised is not None
+        }
         self.kind = KeyKind.of(key_types.values())
         self._tallies = {table.name: _Tally(table) for table in spec.tables}
         self._needs_seen = any(table.person_key and not table.nhs_number for table in spec.tables)
@@ -123,7 +153,7 @@ class Cascade:
     def learn(self, table: TableSpec, batch: pa.RecordBatch) -> None:
         """Pass 1: note the keys of rows whose number is not cleared (and every key, if needed)."""
         assert table.nhs_number and table.person_key
-        codes = self.clearance.codes(batch.column(table.nhs_number))
+        codes = self.clearance_of(table).codes(batch.column(table.nhs_number))
         keys = self.kind.column(batch.column(table.person_key))
         bad = codes != KEEP
         self._tallies[table.name].own_bad_learned += int(bad.sum())
@@ -155,7 +185,7 @@ class Cascade:
         keys = self.kind.column(batch.column(table.person_key)) if table.person_key else None
         if keys is None:
             assert numbers is not None
-            codes = self.clearance.codes(numbers)
+            codes = self.clearance_of(table).codes(numbers)
             keyless = np.ones(len(codes), dtype=bool)
         else:
             assert self._bad is not None
@@ -172,18 +202,21 @@ class Cascade:
             else:
                 # Only removed and keyless rows need their own number's reason.
                 check = np.flatnonzero((codes != KEEP) | keyless)
-                own = self.clearance.codes(numbers.take(pa.array(check)))
+                own = self.clearance_of(table).codes(numbers.take(pa.array(check)))
                 codes[check] = np.where(own != KEEP, own, codes[check])
                 tally.own_bad_seen += int((own != KEEP).sum())
         if numbers is not None:
-            self._note_keyless_people(numbers, codes, keyless)
+            self._note_keyless_people(table, numbers, codes, keyless)
         tally.codes += count_codes(codes)
         return codes
 
-    def _note_keyless_people(self, numbers: pa.Array, codes: np.ndarray, keyless: np.ndarray) -> None:
+    def clearance_of(self, table: TableSpec) -> Clearance | PseudonymClearance:
+        return self._clearances.get(table.name, self.clearance)
+
+    def _note_keyless_people(self, table: TableSpec, numbers: pa.Array, codes: np.ndarray, keyless: np.ndarray) -> None:
         removed = np.flatnonzero(keyless & (codes != KEEP))
         if len(removed):
-            self._bad_numbers.append(self.clearance.numbers(numbers.take(pa.array(removed))))
+            self._bad_numbers.append(self.clearance_of(table).numbers(numbers.take(pa.array(removed))))
             self._bad_number_codes.append(codes[removed])
 
     def reports(self) -> list[TableReport]:
@@ -196,6 +229,10 @@ class Cascade:
                     "the table changed while it was being filtered; rerun when nothing is writing to it",
                     path=table.path,
                 )
+            if table.pseudonymised is not None:
+                own = counts_by_reason(tally.codes)
+                kept = int(tally.codes[KEEP] + tally.codes[Reason.PERSON_REMOVED.code])
+                check_matches(own, table=table.name, config=table.pseudonymised, kept=kept)
             report = unfiltered_report(table, tally.rows_in, None)
             reports.append(replace(report, rows_out=int(tally.codes[KEEP]), removed=counts_by_reason(tally.codes)))
         return reports
