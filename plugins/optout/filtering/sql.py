@@ -1,0 +1,668 @@
+"""SQL pushdown: filter tables where they live, with the file engine's semantics and manifest.
+
+Nothing but counts crosses into Python. One connection, one transaction (REPEATABLE READ on
+PostgreSQL, so every pass reads one snapshot):
+
+1. *Stage* the check result into temporary tables: the cleared numbers and the opted-out ones (the
+   cohort minus the cleared). PostgreSQL loads them with ``COPY`` from an in-memory buffer, other
+   databases by bulk insert. Pseudonymised tables get the cohort's keyed hashes instead.
+2. *Learn*: for every table with an NHS number column, group its uncleared rows by person key and
+   reason (the number is normalised and classified in SQL), giving the keys to remove and the counts.
+3. *Write*: each output is ``CREATE TABLE ... AS SELECT`` of the rows whose number is cleared and whose
+   key is not uncleared (a semi-join and an anti-join), under a temporary name.
+4. *Publish*: drop any old output and rename the new ones into place; the commit makes every output
+   appear at once. Any error rolls back: no output, and the temporary tables go with the transaction.
+
+NHS numbers are normalised in SQL exactly as :mod:`optout.nhs_number` does: trim, drop spaces, tabs and
+dashes, accept ``.0`` tails, ten digits, placeholders (one digit ten times) as missing, the modulus 11
+check digit from the digits' arithmetic. Only the cheap join key is computed for every row; the full
+classification runs only for rows that are not cleared. Portable SQLAlchemy Core throughout; PostgreSQL
+and SQLite get a one-call digit test (``translate``, ``GLOB``) where others nest ``replace``.
+
+Output hashes (the manifest's ``sha256`` for a table) are content hashes, see :func:`content_hash`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from optout.clearance import KEEP, REASONS, CheckResultLike, Reason, counts_by_reason, no_removals
+from optout.errors import InputError, OptOutError
+from optout.manifest import TableReport
+from optout.nhs_number import HIGHEST, LOWEST, NULL_TOKENS, PLACEHOLDER_STEP
+from optout.pseudonym import HEX_CHARS, Pseudonymisation, check_matches, hashed_cohort, hex_digests, load_key
+
+if TYPE_CHECKING:
+    from optout.spec import ExtractSpec, TableSpec
+
+ENGINE = "sql"
+FORMAT = "table"
+CONTENT_HASH_VERSION = "optout-sql-content/1"
+PG_WORK_MEM = "256MB"  # the cleared set's hash table (5M numbers) must fit, or joins spill to disk
+_INSERT_CHUNK = 50_000
+# What Arrow's utf8_trim_whitespace trims (ASCII and the common Unicode spaces); RE2's \s plus '-' inside.
+_TRIM = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(
+    chr(code) for code in range(0x2000, 0x200B)
+)
+_CLEAN = ("\t", "\n", "\x0c", "\r", " ", "-")
+_DIGITS = "0123456789"
+_HEX = "0123456789abcdef"
+_FIELD_SEP = "\x1f"
+_NULL_TEXT = "\\N"
+# Text forms the content hash depends on: timestamps in UTC, ISO dates.
+_PG_STABLE_TEXT = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'"
+# Text forms the content hash depends on: timestamps in UTC, ISO dates.
+_PG_STABLE_TEXT = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'"
+_PG_INTEGER_OIDS = {20, 21, 23}
+_PG_FLOAT_OIDS = {700, 701, 1700}
+
+
+class Kind(StrEnum):
+    """How a number column is read: integers and floats by value, everything else as text."""
+
+    INTEGER = "integer"
+    FLOAT = "float"
+    TEXT = "text"
+
+    @classmethod
+    def of(cls, sql_type: sa.types.TypeEngine[Any] | None) -> Kind:
+        if isinstance(sql_type, sa.Integer):
+            return cls.INTEGER
+        if isinstance(sql_type, sa.Float | sa.Numeric):
+            return cls.FLOAT
+        return cls.TEXT
+
+
+class DatabaseError(OptOutError, RuntimeError):
+    """The database failed a step of the filter; the transaction was rolled back."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Source:
+    """One spec table as a selectable, with its column kinds."""
+
+    spec: TableSpec
+    index: int
+    selectable: sa.FromClause
+    kinds: dict[str, Kind]
+
+    def column(self, name: str) -> sa.ColumnElement[Any]:
+        return self.selectable.c[name]
+
+    @property
+    def output(self) -> str:
+        return output_table(self.spec)
+
+
+def output_table(table: TableSpec) -> str:
+    """Where a SQL table's filtered rows go: its ``output`` or ``<name>_optout``."""
+    return table.output or f"{table.name}_optout"
+
+
+# ----------------------------------------------------------------------------------------- expressions
+
+
+class _Sql:
+    """Dialect-aware expression builders (one place for the few dialect differences)."""
+
+    def __init__(self, dialect: sa.engine.Dialect) -> None:
+        self.name = dialect.name
+
+    def trim(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        text = sa.cast(value, sa.Text)
+        return sa.func.btrim(text, _TRIM) if self.name == "postgresql" else sa.func.trim(text, _TRIM)
+
+    def only(self, value: sa.ColumnElement[str], alphabet: str) -> sa.ColumnElement[bool]:
+        """True when ``value`` has no character outside ``alphabet`` (caller checks the length)."""
+        if self.name == "postgresql":
+            return sa.func.translate(value, alphabet, "") == ""
+        if self.name == "sqlite":
+            return value.op("NOT GLOB")(f"*[^{alphabet}]*")
+        return _strip(value, alphabet) == ""
+
+    def missing(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        return sa.or_(value.is_(None), sa.func.lower(self.trim(value)).in_(NULL_TOKENS))
+
+    def content(self, columns: Sequence[sa.ColumnElement[Any]]) -> sa.ColumnElement[str]:
+        """One row as text: each column as text (NULL as ``\\N``) joined by the unit separator."""
+        parts = [sa.func.coalesce(sa.cast(column, sa.Text), _NULL_TEXT) for column in columns]
+        joined: sa.ColumnElement[str] = parts[0]
+        for part in parts[1:]:
+            joined = joined + _FIELD_SEP + part
+        return joined
+
+
+def _strip(value: sa.ColumnElement[str], characters: Sequence[str]) -> sa.ColumnElement[str]:
+    for character in characters:
+        value = sa.func.replace(value, character, "")
+    return value
+
+
+@dataclass(frozen=True)
+class NumberColumn:
+    """SQL for one NHS number column: the join key every row computes, the reason only some need."""
+
+    key: sa.ColumnElement[Any]  # the number (or hash text) to look up in the staged sets; NULL if unusable
+    reason: sa.ColumnElement[int]  # reason code for a row that is in neither staged set
+
+    @classmethod
+    def plain(cls, sql: _Sql, value: sa.ColumnElement[Any], kind: Kind) -> NumberColumn:
+        if kind is Kind.INTEGER:
+            number = sa.case((value.between(LOWEST, HIGHEST), sa.cast(value, sa.BigInteger)))
+            return cls(sa.cast(value, sa.BigInteger), _number_reason(value.is_(None), number))
+        if kind is Kind.FLOAT:
+            whole = sa.and_(value.between(LOWEST, HIGHEST), sa.cast(sa.cast(value, sa.BigInteger), sa.Float) == value)
+            number = sa.case((whole, sa.cast(value, sa.BigInteger)))
+            return cls(number, _number_reason(value.is_(None), number))
+        text = sa.cast(value, sa.Text)
+        cleaned = _strip(sql.trim(text), _CLEAN)
+        point_zero = sa.and_(
+            sa.func.length(cleaned) >= 12,
+            sa.func.substr(cleaned, 11, 1) == ".",
+            _strip(sa.func.substr(cleaned, 12), "0") == "",
+        )
+        digits = sa.case((point_zero, sa.func.substr(cleaned, 1, 10)), else_=cleaned)
+        number = sa.case(
+            (sa.and_(sa.func.length(digits) == 10, sql.only(digits, _DIGITS)), sa.cast(digits, sa.BigInteger))
+        )
+        # Most values are ten bare digits: they skip the trimming and cleaning.
+        tidy = sa.and_(sa.func.length(text) == 10, sql.only(text, _DIGITS))
+        key = sa.case((tidy, sa.cast(text, sa.BigInteger)), else_=number)
+        return cls(key, _number_reason(sql.missing(text), number))
+
+    @classmethod
+    def hashed(cls, sql: _Sql, value: sa.ColumnElement[Any]) -> NumberColumn:
+        key = sa.func.lower(sql.trim(value))
+        well_formed = sa.and_(sa.func.length(key) == HEX_CHARS, sql.only(key, _HEX))
+        reason = sa.case(
+            (sql.missing(value), Reason.MISSING.code),
+            (well_formed, Reason.UNCHECKED.code),
+            else_=Reason.MALFORMED.code,
+        )
+        return cls(key, reason)
+
+
+def _number_reason(missing: sa.ColumnElement[bool], number: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+    """Reason code of a number that is neither cleared nor opted out (so never ``KEEP``)."""
+    total = sum((_digit(number, position) * (11 - position) for position in range(1, 10)), sa.literal(0))
+    check_ok = (11 - total % 11) % 11 == number % 10
+    return sa.case(
+        (missing, Reason.MISSING.code),
+        (number.is_(None), Reason.MALFORMED.code),
+        (number % PLACEHOLDER_STEP == 0, Reason.MISSING.code),
+        (check_ok, Reason.UNCHECKED.code),
+        else_=Reason.BAD_CHECK_DIGIT.code,
+    )
+
+
+def _digit(number: sa.ColumnElement[Any], position: int) -> sa.ColumnElement[int]:
+    """The ``position``-th of ten digits (1 = leftmost), by integer arithmetic."""
+    return (number // sa.literal(10 ** (10 - position), sa.BigInteger)) % 10
+
+
+# ----------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Staged:
+    """Temporary tables holding the cleared and opted-out numbers (or hashes) of one check result."""
+
+    cleared: sa.Table
+    opted_out: sa.Table
+
+    def code(self, number: NumberColumn) -> sa.ColumnElement[int]:
+        """Reason code of a row known not to be cleared."""
+        return sa.case((self.contains(self.opted_out, number), Reason.OPTED_OUT.code), else_=number.reason)
+
+    @staticmethod
+    def contains(table: sa.Table, number: NumberColumn) -> sa.ColumnElement[bool]:
+        return sa.exists().where(table.c.n == number.key)
+
+
+class _Run:
+    """One filter run over one connection, inside one transaction."""
+
+    def __init__(self, conn: sa.Connection, spec: ExtractSpec, check_result: Any, secret: Any) -> None:
+        self.conn = conn
+        self.spec = spec
+        self.check = check_result
+        self.sql = _Sql(conn.dialect)
+        self.secret = secret
+        self.tag = uuid.uuid4().hex[:10]
+        self.metadata = sa.MetaData()
+        self.sources = [_source(conn, table, index, spec.source) for index, table in enumerate(spec.tables)]
+        self.key_kind = _key_kind(self.sources)
+        self._staged: dict[Any, _Staged] = {}
+        self._outputs: list[tuple[sa.Table, str | None, str]] = []
+
+    def temporary(self, role: str, *columns: sa.Column[Any]) -> sa.Table:
+        table = sa.Table(f"optout_{role}_{self.tag}", self.metadata, *columns, prefixes=["TEMPORARY"])
+        table.create(self.conn)
+        return table
+
+    # -- staging
+
+    def staged(self, table: TableSpec) -> _Staged:
+        """The staged sets a table is matched against: numbers, or hashes under its key."""
+        config: Pseudonymisation | None = table.pseudonymised
+        if config is None:
+            if None not in self._staged:
+                cleared = np.asarray(self.check.cleared, dtype=np.int64)
+                opted_out = np.setdiff1d(np.asarray(self.check.cohort, dtype=np.int64), cleared, assume_unique=True)
+                lines = (_digit_lines(cleared), _digit_lines(opted_out))
+                self._staged[None] = self._stage("numbers", sa.BigInteger, *lines)
+            return self._staged[None]
+        key = load_key(config, connection_secret=self.secret)
+        if key.fingerprint not in self._staged:
+            cohort = hashed_cohort(self.check, key)
+            hex_lines = _hex_lines(cohort.digests)
+            self._staged[key.fingerprint] = self._stage(
+                f"hashes{len(self._staged)}",
+                sa.String(HEX_CHARS),
+                hex_lines[cohort.cleared],
+                hex_lines[~cohort.cleared],
+            )
+        return self._staged[key.fingerprint]
+
+    def _stage(self, role: str, kind: Any, cleared: np.ndarray, opted_out: np.ndarray) -> _Staged:
+        tables = []
+        for name, lines in ((f"{role}_cleared", cleared), (f"{role}_opted_out", opted_out)):
+            table = self.temporary(name, sa.Column("n", kind, primary_key=True))
+            self._load(table, lines)
+            tables.append(table)
+        return _Staged(*tables)
+
+    def _load(self, table: sa.Table, lines: np.ndarray) -> None:
+        """Bulk-load one value per line (an (n, width) uint8 array of text ending in newlines)."""
+        if not len(lines):
+            return
+        if self.sql.name == "postgresql":
+            cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.copy_expert(f"COPY {self._quoted(table)} (n) FROM STDIN", io.BytesIO(lines.tobytes()))
+                cursor.execute(f"ANALYZE {self._quoted(table)}")  # temporary tables are never auto-analysed
+            finally:
+                cursor.close()
+            return
+        is_number = isinstance(table.c.n.type, sa.BigInteger)
+        values = lines[:, :-1].tobytes().decode("ascii")
+        width = lines.shape[1] - 1
+        for start in range(0, len(lines), _INSERT_CHUNK):
+            chunk = [values[i * width : (i + 1) * width] for i in range(start, min(start + _INSERT_CHUNK, len(lines)))]
+            self.conn.execute(table.insert(), [{"n": int(v) if is_number else v} for v in chunk])
+
+    def _quoted(self, table: sa.Table) -> str:
+        return self.conn.dialect.identifier_preparer.format_table(table)
+
+    # -- the passes
+
+    def key_of(self, source: Source) -> sa.ColumnElement[Any]:
+        """The person key in its comparable form (NULL when blank or absent)."""
+        name = source.spec.person_key
+        if not name:
+            return sa.null()
+        value = source.column(name)
+        if self.key_kind is Kind.INTEGER:
+            return sa.cast(value, sa.BigInteger)
+        return sa.func.nullif(self.sql.trim(value), "")
+
+    def number_of(self, source: Source) -> NumberColumn:
+        assert source.spec.nhs_number
+        value = source.column(source.spec.nhs_number)
+        if source.spec.pseudonymised is not None:
+            return NumberColumn.hashed(self.sql, value)
+        return NumberColumn.plain(self.sql, value, source.kinds[source.spec.nhs_number])
+
+    def run(self) -> tuple[list[TableReport], dict[str, int]]:
+        if not self.spec.filtered:
+            return [self.copy(source) for source in self.sources], no_removals()
+        key_type = sa.BigInteger if self.key_kind is Kind.INTEGER else sa.Text
+        bad_rows = self.temporary(
+            "bad_rows",
+            sa.Column("t", sa.Integer),
+            sa.Column("k", key_type),
+            sa.Column("who", sa.Text),
+            sa.Column("code", sa.Integer),
+            sa.Column("n", sa.BigInteger),
+        )
+        numbered = [source for source in self.sources if source.spec.nhs_number]
+        keyed_only = [source for source in self.sources if not source.spec.nhs_number]
+        for source in numbered:
+            self.learn(source, bad_rows)
+        learners = [source.index for source in numbered if source.spec.person_key]
+        bad_keys = self.temporary("bad_keys", sa.Column("k", key_type, primary_key=True), sa.Column("code", sa.Integer))
+        first = sa.select(bad_rows.c.k, sa.func.min(bad_rows.c.code)).where(
+            bad_rows.c.t.in_(learners), bad_rows.c.k.is_not(None)
+        )
+        self.conn.execute(bad_keys.insert().from_select(["k", "code"], first.group_by(bad_rows.c.k)))
+        known = self.known_keys(key_type, numbered) if keyed_only else None
+        self._analyse(bad_rows, bad_keys, known)
+        reports = {}
+        for source in numbered:
+            reports[source.index] = self.write_numbered(source, bad_rows, bad_keys)
+        unseen: list[sa.Select[Any]] = []
+        for source in keyed_only:
+            assert known is not None
+            reports[source.index] = self.write_keyed(source, bad_keys, known)
+            key = self.key_of(source)
+            unseen.append(sa.select(key.label("k")).where(key.is_not(None), ~sa.exists().where(known.c.k == key)))
+        people = self.people(bad_rows, bad_keys, unseen)
+        return [reports[source.index] for source in self.sources], people
+
+    def learn(self, source: Source, bad_rows: sa.Table) -> None:
+        """Group the rows whose number is not cleared by key (or, keyless, by number) and reason."""
+        number = self.number_of(source)
+        staged = self.staged(source.spec)
+        key = self.key_of(source)
+        rows = (
+            sa.select(key.label("k"), number.key.label("number"), staged.code(number).label("code"))
+            .select_from(source.selectable)
+            .where(~staged.contains(staged.cleared, number))
+            .subquery("uncleared")
+        )
+        # A keyless row's person is its number, counted only when valid (opted out or unchecked).
+        valid = rows.c.code.in_([Reason.OPTED_OUT.code, Reason.UNCHECKED.code])
+        who = sa.case((sa.and_(rows.c.k.is_(None), valid), sa.cast(rows.c.number, sa.Text)))
+        people = sa.select(rows.c.k, who.label("who"), rows.c.code).subquery("people")
+        grouped = sa.select(
+            sa.literal(source.index), people.c.k, people.c.who, people.c.code, sa.func.count()
+        ).group_by(people.c.k, people.c.who, people.c.code)
+        self.conn.execute(bad_rows.insert().from_select(["t", "k", "who", "code", "n"], grouped))
+
+    def known_keys(self, key_type: Any, numbered: list[Source]) -> sa.Table:
+        """Every key seen beside a number (only needed when some table carries keys alone)."""
+        known = self.temporary("known", sa.Column("k", key_type, primary_key=True))
+        parts = [
+            sa.select(self.key_of(source).label("k")).where(self.key_of(source).is_not(None))
+            for source in numbered
+            if source.spec.person_key
+        ]
+        if parts:
+            union = sa.union(*parts).subquery("seen")
+            self.conn.execute(known.insert().from_select(["k"], sa.select(union.c.k)))
+        return known
+
+    def _analyse(self, *tables: sa.Table | None) -> None:
+        if self.sql.name == "postgresql":
+            for table in tables:
+                if table is not None:
+                    self.conn.exec_driver_sql(f"ANALYZE {self._quoted(table)}")
+
+    def write_numbered(self, source: Source, bad_rows: sa.Table, bad_keys: sa.Table) -> TableReport:
+        number = self.number_of(source)
+        staged = self.staged(source.spec)
+        keep = staged.contains(staged.cleared, number)
+        if source.spec.person_key:
+            key = self.key_of(source)
+            keep = sa.and_(keep, sa.or_(key.is_(None), ~sa.exists().where(bad_keys.c.k == key)))
+        rows_out, digest = self.create_output(source, keep)
+        rows_in = self.conn.execute(sa.select(sa.func.count()).select_from(source.selectable)).scalar_one()
+        own_rows = sa.select(bad_rows.c.code, sa.func.sum(bad_rows.c.n)).where(bad_rows.c.t == source.index)
+        codes = _code_counts(self.conn.execute(own_rows.group_by(bad_rows.c.code)).all())
+        own_removed = int(codes.sum())
+        if source.spec.pseudonymised is not None:
+            own = counts_by_reason(codes)
+            check_matches(own, table=source.spec.name, config=source.spec.pseudonymised, kept=rows_in - own_removed)
+        codes[Reason.PERSON_REMOVED.code] = rows_in - rows_out - own_removed
+        return self.report(source, rows_in, rows_out, codes, digest)
+
+    def write_keyed(self, source: Source, bad_keys: sa.Table, known: sa.Table) -> TableReport:
+        key = self.key_of(source)
+        bad = sa.exists().where(bad_keys.c.k == key)
+        seen = sa.exists().where(known.c.k == key)
+        rows_out, digest = self.create_output(source, sa.and_(key.is_not(None), seen, ~bad))
+        code = sa.case(
+            (key.is_(None), Reason.MISSING.code),
+            (bad, Reason.PERSON_REMOVED.code),
+            (~seen, Reason.UNCHECKED.code),
+            else_=KEEP,
+        )
+        rows = sa.select(code.label("code")).select_from(source.selectable).subquery("rows")
+        codes = _code_counts(self.conn.execute(sa.select(rows.c.code, sa.func.count()).group_by(rows.c.code)).all())
+        return self.report(source, int(codes.sum()), rows_out, codes, digest)
+
+    def report(self, source: Source, rows_in: int, rows_out: int, codes: np.ndarray, digest: str) -> TableReport:
+        return TableReport(
+            name=source.spec.name,
+            file=source.output,
+            format=FORMAT,
+            rows_in=rows_in,
+            rows_out=rows_out,
+            removed=counts_by_reason(codes),
+            sha256=digest,
+        )
+
+    def copy(self, source: Source) -> TableReport:
+        rows, digest = self.create_output(source, sa.true())
+        return TableReport(source.spec.name, source.output, FORMAT, rows, rows, no_removals(), digest)
+
+    def create_output(self, source: Source, keep: sa.ColumnElement[bool]) -> tuple[int, str]:
+        """Create the output under a temporary name; return its row count and content hash."""
+        schema, _, final = source.output.rpartition(".")
+        name = f"optout_new_{self.tag}_{source.index}"
+        query = sa.select(source.selectable).where(keep)
+        self.conn.execute(sa.CreateTableAs(query, name, schema=schema or None))
+        built = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self.conn)
+        self._outputs.append((built, schema or None, final))
+        return content_hash(self.conn, built)
+
+    def publish(self) -> None:
+        """Replace each output by its new table (same schema), inside the run's transaction."""
+        preparer = self.conn.dialect.identifier_preparer
+        for built, schema, final in self._outputs:
+            self.conn.execute(sa.schema.DropTable(sa.Table(final, sa.MetaData(), schema=schema), if_exists=True))
+            self.conn.exec_driver_sql(f"ALTER TABLE {preparer.format_table(built)} RENAME TO {preparer.quote(final)}")
+
+    def people(self, bad_rows: sa.Table, bad_keys: sa.Table, unseen: list[sa.Select[Any]]) -> dict[str, int]:
+        """Distinct people removed by their first reason: by key, then by number for keyless rows."""
+        codes = _code_counts([])
+        by_key = sa.select(bad_keys.c.code, sa.func.count()).group_by(bad_keys.c.code)
+        firsts = (
+            sa.select(sa.func.min(bad_rows.c.code).label("code"))
+            .where(bad_rows.c.who.is_not(None))
+            .group_by(bad_rows.c.who)
+            .subquery("keyless")
+        )
+        by_number = sa.select(firsts.c.code, sa.func.count()).group_by(firsts.c.code)
+        for query in (by_key, by_number):
+            for code, count in self.conn.execute(query).all():
+                codes[code] += int(count)
+        if unseen:
+            keys = sa.union(*unseen).subquery("unseen")
+            codes[Reason.UNCHECKED.code] += self.conn.execute(sa.select(sa.func.count()).select_from(keys)).scalar_one()
+        return counts_by_reason(codes)
+
+
+def _code_counts(rows: Sequence[Any]) -> np.ndarray:
+    """(code, count) rows as a count array indexed by reason code."""
+    codes = np.zeros(len(REASONS) + 1, dtype=np.int64)
+    for code, count in rows:
+        codes[int(code)] += int(count)
+    return codes
+
+
+def _key_kind(sources: list[Source]) -> Kind:
+    """Keys compare as integers when every key column is an integer column, else as trimmed text."""
+    kinds = [source.kinds[source.spec.person_key] for source in sources if source.spec.person_key]
+    return Kind.INTEGER if kinds and all(kind is Kind.INTEGER for kind in kinds) else Kind.TEXT
+
+
+def _source(conn: sa.Connection, table: TableSpec, index: int, path: Any) -> Source:
+    """The table or query as a selectable; its columns checked and their kinds found."""
+    if table.query:
+        try:
+            result = conn.exec_driver_sql(f"SELECT * FROM ({table.query}) AS optout_probe WHERE 1 = 0")
+        except sa.exc.DBAPIError as exc:
+            raise InputError(
+                f"the query does not run: {type(exc.orig).__name__}", path=path, field=f"{table.name}.query"
+            ) from None
+        names = list(result.keys())
+        codes = [column[1] for column in result.cursor.description] if result.cursor else []
+        result.close()
+        kinds = {name: _kind_of_code(conn.dialect.name, code) for name, code in zip(names, codes, strict=False)}
+        selectable: sa.FromClause = sa.text(table.query).columns(*[sa.column(name) for name in names]).subquery("src")
+    else:
+        assert table.table
+        schema, _, name = table.table.rpartition(".")
+        try:
+            columns = sa.inspect(conn).get_columns(name, schema=schema or None)
+        except sa.exc.NoSuchTableError:
+            raise InputError(
+                f"no table {table.table!r} in the database", path=path, field=f"{table.name}.table"
+            ) from None
+        kinds = {column["name"]: Kind.of(column["type"]) for column in columns}
+        selectable = sa.table(name, *[sa.column(column) for column in kinds], schema=schema or None)
+    for field in ("nhs_number", "person_key"):
+        column = getattr(table, field)
+        if column and column not in kinds:
+            raise InputError(
+                f"no column {column!r}; the table has: {', '.join(kinds)}", path=path, field=f"{table.name}.{field}"
+            )
+    return Source(table, index, selectable, kinds)
+
+
+def _kind_of_code(dialect: str, code: Any) -> Kind:
+    """A query's column kind from the driver's type code (PostgreSQL type OIDs); text when unknown."""
+    if dialect == "postgresql" and code in _PG_INTEGER_OIDS:
+        return Kind.INTEGER
+    if dialect == "postgresql" and code in _PG_FLOAT_OIDS:
+        return Kind.FLOAT
+    return Kind.TEXT
+
+
+def _digit_lines(numbers: np.ndarray) -> np.ndarray:
+    """Each number as ten ASCII digits and a newline: an (n, 11) uint8 array."""
+    powers = 10 ** np.arange(9, -1, -1, dtype=np.int64)
+    lines = np.empty((len(numbers), 11), dtype=np.uint8)
+    lines[:, :10] = (np.asarray(numbers, dtype=np.int64)[:, None] // powers) % 10 + 48
+    lines[:, 10] = 10
+    return lines
+
+
+def _hex_lines(digests: np.ndarray) -> np.ndarray:
+    """Each digest as 64 lowercase hex digits and a newline: an (n, 65) uint8 array."""
+    text = hex_digests(digests).buffers()[2]
+    lines = np.empty((len(digests), HEX_CHARS + 1), dtype=np.uint8)
+    lines[:, :HEX_CHARS] = np.frombuffer(text, dtype=np.uint8)[: len(digests) * HEX_CHARS].reshape(-1, HEX_CHARS)
+    lines[:, HEX_CHARS] = 10
+    return lines
+
+
+# ----------------------------------------------------------------------------------------- content hash
+
+
+def content_hash(conn: sa.Connection, table: sa.Table) -> tuple[int, str]:
+    """Row count and a deterministic, order-independent hash of a table's content.
+
+    Each row is written as text (every column cast to text, NULL as ``\\N``, joined by U+001F); the first
+    8 bytes of its MD5, read as a signed 64-bit integer, are summed exactly over all rows. The hash is
+    the sha256 of ``optout-sql-content/1``, the row count and that sum, one per line. Row order does not
+    matter (a database may return rows in any order); a changed, added or removed row changes it. Text
+    forms are the database's own, so compare hashes within one database engine.
+    """
+    sql = _Sql(conn.dialect)
+    row = sql.content(list(table.c))
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(_PG_STABLE_TEXT)
+        prefix = sa.cast(sa.literal("x") + sa.func.substr(sa.func.md5(row), 1, 16), postgresql.BIT(64))
+        total: sa.ColumnElement[Any] = sa.func.coalesce(sa.func.sum(sa.cast(prefix, sa.BigInteger)), 0)
+    else:
+        _register_sqlite_hash(conn)
+        total = sa.func.optout_md5_sum(row)
+    count, summed = conn.execute(sa.select(sa.func.count(), total).select_from(table)).one()
+    text = f"{CONTENT_HASH_VERSION}\n{int(count)}\n{int(summed or 0)}\n"
+    return int(count), hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Md5Sum:
+    """SQLite aggregate: exact sum of the signed 64-bit MD5 prefixes (SQLite has no md5)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, text: str | None) -> None:
+        digest = hashlib.md5(str(text).encode(), usedforsecurity=False).digest()
+        self.total += int.from_bytes(digest[:8], "big", signed=True)
+
+    def finalize(self) -> str:
+        return str(self.total)  # text: the sum may not fit in SQLite's 64-bit integers
+
+
+def _register_sqlite_hash(conn: sa.Connection) -> None:
+    if conn.dialect.name != "sqlite":
+        raise InputError(f"content hashes are implemented for PostgreSQL and SQLite, not {conn.dialect.name}")
+    raw = conn.connection.dbapi_connection
+    raw.create_aggregate("optout_md5_sum", 1, _Md5Sum)  # type: ignore[union-attr]
+
+
+# ----------------------------------------------------------------------------------------- entry point
+
+
+@contextmanager
+def _transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One connection and one transaction; SQLite is made to put its DDL inside it too."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                conn.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
+                conn.exec_driver_sql(_PG_STABLE_TEXT)
+                yield conn
+            return
+        raw = conn.connection.dbapi_connection
+        legacy = getattr(raw, "isolation_level", None)
+        if conn.dialect.name == "sqlite":
+            raw.isolation_level = None  # type: ignore[union-attr]  # pysqlite would autocommit DDL
+        try:
+            with conn.begin():
+                if conn.dialect.name == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+        finally:
+            if conn.dialect.name == "sqlite":
+                raw.isolation_level = legacy  # type: ignore[union-attr]
+
+
+def filter_sql(
+    spec: ExtractSpec,
+    check_result: CheckResultLike | None,
+    *,
+    engine: sa.Engine | str,
+    connection_secret: Callable[[str], str | None] | None = None,
+) -> tuple[list[TableReport], dict[str, int]]:
+    """Filter every table of ``spec`` inside its database; return per-table reports and people removed.
+
+    ``engine`` is a SQLAlchemy engine or URL (the Airflow skin turns a connection id into one);
+    ``connection_secret`` reads a pseudonymisation key from an Airflow connection. Outputs replace
+    their tables only when every table succeeded.
+    """
+    owned = isinstance(engine, str)
+    bound = sa.create_engine(engine) if isinstance(engine, str) else engine
+    try:
+        with _transaction(bound) as conn:
+            run = _Run(conn, spec, check_result, connection_secret)
+            reports, people = run.run()
+            run.publish()
+        return reports, people
+    except sa.exc.DBAPIError as exc:
+        # The driver's message may quote a value (an NHS number): name the error type only.
+        raise DatabaseError(
+            f"the database refused the filter ({type(exc.orig).__name__}); nothing was written. Check the "
+            "connection's permissions (CREATE TABLE, TEMPORARY) and that the tables are readable"
+        ) from None
+    finally:
+        if owned:
+            bound.dispose()

@@ -1,0 +1,217 @@
+"""SQL pushdown on PostgreSQL and SQLite: the shared extract gives the file engine's counts and rows."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from optout.errors import InputError
+from optout.filtering import run_filter
+from optout.filtering.sql import content_hash
+from optout.manifest import Manifest, read_manifest
+from optout.pseudonym import Key, PseudonymKeyError, hash_numbers, hex_digests
+from optout.spec import load_spec
+from tests.unit.filter_data import EVENTS, NOTES, PATIENTS, SPEC, N, check_result, write_extract
+
+pytestmark = pytest.mark.integration
+SECRET = "pseudonym-test-key-do-not-use"
+
+SQL_SPEC = """\
+name: test extract
+purpose: research
+tables:
+  - name: patients
+    table: patients
+    connection: {url}
+    nhs_number: nhs_number
+    person_key: pid
+  - name: events
+    query: SELECT pid, nhs, happened, score FROM events
+    connection: {url}
+    nhs_number: nhs
+    person_key: pid
+  - name: notes
+    table: notes
+    connection: {url}
+    person_key: pid
+    output: notes_out
+"""
+
+
+def _load(url: str, tables: dict[str, pa.Table]) -> None:
+    """Create and fill plain tables with the fixture's column types."""
+    types = {pa.string(): sa.Text, pa.int64(): sa.BigInteger, pa.float32(): sa.Float, pa.timestamp("ms"): sa.DateTime}
+    engine = sa.create_engine(url)
+    metadata = sa.MetaData()
+    with engine.begin() as conn:
+        for name, data in tables.items():
+            table = sa.Table(name, metadata, *[sa.Column(f.name, types[f.type]) for f in data.schema])
+            table.drop(conn, checkfirst=True)
+            table.create(conn)
+            if data.num_rows:
+                conn.execute(table.insert(), data.to_pylist())
+    engine.dispose()
+
+
+def _fixture_tables() -> dict[str, pa.Table]:
+    patients = pa.table({name: [row[i] for row in PATIENTS] for i, name in enumerate(("pid", "nhs_number", "note"))})
+    events = pa.table(
+        {
+            "pid": [pid for pid, _ in EVENTS],
+            "nhs": pa.array([number for _, number in EVENTS], pa.int64()),
+            "happened": pa.array([datetime(2024, 1, day + 1) for day in range(len(EVENTS))], pa.timestamp("ms")),
+            "score": pa.array([1.5, 2.0, None, 4.25, 5.0], pa.float32()),
+        }
+    )
+    notes = pa.table({"pid": list(NOTES), "text": [f"note {i}" for i in range(len(NOTES))]})
+    return {"patients": patients, "events": events, "notes": notes}
+
+
+def _spec(tmp_path: Path, url: str, text: str = SQL_SPEC) -> Path:
+    path = tmp_path / "sql-spec.yaml"
+    path.write_text(text.format(url=url))
+    return path
+
+
+def _rows(url: str, table: str, column: str) -> list[Any]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        values = [row[0] for row in conn.execute(sa.text(f"SELECT {column} FROM {table}"))]
+    engine.dispose()
+    return sorted(values)
+
+
+def _counts(manifest: Manifest) -> tuple[object, ...]:
+    return tuple(replace(t, sha256=None, file="", format="") for t in manifest.tables), manifest.people_removed
+
+
+@pytest.fixture
+def db_url(store_url: str) -> str:
+    """The shared extract loaded into a fresh SQLite file or PostgreSQL database."""
+    _load(store_url, _fixture_tables())
+    return store_url
+
+
+def test_sql_engine_matches_the_file_engine(db_url: str, tmp_path: Path) -> None:
+    files = run_filter(load_spec(write_extract(tmp_path / "in")), tmp_path / "files", check_result())
+    manifest = run_filter(load_spec(_spec(tmp_path, db_url)), tmp_path / "sql", check_result())
+    assert _counts(manifest) == _counts(files)
+    assert manifest.engine == "sql" and read_manifest(tmp_path / "sql") == manifest
+    assert sorted(p.name for p in (tmp_path / "sql").iterdir()) == ["manifest.json"]
+    assert _rows(db_url, "patients_optout", "pid") == ["p1", "p2", "p9", "p9"]
+    file_events = pq.read_table(tmp_path / "files" / "events.parquet")["pid"].to_pylist()
+    assert _rows(db_url, "events_optout", "pid") == sorted(file_events)
+    assert _rows(db_url, "notes_out", "pid") == ["p1", "p9"]
+    assert manifest.table("notes").file == "notes_out" and manifest.table("notes").format == "table"
+
+
+def test_outputs_are_replaced_whole_and_hashed_by_content(db_url: str, tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path, db_url))
+    first = run_filter(spec, tmp_path / "one", check_result())
+    second = run_filter(spec, tmp_path / "two", check_result())
+    assert [t.sha256 for t in first.tables] == [t.sha256 for t in second.tables]
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        table = sa.Table("patients_optout", sa.MetaData(), autoload_with=conn)
+        assert content_hash(conn, table) == (4, first.table("patients").sha256)
+        conn.execute(sa.text("UPDATE patients_optout SET note = 'changed' WHERE pid = 'p2'"))
+        assert content_hash(conn, table)[1] != first.table("patients").sha256
+        names = set(sa.inspect(conn).get_table_names())
+    engine.dispose()
+    assert not [name for name in names if name.startswith("optout_")]  # no staging or half-built table left
+
+
+def test_a_failing_run_writes_nothing(db_url: str, tmp_path: Path) -> None:
+    run_filter(load_spec(_spec(tmp_path, db_url)), tmp_path / "out", check_result())
+    before = _rows(db_url, "patients_optout", "pid")
+    broken = SQL_SPEC.replace("pid\n    output: notes_out", "no_such_column\n    output: notes_out")
+    with pytest.raises(InputError, match="no_such_column"):
+        run_filter(load_spec(_spec(tmp_path, db_url, broken)), tmp_path / "out2", check_result())
+    assert _rows(db_url, "patients_optout", "pid") == before
+    assert not (tmp_path / "out2").exists()
+
+
+def test_direct_care_copies_tables_unfiltered(db_url: str, tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path, db_url, SQL_SPEC.replace("research", "direct_care")))
+    manifest = run_filter(spec, tmp_path / "out", None)
+    assert not manifest.filtered and manifest.table("patients").rows_out == len(PATIENTS)
+    assert len(_rows(db_url, "patients_optout", "pid")) == len(PATIENTS)
+
+
+PSEUDO_SPEC = """\
+name: pseudonymised
+purpose: research
+tables:
+  - name: visits
+    table: visits
+    connection: {url}
+    nhs_number: token
+    person_key: pid
+    pseudonymised: {{scheme: hmac-sha256, key_env: OPTOUT_TEST_PSEUDO_KEY}}
+"""
+
+
+def _tokens(secret: str) -> pa.Table:
+    hexes = hex_digests(hash_numbers(np.asarray(N, dtype=np.int64), Key(secret))).to_pylist()
+    tokens = [hexes[0], hexes[1].upper(), hexes[6], hexes[8], None, "not-a-hash", f" {hexes[2]} ", hexes[2]]
+    return pa.table({"pid": [f"p{i}" for i in range(len(tokens))], "token": tokens})
+
+
+@pytest.mark.parametrize("engine", ["files", "sql"])
+def test_pseudonymised_ids_are_matched_under_the_key(
+    engine: str, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPTOUT_TEST_PSEUDO_KEY", SECRET)
+    if engine == "sql":
+        _load(store_url, {"visits": _tokens(SECRET)})
+        spec_path = _spec(tmp_path, store_url, PSEUDO_SPEC)
+    else:
+        folder = tmp_path / "in"
+        folder.mkdir()
+        pa.csv.write_csv(_tokens(SECRET), folder / "visits.csv")
+        spec_path = folder / "spec.yaml"
+        spec_path.write_text(PSEUDO_SPEC.replace("table: visits\n    connection: {url}", "path: visits.csv").format())
+    manifest = run_filter(load_spec(spec_path), tmp_path / "out", check_result())
+    assert manifest.table("visits").removed == {
+        "opted_out": 1,
+        "unchecked": 1,
+        "bad_check_digit": 0,
+        "malformed": 1,
+        "missing": 1,
+        "person_removed": 0,
+    }
+    assert manifest.table("visits").rows_out == 4
+    assert SECRET not in (tmp_path / "out" / "manifest.json").read_text()
+
+
+def test_wrong_key_stops_before_anything_is_written(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _load(store_url, {"visits": _tokens("the data controller's real key")})
+    monkeypatch.setenv("OPTOUT_TEST_PSEUDO_KEY", SECRET)
+    with pytest.raises(PseudonymKeyError, match="OPTOUT_TEST_PSEUDO_KEY") as raised:
+        run_filter(load_spec(_spec(tmp_path, store_url, PSEUDO_SPEC)), tmp_path / "out", check_result())
+    assert SECRET not in str(raised.value)
+    engine = sa.create_engine(store_url)
+    assert "visits_optout" not in sa.inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_spec_refuses_mixed_homes_and_missing_connection(tmp_path: Path) -> None:
+    mixed = SPEC + "  - {name: more, table: more, connection: 'sqlite:///x.db', person_key: pid}\n"
+    with pytest.raises(InputError, match="same database"):
+        load_spec(write_extract(tmp_path / "a", mixed))
+    lonely = "name: x\npurpose: research\ntables:\n  - {name: t, table: t, nhs_number: n}\n"
+    with pytest.raises(InputError, match="needs a connection"):
+        load_spec(write_extract(tmp_path / "b", lonely))
+    airflow_id = "name: x\npurpose: research\ntables:\n  - {name: t, table: t, connection: warehouse, nhs_number: n}\n"
+    with pytest.raises(InputError, match="only be read inside Airflow"):
+        run_filter(load_spec(write_extract(tmp_path / "c", airflow_id)), tmp_path / "out", check_result())
