@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from optout.clearance import KEEP, CheckResultLike, Reason
+from optout.connections import secret_reader
 from optout.errors import InputError
 from optout.nhs_number import NULL_TOKENS
 
@@ -134,8 +135,10 @@ class Key:
 def load_key(config: Pseudonymisation, *, connection_secret: Callable[[str], str | None] | None = None) -> Key:
     """The key named by the spec: an environment variable, or an Airflow connection's password.
 
-    The library does not import Airflow: the Airflow skin passes ``connection_secret`` (conn id -> password).
+    The library does not import Airflow: ``connection_secret`` (conn id -> password) defaults to the reader
+    the Airflow skin registers in :mod:`optout.connections`.
     """
+    connection_secret = connection_secret or secret_reader()
     if config.key_env:
         secret = os.environ.get(config.key_env)
     elif connection_secret is None:
@@ -160,7 +163,7 @@ def _ascii_digits(numbers: np.ndarray) -> bytes:
 def _hmac_block(pads: tuple[bytes, bytes], text: bytes) -> bytes:
     """HMAC-SHA256 of each 10-byte message in ``text``, digests back to back."""
     inner_pad, outer_pad = hashlib.sha256(pads[0]), hashlib.sha256(pads[1])
-    out = []
+    out: list[bytes] = []
     append = out.append
     for start in range(0, len(text), 10):
         inner = inner_pad.copy()

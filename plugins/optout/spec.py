@@ -7,6 +7,7 @@ dataclasses can be built in code for the pandas API.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -14,19 +15,24 @@ from typing import Any
 import yaml
 
 from optout.errors import InputError
+from optout.pseudonym import Pseudonymisation
 from optout.purpose import LegalBasis, Purpose, check_exemption, parse_legal_basis, parse_purpose
 from optout.tabular import Format, format_of
 
 MAX_SPEC_BYTES = 1 << 20
 _TOP_KEYS = ("name", "purpose", "legal_basis", "legal_reference", "tables")
-_TABLE_KEYS = ("name", "path", "nhs_number", "person_key", "output")
+_TABLE_KEYS = ("name", "path", "table", "query", "connection", "nhs_number", "person_key", "pseudonymised", "output")
+_SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
 
 @dataclass(frozen=True)
 class TableSpec:
     """One table of an extract. ``path`` may be None when the table is given as a DataFrame.
 
-    ``output`` is the file name under the output folder (default: the input's file name).
+    ``output`` is the file name under the output folder (default: the input's file name). A table in a
+    database names a ``table`` (``schema.name``) or a ``query`` and a ``connection`` (a SQLAlchemy URL or
+    an Airflow connection id); its ``output`` is a table in the same database (default ``<name>_optout``).
+    ``pseudonymised`` says the ``nhs_number`` column holds a keyed hash of the number.
     """
 
     name: str
@@ -34,9 +40,19 @@ class TableSpec:
     nhs_number: str | None = None
     person_key: str | None = None
     output: str | None = None
+    table: str | None = None
+    query: str | None = None
+    connection: str | None = None
+    pseudonymised: Pseudonymisation | None = None
+
+    @property
+    def in_database(self) -> bool:
+        return bool(self.table or self.query)
 
     @property
     def output_name(self) -> str:
+        if self.in_database:
+            return self.output or f"{self.name}_optout"
         return self.output or (self.path.name if self.path else f"{self.name}.parquet")
 
     @property
@@ -72,6 +88,19 @@ class ExtractSpec:
                 )
             names.add(table.name)
             outputs.add(table.output_name)
+        connections = {table.connection for table in self.tables}
+        if len(connections) > 1:
+            raise InputError(
+                "every table must live in the same database (one connection), or every table in files: "
+                "an extract is filtered where its data lives",
+                path=self.source,
+                field="tables",
+            )
+
+    @property
+    def connection(self) -> str | None:
+        """The database connection of an extract held in a database (None for files and frames)."""
+        return self.tables[0].connection if self.tables else None
 
     @property
     def filtered(self) -> bool:
@@ -163,13 +192,41 @@ def _build(document: Any, source: Path) -> ExtractSpec:
 def _table(entry: Any, source: Path, where: str) -> TableSpec:
     table = _mapping(entry, _TABLE_KEYS, source, where)
     name = _string(table.get("name"), source, f"{where}.name")
-    path_text = _string(table.get("path"), source, f"{where}.path")
-    assert name is not None and path_text is not None
-    path = source.parent / Path(path_text).expanduser()
+    in_database = {key: _string(table.get(key), source, f"{where}.{key}", required=False) for key in ("table", "query")}
+    connection = _string(table.get("connection"), source, f"{where}.connection", required=False)
+    path: Path | None = None
+    if sum(value is not None for value in (*in_database.values(), table.get("path"))) != 1:
+        raise InputError("give exactly one of path, table and query", path=source, field=where)
+    if table.get("path") is not None:
+        path_text = _string(table.get("path"), source, f"{where}.path")
+        assert path_text is not None
+        path = source.parent / Path(path_text).expanduser()
+        if connection is not None:
+            message = "a file has no connection; remove it or name a table"
+            raise InputError(message, path=source, field=f"{where}.connection")
+    elif connection is None:
+        raise InputError(
+            "a table or query needs a connection: a SQLAlchemy URL or an Airflow connection id",
+            path=source,
+            field=f"{where}.connection",
+        )
+    assert name is not None
     number = _string(table.get("nhs_number"), source, f"{where}.nhs_number", required=False)
     key = _string(table.get("person_key"), source, f"{where}.person_key", required=False)
     output = _string(table.get("output"), source, f"{where}.output", required=False)
-    return TableSpec(name, path, nhs_number=number, person_key=key, output=output)
+    pseudonymised = None
+    if table.get("pseudonymised") is not None:
+        pseudonymised = Pseudonymisation.parse(table["pseudonymised"], path=source, field=f"{where}.pseudonymised")
+    return TableSpec(
+        name,
+        path,
+        nhs_number=number,
+        person_key=key,
+        output=output,
+        connection=connection,
+        pseudonymised=pseudonymised,
+        **in_database,
+    )
 
 
 def _check_table(table: TableSpec, source: Path | None, where: str) -> None:
@@ -180,6 +237,14 @@ def _check_table(table: TableSpec, source: Path | None, where: str) -> None:
             path=source,
             field=where,
         )
+    if table.pseudonymised is not None and not table.nhs_number:
+        raise InputError("pseudonymised says how nhs_number was hashed: name that column", path=source, field=where)
+    if table.in_database:
+        if not _SQL_NAME.match(table.output_name) or (table.table and not _SQL_NAME.match(table.table)):
+            raise InputError(
+                "a database table name is letters, digits and _ (optionally schema.table)", path=source, field=where
+            )
+        return
     if table.path is not None:
         format_of(table.path, field=f"{where}.path", source=source)
     if table.output is None:

@@ -2,7 +2,8 @@
 
 ``run_filter`` writes the filtered tables and ``manifest.json`` into a staging folder that replaces
 ``out_dir`` only when every table succeeded. Engines: ``arrow_files`` (CSV/Parquet, streamed) and
-``frames`` (pandas DataFrames, see :func:`optout.filtering.frames.filter_frames`).
+``frames`` (pandas DataFrames, see :func:`optout.filtering.frames.filter_frames`) and ``sql`` (tables in a
+database, filtered there; only ``manifest.json`` is written to ``out_dir``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def _run(
 ) -> Manifest:
     if frames is not None:
         return _write_frames(spec, staging, check_result, frames)
+    if spec.connection is not None:
+        from optout.connections import database_url
+        from optout.filtering import sql
+
+        reports, people = sql.filter_sql(spec, check_result, engine=database_url(spec.connection))
+        return new_manifest(spec, check_result, engine=sql.ENGINE, tables=reports, people_removed=people)
     from optout.filtering import arrow_files
 
     if check_result is not None and spec.filtered:
