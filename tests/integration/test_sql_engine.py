@@ -215,3 +215,52 @@ def test_spec_refuses_mixed_homes_and_missing_connection(tmp_path: Path) -> None
     airflow_id = "name: x\npurpose: research\ntables:\n  - {name: t, table: t, connection: warehouse, nhs_number: n}\n"
     with pytest.raises(InputError, match="only be read inside Airflow"):
         run_filter(load_spec(write_extract(tmp_path / "c", airflow_id)), tmp_path / "out", check_result())
+
+
+def _messy_values() -> list[str | None]:
+    """Text the way extracts carry NHS numbers, each form twice: clean, spaced, dashed, padded, broken."""
+    rng = np.random.default_rng(6)
+    numbers = [int(n) for n in N] + [int(n) + 1 for n in N]  # valid, cleared or not, and bad check digits
+    forms = []
+    for number in numbers:
+        text = f"{number:010d}"
+        forms += [text, f" {text[:3]} {text[3:6]} {text[6:]} ", f"{text[:3]}-{text[3:6]}-{text[6:]}", f"\t{text}\n"]
+        forms += [f"{text}.0", f"{text}.00", f"{text}.5", f"\u00a0{text}", f"{text[:9]}", f"{text}1"]
+        forms.append(f"{text[:5]}\u000b{text[5:]}")
+    forms += ["", "  ", None, "NULL", "n/a", "Unknown", "not known", "-", "0000000000", "9999999999", "abc", "9.4e9"]
+    forms += ["0123456789", "1e10", "+" + str(N[0]), str(-int(N[0]))]
+    order = rng.permutation(len(forms))
+    return [forms[i] for i in order]
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        ("text", _messy_values()),
+        ("integer", [int(n) for n in N] + [int(N[0]) + 1, 123, -int(N[0]), 0, 1111111111, 99_999_999_999, None]),
+        ("float", [float(n) for n in N] + [float(N[1]) + 0.5, 1e3, None, 2222222222.0, -float(N[2])]),
+    ],
+)
+def test_numbers_are_normalised_in_sql_as_in_python(
+    kind: str, values: list[Any], store_url: str, tmp_path: Path
+) -> None:
+    arrow_type = {"text": pa.string(), "integer": pa.int64(), "float": pa.float64()}[kind]
+    data = pa.table({"rid": [f"r{i}" for i in range(len(values))], "nhs": pa.array(values, arrow_type)})
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(data, folder / "values.parquet")
+    text = "name: v\npurpose: research\ntables:\n  - {name: values, %s, nhs_number: nhs, person_key: rid}\n"
+    (folder / "spec.yaml").write_text(text % "path: values.parquet")
+    files = run_filter(load_spec(folder / "spec.yaml"), tmp_path / "files", check_result())
+    types = {pa.string(): sa.Text, pa.int64(): sa.BigInteger, pa.float64(): sa.Float}
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        table = sa.Table("vals", sa.MetaData(), sa.Column("rid", sa.Text), sa.Column("nhs", types[arrow_type]))
+        table.create(conn)
+        conn.execute(table.insert(), data.to_pylist())
+    engine.dispose()
+    (tmp_path / "sql.yaml").write_text(text % f"table: vals, connection: '{store_url}'")
+    manifest = run_filter(load_spec(tmp_path / "sql.yaml"), tmp_path / "sql", check_result())
+    assert _counts(manifest) == _counts(files)
+    kept = pq.read_table(tmp_path / "files" / "values.parquet")["rid"].to_pylist()
+    assert _rows(store_url, "values_optout", "rid") == sorted(kept)
