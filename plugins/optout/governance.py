@@ -122,8 +122,9 @@ def _refresh_section(view: Overview) -> str:
     waiting = view.waiting
     note = (
         f'<p class="state stale"><strong>{len(waiting)} repl{"y" if len(waiting) == 1 else "ies"} waiting for '
-        "approval</strong>: the opted-out share changed more than expected. Inspect, then run "
-        "<code>optout check approve ID</code> or <code>optout check reject ID</code>.</p>"
+        f"approval</strong> (version {', '.join(str(v.id) for v in waiting)}): the opted-out share changed more "
+        "than expected, so the reply was held back. Inspect it, then run "
+        "<code>optout check approve VERSION</code> or <code>optout check reject VERSION</code>.</p>"
         if waiting
         else "<p>No reply is waiting for approval.</p>"
     )

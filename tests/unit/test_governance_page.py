@@ -6,67 +6,22 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi import HTTPException, Request
 from fastapi.testclient import TestClient
+from governance_data import NUMBERS, seed
 
 from optout.airflow.page import create_app
-from optout.errors import SuspiciousReplyError
 from optout.governance import overview, render
-from optout.ledger import Disclosure, Ledger
-from optout.nhs_number import check_digit_ok
-from optout.store import Store
 
 NOW = datetime.now(UTC)
 
 
-def cohort_numbers(count: int) -> np.ndarray:
-    candidates = np.arange(9_990_000_000, 9_990_000_000 + count * 20, dtype=np.int64)
-    return candidates[check_digit_ok(candidates)][:count]
-
-
-NUMBERS = cohort_numbers(200)
-
-
-def refresh(store: Store, opted_out: int, checked_at: datetime, **kwargs: object) -> None:
-    version = store.record_request(NUMBERS)
-    store.import_reply(version.id, NUMBERS[opted_out:], checked_at=checked_at, **kwargs)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    """Three published refreshes (5%, 6%, 7% opted out), one quarantined reply, two disclosures."""
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    store = Store(url)
-    for i, opted_out in enumerate((10, 12, 14)):
-        refresh(store, opted_out, NOW - timedelta(hours=30 - 10 * i))
-    with pytest.raises(SuspiciousReplyError):
-        refresh(store, 100, NOW - timedelta(minutes=5))
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "index.html").write_text("<html>the data docs</html>")
-    ledger = Ledger(url)
-    for recipient, ok in (("University of Leeds", True), ("<script>alert(1)</script>", False)):
-        ledger.append(
-            Disclosure(
-                extract="cancer-audit",
-                purpose="research",
-                recipient=recipient,
-                version_id=3,
-                version_checked_at=NOW - timedelta(hours=10),
-                rows_in=1000,
-                rows_out=930,
-                removed_rows={"opted_out": 60, "unchecked": 10, "missing": 0},
-                removed_people=25,
-                validation_ok=ok,
-                output_hashes={"patients.csv": "b" * 64},
-                legal_basis=None,
-                data_docs=str(docs / "index.html"),
-            )
-        )
-    store.dispose()
+    seed(url, tmp_path / "docs", NOW)
     return url
 
 
@@ -82,7 +37,7 @@ def test_the_page_shows_a_fresh_list_refreshes_and_disclosures(url: str) -> None
     assert view.shares == [(1, 0.05), (2, 0.06), (3, 0.07)]
     html = render(view)
     assert "FRESH" in html and "STALE" not in html
-    assert "1 reply waiting for approval" in html
+    assert "1 reply waiting for approval</strong> (version 4)" in html
     assert "7.0%" in html and "<svg" in html and 'role="img"' in html
     assert "University of Leeds" in html and "opted_out 60" in html and "FAILED" in html
     assert 'href="data-docs/1/index.html"' in html
