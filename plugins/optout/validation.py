@@ -184,22 +184,76 @@ def _measure(
     """One row of counts per table: the only thing GX ever sees."""
     if manifest.filtered and check_result is None:
         raise InputError("a filtered extract is validated against the version it used; load it", field="check_result")
-    clearance = Clearance(check_result) if manifest.filtered and check_result is not None else None
-    cleared_keys = _cleared_keys(spec, clearance) if clearance is not None and spec.keyed else None
+    people = _People(spec, check_result) if manifest.filtered and check_result is not None else None
     listed = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     unexpected = sum(1 for p in out_dir.iterdir() if p.name not in listed)
-    return [
-        _measure_table(table, out_dir, manifest, clearance, cleared_keys, unexpected, len(spec.tables))
-        for table in spec.tables
-    ]
+    return [_measure_table(table, out_dir, manifest, people, unexpected, len(spec.tables)) for table in spec.tables]
+
+
+class _People:
+    """Who may appear in the outputs, learnt again from the inputs with the filter's own primitives.
+
+    A key is removed when any input row carrying it beside a number is not cleared; a key only tables
+    carry must also have been seen beside a number. Key comparison (integers, or trimmed text) and the
+    key indexes are the filter's (``KeyKind``, ``KeySet``); the decision is taken here, independently.
+    """
+
+    def __init__(self, spec: ExtractSpec, check_result: CheckResultLike) -> None:
+        from optout.filtering.cascade import KeyKind, KeySet, key_types
+        from optout.pseudonym import PseudonymClearance, load_key
+        from optout.tabular import schema_of
+
+        plain = Clearance(check_result)
+        self._clearances: dict[str, Any] = {
+            t.name: PseudonymClearance(check_result, load_key(t.pseudonymised)) if t.pseudonymised else plain
+            for t in spec.tables
+        }
+        keyed = [t for t in spec.tables if t.person_key]
+        schemas = {t.name: schema_of(_input_path(t)) for t in keyed}
+        self.kind = KeyKind.of(key_types(spec, schemas).values()) if keyed else KeyKind.INTEGER
+        bad: list[pa.Array] = []
+        seen: list[pa.Array] = []
+        needs_seen = any(t.person_key and not t.nhs_number for t in spec.tables)
+        for table in spec.tables:
+            if not (table.nhs_number and table.person_key):
+                continue
+            for batch in read_batches(_input_path(table), columns=[table.nhs_number, table.person_key]):
+                keys = self.kind.column(batch.column(table.person_key))
+                uncleared = self.codes(table, batch.column(table.nhs_number)) != KEEP
+                if uncleared.any():
+                    bad.append(pc.unique(keys.filter(pa.array(uncleared)).drop_null()))
+                if needs_seen:
+                    seen.append(pc.unique(keys.drop_null()))
+        empty = pa.array([], type=pa.int64() if self.kind is KeyKind.INTEGER else pa.string())
+        self.removed = KeySet(pc.unique(pa.concat_arrays(bad)) if bad else empty)
+        self.known = KeySet(pc.unique(pa.concat_arrays(seen)) if seen else empty) if needs_seen else None
+
+    def codes(self, table: TableSpec, numbers: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        return np.asarray(self._clearances[table.name].codes(numbers))
+
+    def removed_rows(self, table: TableSpec, keys: pa.Array | pa.ChunkedArray) -> int:
+        """Rows whose key is a removed person's, or (in a key-only table) unknown or blank."""
+        keys = self.kind.column(keys)
+        hit = self.removed.contains(keys)
+        if not table.nhs_number:
+            assert self.known is not None
+            hit |= ~self.known.contains(keys)  # unseen or blank keys: nobody checked them
+        return int(np.count_nonzero(hit))
+
+
+def _input_path(table: TableSpec) -> Path:
+    if table.path is None:
+        raise InputError(
+            "validation re-reads the inputs to find removed people; give the table's path", field=f"{table.name}.path"
+        )
+    return table.path
 
 
 def _measure_table(
     table: TableSpec,
     out_dir: Path,
     manifest: Manifest,
-    clearance: Clearance | None,
-    cleared_keys: pa.Array | None,
+    people: _People | None,
     unexpected_files: int,
     spec_tables: int,
 ) -> dict[str, Any]:
@@ -222,19 +276,15 @@ def _measure_table(
     if not path.is_file():
         row["rows_mismatch"] = max(report.rows_out, 1)
         return row
-    number_col = table.nhs_number if clearance is not None else None
-    key_col = table.person_key if cleared_keys is not None else None
+    number_col = table.nhs_number if people is not None else None
+    key_col = table.person_key if people is not None else None
     columns = [c for c in (number_col, key_col) if c]
     for batch in read_batches(path, columns=columns):
         row["rows"] += batch.num_rows
-        if number_col:
-            row["uncleared_number_rows"] += int(np.count_nonzero(clearance.codes(batch.column(number_col)) != KEEP))  # type: ignore[union-attr]
-        if key_col:
-            keys = _as_keys(batch.column(key_col))
-            removed = pc.invert(pc.is_in(keys, value_set=cleared_keys))
-            if number_col:  # a row without a key stands or falls by its own number
-                removed = pc.and_(removed, pc.is_valid(keys))
-            row["removed_person_rows"] += int(pc.sum(removed).as_py() or 0)
+        if people is not None and number_col:
+            row["uncleared_number_rows"] += int(np.count_nonzero(people.codes(table, batch.column(number_col)) != KEEP))
+        if people is not None and key_col:
+            row["removed_person_rows"] += people.removed_rows(table, batch.column(key_col))
     rows_in = count_rows(table.path) if table.path is not None and table.path.is_file() else report.rows_in
     row["rows_mismatch"] = (
         abs(row["rows"] - report.rows_out)
@@ -243,37 +293,6 @@ def _measure_table(
     )
     row["hash_ok"] = report.sha256 is not None and file_sha256(path) == report.sha256
     return row
-
-
-def _cleared_keys(spec: ExtractSpec, clearance: Clearance) -> pa.Array:
-    """Person keys seen beside a number in the inputs, minus those with any uncleared number."""
-    seen: list[pa.Array] = []
-    refused: list[pa.Array] = []
-    for table in spec.tables:
-        if not (table.nhs_number and table.person_key):
-            continue
-        if table.path is None:
-            raise InputError(
-                "validation re-reads the inputs to find removed people; give the table's path",
-                field=f"{table.name}.path",
-            )
-        for batch in read_batches(table.path, columns=[table.nhs_number, table.person_key]):
-            keys = _as_keys(batch.column(table.person_key))
-            bad = clearance.codes(batch.column(table.nhs_number)) != KEEP
-            seen.append(pc.unique(keys.drop_null()))
-            if bad.any():
-                refused.append(keys.filter(pa.array(bad)).drop_null())
-    everyone = pc.unique(pa.concat_arrays(seen)) if seen else pa.array([], pa.string())
-    if not refused:
-        return everyone
-    return everyone.filter(pc.invert(pc.is_in(everyone, pc.unique(pa.concat_arrays(refused)))))
-
-
-def _as_keys(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Keys compared as text, so a key read as an integer in one table matches its CSV text in another."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
 
 
 def _freshness(
