@@ -1,0 +1,194 @@
+"""Gated export: re-check the extract at send time, send only what was proved, record the disclosure.
+
+``GatedExportOperator`` delivers to a local (or mounted) folder. :func:`gate` puts the same check in
+front of any existing export operator (SFTP, S3, SQL transfer, ...) without subclassing it: the check
+runs as its pre-execute hook and the ledger entry as its post-execute hook.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir
+from optout.airflow.tagging import PurposeTag, as_operator, make_tag, read_tag, tag_task
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from optout.gate import Permit
+    from optout.ledger import LedgerEntry
+
+
+class _Gate:
+    """The send-time check and the ledger entry for one task; settings only, so it is cheap to build."""
+
+    def __init__(self, spec: str, recipient: str | None, store_url: str | None, max_age: str | None) -> None:
+        self.spec = spec
+        self.recipient = recipient
+        self.store_url = store_url
+        self.max_age = max_age
+
+    def check(self, task: Any, context: Context, files: list[str] | None = None) -> Permit:
+        """Refuse (AirflowFailException, no retry) unless the extract may leave now."""
+        from optout import config
+        from optout.gate import check_before_send
+        from optout.store import Store
+
+        out_dir = filtered_dir(task, self.spec, context)
+        tag = _tag(task)
+        with fail_closed():
+            max_age = config.parse_duration(self.max_age, field="max_age") if self.max_age else None
+            permit = check_before_send(out_dir, tag.purpose, files=files, store=Store(self.store_url), max_age=max_age)
+        task.log.info("Opt-out gate passed for %s: %d file(s), hashes match the manifest", out_dir, len(permit.files))
+        return permit
+
+    def record(self, task: Any, context: Context, permit: Permit, recipient: str) -> LedgerEntry:
+        from optout.gate import record_disclosure
+
+        with fail_closed():
+            entry = record_disclosure(
+                permit,
+                recipient=recipient,
+                dag_id=task.dag_id,
+                task_id=task.task_id,
+                run_id=context["run_id"],
+                ledger_url=self.store_url,
+            )
+        task.log.info("Recorded disclosure %s in the ledger", entry.id)
+        return entry
+
+
+def _tag_gated(task: Any, spec: str, purpose: str, legal_basis: str | None, reference: str | None) -> None:
+    tag_task(task, make_tag(purpose, extract=spec, legal_basis=legal_basis, reference=reference, gated=True, task=task))
+
+
+def _tag(task: Any) -> PurposeTag:
+    tag = read_tag(task)
+    assert tag is not None, "gated tasks are tagged when they are built"
+    return tag
+
+
+class GatedExportOperator(BaseOperator):
+    """Deliver a filtered, validated extract to a folder, only if it is still what was proved.
+
+    Before anything is written it checks the manifest, the validation result for that manifest and the
+    list version (still current, still fresh); files are copied to a hidden staging folder, re-hashed
+    there against the manifest, the disclosure is recorded in the ledger, and only then is the delivery
+    moved into place. Any mismatch fails the task without retries and delivers nothing.
+
+    :param spec: path of the extract spec, the same as the upstream filter's and validation's.
+    :param destination: folder of the recipient; each run delivers into ``<destination>/<extract folder>``
+        (default: ``<data dir>/outbox/<extract name>``).
+    :param purpose: why the data leaves (``research``, ``planning``, ``service_evaluation``, ``exempt``,
+        ``direct_care``); it must be the purpose the spec names.
+    :param legal_basis: for ``exempt`` only: the recorded legal basis (see ``optout.purpose.LegalBasis``).
+    :param reference: for ``exempt`` only: the approval's reference.
+    :param recipient: who receives it, for the ledger (default: the destination folder).
+    :param store_url: SQLAlchemy URL of the check store and ledger (default: ``OPTOUT_STORE_URL``).
+    :param max_age: oldest list version accepted at send time, such as ``"48h"``.
+    """
+
+    template_fields: Sequence[str] = ("spec", "destination", "recipient", "max_age")
+    ui_color = "#f4cccc"
+
+    def __init__(
+        self,
+        *,
+        spec: str,
+        purpose: str,
+        destination: str | None = None,
+        legal_basis: str | None = None,
+        reference: str | None = None,
+        recipient: str | None = None,
+        store_url: str | None = None,
+        max_age: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 0)
+        super().__init__(**kwargs)
+        self.spec = str(spec)
+        self.destination = destination
+        self.recipient = recipient
+        self.store_url = store_url
+        self.max_age = max_age
+        _tag_gated(self, spec, purpose, legal_basis, reference)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from optout.atomic import staging_dir
+        from optout.gate import require_still_current, verify_files
+        from optout.store import Store
+
+        check = _Gate(self.spec, self.recipient, self.store_url, self.max_age)
+        permit = check.check(self, context)
+        destination = Path(self.destination) if self.destination else data_path("outbox", permit.manifest.spec_name)
+        target = destination / permit.out_dir.name
+        with fail_closed(), staging_dir(target) as staging:
+            for name, source in permit.files.items():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, staging / name)
+            verify_files(permit.manifest, {name: staging / name for name in permit.files})
+            if permit.purpose.applies_opt_out:  # the copy took time: the list must still be current now
+                require_still_current(permit.manifest, Store(self.store_url))
+            entry = check.record(self, context, permit, self.recipient or str(destination))
+        self.log.info("Delivered %d file(s) to %s", len(permit.files), target)
+        return {"destination": str(target), "files": len(permit.files), "ledger_entry": entry.id}
+
+
+def gate(
+    task: Any,
+    *,
+    spec: str,
+    purpose: str,
+    legal_basis: str | None = None,
+    reference: str | None = None,
+    recipient: str | None = None,
+    sends: Sequence[str] = (),
+    store_url: str | None = None,
+    max_age: str | None = None,
+) -> Any:
+    """Put the opt-out gate in front of an existing export task (or ``@task`` output); returns it.
+
+    The check runs just before the task's ``execute`` and the disclosure is recorded just after it.
+    ``sends`` names the task's attributes that hold the local path(s) it sends (``("local_filepath",)``
+    for ``SFTPOperator``); each rendered path must be a file of the extract whose hash matches the
+    manifest. Without ``sends`` the whole extract is checked.
+
+    :param recipient: who receives it, for the ledger (default: the task's id).
+    """
+    operator = as_operator(task)
+    _tag_gated(operator, spec, purpose, legal_basis, reference)
+    check = _Gate(str(spec), recipient, store_url, max_age)
+    permits: dict[str, Permit] = {}
+
+    def before(context: Context) -> None:
+        files = [str(path) for name in sends for path in _paths(getattr(context["task"], name))]
+        permits[context["run_id"]] = check.check(context["task"], context, files or None)
+
+    def after(context: Context, result: Any = None) -> None:
+        permit = permits.pop(context["run_id"])
+        check.record(context["task"], context, permit, recipient or context["task"].task_id)
+
+    operator._pre_execute_hook = _chain(operator._pre_execute_hook, before)
+    operator._post_execute_hook = _chain(operator._post_execute_hook, after)
+    return task
+
+
+def _paths(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _chain(first: Callable[..., Any] | None, then: Callable[..., Any]) -> Callable[..., Any]:
+    """Keep a hook the task already had: it runs first."""
+    if first is None:
+        return then
+
+    def both(*args: Any) -> None:
+        first(*args)
+        then(*args)
+
+    return both

@@ -1,0 +1,68 @@
+"""``OptOutValidateOperator``: prove the filtered extract before anything may send it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from optout.airflow.operators._extract import fail_closed, filtered_dir, spec_path
+from optout.airflow.tagging import ROLE_VALIDATE
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class OptOutValidateOperator(BaseOperator):
+    """Run the Great Expectations proof on what the upstream filter of the same spec wrote.
+
+    It proves no row carries an opted-out or unchecked number or a removed person's key, that rows and
+    hashes reconcile with the manifest, and that the list was fresh and is still current. The result is
+    kept beside the extract for the gated export; a failed proof fails the task without retries.
+
+    :param spec: path of the extract spec, the same as the upstream ``OptOutFilterOperator``'s.
+    :param data_docs_dir: folder for this run's Data Docs site (default: beside the extract).
+    :param store_url: SQLAlchemy URL of the check store (default: ``OPTOUT_STORE_URL``).
+    """
+
+    template_fields: Sequence[str] = ("spec", "data_docs_dir")
+    optout_role = ROLE_VALIDATE
+    ui_color = "#cfe2f3"
+
+    def __init__(
+        self, *, spec: str, data_docs_dir: str | None = None, store_url: str | None = None, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("retries", 0)
+        super().__init__(**kwargs)
+        self.spec = str(spec)
+        self.data_docs_dir = data_docs_dir
+        self.store_url = store_url
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from optout.manifest import read_manifest
+        from optout.spec import load_spec
+        from optout.store import Store
+        from optout.validation import run_validation
+
+        out_dir = filtered_dir(self, self.spec, context)
+        with fail_closed():
+            spec = load_spec(spec_path(self, self.spec))
+            manifest = read_manifest(out_dir)
+            store = Store(self.store_url)
+            check_result = store.load(manifest.version_id) if manifest.version_id is not None else None
+            result = run_validation(
+                spec, out_dir, check_result, data_docs_dir=self.data_docs_dir, current=store.current()
+            )
+        checks = {check.name: check.ok for check in result.checks}
+        if not result.ok:
+            failed = ", ".join(name for name, ok in checks.items() if not ok)
+            raise AirflowFailException(f"the filtered extract failed validation ({failed}); see {result.result_path}")
+        self.log.info("Validated %s: %s", out_dir, checks)
+        return {
+            "ok": result.ok,
+            "checks": checks,
+            "result_path": str(result.result_path),
+            "data_docs_index": str(result.data_docs_index) if result.data_docs_index else None,
+        }

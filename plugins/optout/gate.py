@@ -1,0 +1,177 @@
+"""The last check before an extract leaves, and the ledger entry once it has.
+
+A filtered extract may sit for hours between the filter and the send; in that time the list can go
+stale or be replaced, a file can be edited, or validation can have failed. So, at send time:
+
+- the manifest is there and names every file about to be sent, and each file's sha256 matches it;
+- the purpose being sent for is the purpose the extract was filtered for;
+- for secondary uses, the validation passed for this very manifest, and the list version the filter
+  used is still the store's current version and still fresh.
+
+Any mismatch raises :class:`~optout.errors.VerificationFailed` (or the store's stale/missing errors)
+and nothing may be sent. No Airflow here: operators and the ``gate()`` wrapper call these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from optout.errors import VerificationFailed
+from optout.manifest import MANIFEST_NAME, Manifest, read_manifest
+from optout.purpose import Purpose
+
+if TYPE_CHECKING:
+    from optout.ledger import LedgerEntry
+    from optout.store import Store
+    from optout.validation import ValidationRecord
+
+
+@dataclass(frozen=True)
+class Permit:
+    """What the gate proved about one extract; holds names, hashes and counts, never data."""
+
+    out_dir: Path
+    purpose: Purpose
+    manifest: Manifest
+    files: dict[str, Path]
+    validation: ValidationRecord | None
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        return {table.file: str(table.sha256) for table in self.manifest.tables if table.file in self.files}
+
+
+def check_before_send(
+    out_dir: str | Path,
+    purpose: Purpose,
+    *,
+    files: Iterable[str | Path] | None = None,
+    store: Store | None = None,
+    max_age: timedelta | None = None,
+    now: datetime | None = None,
+) -> Permit:
+    """Prove ``out_dir`` may be sent for ``purpose``; ``files`` are the paths about to go (default: all).
+
+    :raises VerificationFailed: the manifest, a file, the purpose or the validation does not match.
+    :raises StaleListError, NoVersionError: the list is not fresh now.
+    """
+    folder = Path(out_dir)
+    manifest = _manifest(folder)
+    if manifest.purpose != purpose.value:
+        raise VerificationFailed(
+            f"extract {manifest.spec_name!r} was prepared for purpose {manifest.purpose!r}, "
+            f"not {purpose.value!r}: send it for the purpose its spec names"
+        )
+    sending = _files(folder, manifest, files)
+    validation = None
+    if purpose.applies_opt_out:
+        validation = _require_validated(folder)
+        require_still_current(manifest, store, max_age=max_age, now=now)
+    verify_files(manifest, sending)
+    return Permit(folder, purpose, manifest, sending, validation)
+
+
+def verify_files(manifest: Manifest, files: Mapping[str, Path]) -> None:
+    """Each file's sha256 must be the manifest's: what is hashed here is what may be sent."""
+    from optout.validation import file_sha256
+
+    expected = {table.file: table.sha256 for table in manifest.tables}
+    for name, path in files.items():
+        if not expected.get(name):
+            raise VerificationFailed(f"the manifest has no sha256 for {name!r}: rerun the filter")
+        if file_sha256(path) != expected[name]:
+            raise VerificationFailed(
+                f"{name!r} changed after the filter wrote its manifest: nothing was sent; rerun the filter"
+            )
+
+
+def require_still_current(
+    manifest: Manifest, store: Store | None, *, max_age: timedelta | None = None, now: datetime | None = None
+) -> None:
+    """The version the filter used must be the current one and fresh, now."""
+    from optout.store import Store
+
+    current = (store or Store()).require_current(max_age=max_age, now=now)
+    if manifest.version_id != current.id:
+        raise VerificationFailed(
+            f"extract {manifest.spec_name!r} was filtered with list version {manifest.version_id}, but version "
+            f"{current.id} is current now: rerun the filter and validation before sending"
+        )
+
+
+def record_disclosure(
+    permit: Permit,
+    *,
+    recipient: str,
+    dag_id: str | None = None,
+    task_id: str | None = None,
+    run_id: str | None = None,
+    ledger_url: str | None = None,
+) -> LedgerEntry:
+    """One ledger entry for a send that happened: counts, hashes, version and validation, no data."""
+    from optout.ledger import Disclosure, Ledger
+
+    manifest, validation = permit.manifest, permit.validation
+    removed_rows: dict[str, int] = {}
+    for table in manifest.tables:
+        for reason, count in table.removed.items():
+            removed_rows[reason] = removed_rows.get(reason, 0) + int(count)
+    disclosure = Disclosure(
+        extract=manifest.spec_name,
+        purpose=manifest.purpose,
+        recipient=recipient,
+        # An unfiltered extract (direct care, exemption) used no list version: 0 and its copy time stand in.
+        version_id=manifest.version_id or 0,
+        version_checked_at=manifest.checked_at or manifest.filtered_at,
+        rows_in=sum(table.rows_in for table in manifest.tables),
+        rows_out=sum(table.rows_out for table in manifest.tables),
+        removed_rows=removed_rows,
+        removed_people=sum(manifest.people_removed.values()),
+        validation_ok=validation.ok if validation is not None else False,
+        output_hashes=permit.hashes,
+        legal_basis=manifest.legal_basis,
+        legal_reference=manifest.legal_reference,
+        dag_id=dag_id,
+        task_id=task_id,
+        run_id=run_id,
+        data_docs=validation.data_docs_index if validation is not None else None,
+    )
+    return Ledger(ledger_url).append(disclosure)
+
+
+def _manifest(folder: Path) -> Manifest:
+    if not (folder / MANIFEST_NAME).is_file():
+        raise VerificationFailed(f"no {MANIFEST_NAME} in {folder}: run the opt-out filter before the export")
+    return read_manifest(folder)
+
+
+def _files(folder: Path, manifest: Manifest, files: Iterable[str | Path] | None) -> dict[str, Path]:
+    """Map each file about to be sent to its manifest entry; a file the manifest does not list is refused."""
+    listed = {table.file for table in manifest.tables}
+    if files is None:
+        return {name: folder / name for name in sorted(listed)}
+    base = folder.resolve()
+    sending: dict[str, Path] = {}
+    for item in files:
+        path = Path(item)
+        resolved = (path if path.is_absolute() else folder / path).resolve()
+        name = resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else None
+        if name not in listed:
+            raise VerificationFailed(
+                f"{path.name!r} is not an output listed in {folder / MANIFEST_NAME}: only filtered files may be sent"
+            )
+        sending[name] = resolved
+    if not sending:
+        raise VerificationFailed("no files to send")
+    return sending
+
+
+def _require_validated(folder: Path) -> ValidationRecord:
+    """The one switch point to the validation module (Great Expectations proof of this manifest)."""
+    from optout.validation import require_validated
+
+    return require_validated(folder)

@@ -1,0 +1,18 @@
+"""Broken on purpose: the filter and validation exist, but the export does not wait for them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow.sdk import DAG
+
+from optout.airflow.operators.export import GatedExportOperator
+from optout.airflow.operators.filter import OptOutFilterOperator
+from optout.airflow.operators.validate import OptOutValidateOperator
+from optout.airflow.tagging import CPI_TAG
+
+SPEC = str(Path(__file__).resolve().parents[3] / "include" / "specs" / "research_extract.yaml")
+
+with DAG(dag_id="broken_export_not_downstream", schedule=None, tags=[CPI_TAG]):
+    OptOutFilterOperator(task_id="filter", spec=SPEC) >> OptOutValidateOperator(task_id="validate", spec=SPEC)
+    GatedExportOperator(task_id="export", spec=SPEC, purpose="research")

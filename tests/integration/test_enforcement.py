@@ -1,0 +1,173 @@
+"""Enforcement in real Airflow: the policy at parse time, and the operators and gate under dag.test()."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from optout.ledger import Ledger
+from optout.nhs_number import normalise
+from optout.store import Store
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "include" / "sample"
+BROKEN = ROOT / "tests" / "dags" / "broken"
+EXAMPLES = {
+    "research_extract": ROOT / "dags" / "research_extract.py",
+    "direct_care_share": ROOT / "dags" / "direct_care_share.py",
+    "exempt_disclosure": ROOT / "dags" / "exempt_disclosure.py",
+}
+
+
+def _numbers(path: Path) -> np.ndarray:
+    with path.open(encoding="utf-8") as handle:
+        return np.unique(normalise([row["nhs_number"] for row in csv.DictReader(handle)]).numbers)
+
+
+@pytest.fixture
+def seeded() -> Store:
+    """A fresh list version for the sample data, checked an hour ago."""
+    store = Store()
+    cohort = _numbers(SAMPLE / "cohort.csv")
+    cleared = np.setdiff1d(cohort, _numbers(SAMPLE / "opted_out.csv"))
+    version = store.record_request(cohort, local_id="enforcement-test")
+    store.import_reply(version.id, cleared, checked_at=datetime.now(UTC) - timedelta(hours=1))
+    return store
+
+
+def _states(run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def _run(load_dag: Any, path: Path, dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, str]:
+    return _states(load_dag(path, dag_id).test(run_conf=conf))
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("no_filter", "has no opt-out filter upstream: add OptOutFilterOperator"),
+        ("no_validation", "has a filter but no validation upstream: add OptOutValidateOperator"),
+        ("export_not_downstream", "the filter 'filter' of its extract is not upstream of it"),
+        ("exempt_without_basis", "purpose 'exempt' needs a legal_basis"),
+        ("purpose_misspelt", "unknown purpose 'reserch'; use one of: direct_care, research"),
+        ("untagged_export", "is an export (FileDropOperator) in a DAG tagged 'confidential-patient-information'"),
+        ("not_gated", "is not sent through the opt-out gate"),
+    ],
+)
+def test_broken_dag_is_an_import_error_saying_what_to_add(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, name: str, message: str
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW__OPTOUT__EXPORT_OPERATORS", "GatedExportOperator,FileDropOperator")
+    bag = DagBag(dag_folder=str(BROKEN / f"{name}.py"))
+    assert not bag.dags
+    (error,) = bag.import_errors.values()
+    assert message in error
+
+
+def test_broken_dags_listed_by_the_cli(airflow_db: Path) -> None:
+    """What an operator of the cluster sees: `airflow dags list-import-errors` names each broken file."""
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_db),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_db / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(BROKEN),
+    }
+    listed = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "list-import-errors", "-l", "-o", "plain"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for name in ("no_filter", "no_validation", "export_not_downstream", "exempt_without_basis", "purpose_misspelt"):
+        assert f"{name}.py" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_examples_load_without_import_errors(airflow_db: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    for dag_id, path in EXAMPLES.items():
+        bag = DagBag(dag_folder=str(path))
+        assert not bag.import_errors, bag.import_errors
+        assert dag_id in bag.dags
+
+
+def test_research_extract_runs_filtered_validated_and_recorded(load_dag: Any, seeded: Store) -> None:
+    states = _run(load_dag, EXAMPLES["research_extract"], "research_extract")
+    assert states == {"filter": "success", "validate": "success", "export": "success"}
+    (entry,) = Ledger().entries()
+    assert entry.disclosure.purpose == "research" and entry.disclosure.validation_ok
+    assert entry.disclosure.removed_rows.get("opted_out", 0) > 0
+    delivered = next((Path(os.environ["OPTOUT_HOME"]) / "outbox" / "research_extract").iterdir())
+    kept = _numbers(delivered / "patients.csv")
+    assert np.intersect1d(kept, _numbers(SAMPLE / "opted_out.csv")).size == 0
+    assert sorted(p.name for p in delivered.iterdir()) == ["episodes.csv", "patients.csv"]
+
+
+def test_direct_care_runs_without_filter_or_list(load_dag: Any) -> None:
+    assert Store().current() is None
+    assert _run(load_dag, EXAMPLES["direct_care_share"], "direct_care_share") == {"share_with_care_team": "success"}
+
+
+def test_exempt_disclosure_records_its_legal_basis(load_dag: Any) -> None:
+    states = _run(load_dag, EXAMPLES["exempt_disclosure"], "exempt_disclosure")
+    assert states == {"copy_with_manifest": "success", "export": "success"}
+    (entry,) = Ledger().entries()
+    assert (entry.disclosure.legal_basis, entry.disclosure.legal_reference) == ("court_order", "HC-ORDER-2026-A17")
+
+
+CHECKS = ROOT / "tests" / "dags" / "send_time_checks.py"
+
+
+def test_send_time_checks_pass_when_nothing_changed(
+    load_dag: Any, seeded: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPTOUT_MAX_AGE", "48h")
+    states = _run(load_dag, CHECKS, "send_time_checks", {"outbox": str(tmp_path / "outbox")})
+    assert states["export"] == states["drop"] == "success", states
+    assert len(Ledger().entries()) == 2
+    assert (tmp_path / "outbox" / "drop" / "patients.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "validated", "reason"),
+    [
+        ("plant", "failed", "; do not send it"),
+        ("alter", "success", "episodes.csv changed after validation"),
+        ("stale", "success", "StaleListError"),
+        ("replace", "success", "was filtered with list version 1, but version 2 is current now"),
+    ],
+)
+def test_gated_exports_refuse_and_send_nothing(
+    load_dag: Any,
+    seeded: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    tamper: str,
+    validated: str,
+    reason: str,
+) -> None:
+    monkeypatch.setenv("OPTOUT_MAX_AGE", "48h")  # restored after the `stale` tamper shortens it
+    outbox = tmp_path / "outbox"
+    states = _run(load_dag, CHECKS, "send_time_checks", {"tamper": tamper, "outbox": str(outbox)})
+    assert states["validate"] == validated
+    assert states["tamper_late"] == "success"
+    assert states["export"] == states["drop"] == "failed", states
+    refusals = [line for line in capfd.readouterr().out.splitlines() if "AirflowFailException:" in line]
+    assert sum(reason in line for line in refusals) >= 2, refusals  # both exports, for this reason
+    assert not outbox.exists() or not any(p.is_file() for p in outbox.rglob("*"))
+    assert Ledger().entries() == []
