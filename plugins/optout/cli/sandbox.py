@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+URL_ENV = "OPTOUT_MESH_SANDBOX_URL"
 app = typer.Typer(
     help="Run a local MESH (mesh-sandbox) and a stand-in for the national opt-out service. Never the real MESH.",
     no_args_is_help=True,
@@ -65,13 +66,19 @@ def serve(
     behaviour: Annotated[str, typer.Option(help="normal, crlf, malformed, unrequested or silent.")] = "normal",
     job_created: Annotated[bool, typer.Option(help="Send the JSON 'job created' message first.")] = True,
     count: Annotated[int | None, typer.Option(help="Exit after this many replies; default run until Ctrl-C.")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar=URL_ENV, help="mesh-sandbox to answer in (e.g. another container); default the one `up` started."
+        ),
+    ] = None,
 ) -> None:
     """Answer requests in the service mailbox of the running sandbox like the national service would."""
     from optout.errors import InputError
     from optout.sandbox import server
     from optout.sandbox.standin import Behaviour, StandIn, read_opt_outs
 
-    sandbox = server.load_state()
+    sandbox = server.Sandbox(url=url, pid=0, log_path="") if url else server.load_state()
     if sandbox is None:
         raise InputError("no mesh-sandbox is running; start one with `optout sandbox up`")
     try:
