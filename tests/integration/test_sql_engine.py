@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -264,3 +265,19 @@ def test_numbers_are_normalised_in_sql_as_in_python(
     assert _counts(manifest) == _counts(files)
     kept = pq.read_table(tmp_path / "files" / "values.parquet")["rid"].to_pylist()
     assert _rows(store_url, "values_optout", "rid") == sorted(kept)
+
+
+def test_airflow_connection_ids_name_the_warehouse_and_the_key(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optout import connections
+    from optout.airflow.hooks.connections import register_readers
+
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", pg_url.replace("postgresql+psycopg2://", "postgres://"))
+    monkeypatch.setenv("AIRFLOW_CONN_PSEUDO_KEY", json.dumps({"conn_type": "generic", "password": SECRET}))
+    monkeypatch.setattr(connections, "_readers", {})
+    register_readers()
+    _load(pg_url, {"visits": _tokens(SECRET)})
+    text = PSEUDO_SPEC.replace("key_env: OPTOUT_TEST_PSEUDO_KEY", "key_conn: pseudo_key").replace("{url}", "warehouse")
+    manifest = run_filter(load_spec(_spec(tmp_path, pg_url, text)), tmp_path / "out", check_result())
+    assert manifest.table("visits").rows_out == 4

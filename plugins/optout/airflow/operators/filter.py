@@ -52,10 +52,12 @@ class OptOutFilterOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from optout import config
+        from optout.airflow.hooks.connections import register_readers
         from optout.filtering import run_filter
         from optout.spec import load_spec
         from optout.store import Store
 
+        register_readers()  # a spec may name Airflow connections (warehouse, pseudonymisation key)
         with fail_closed():
             spec = load_spec(spec_path(self, self.spec))
             check_result = None
