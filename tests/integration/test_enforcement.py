@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +12,12 @@ import numpy as np
 import pytest
 
 from optout.ledger import Ledger
-from optout.nhs_number import normalise
 from optout.store import Store
+from tests.sample_extract import SAMPLE, numbers, opted_out, seed
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "include" / "sample"
 BROKEN = ROOT / "tests" / "dags" / "broken"
 EXAMPLES = {
     "research_extract": ROOT / "dags" / "research_extract.py",
@@ -29,19 +26,11 @@ EXAMPLES = {
 }
 
 
-def _numbers(path: Path) -> np.ndarray:
-    with path.open(encoding="utf-8") as handle:
-        return np.unique(normalise([row["nhs_number"] for row in csv.DictReader(handle)]).numbers)
-
-
 @pytest.fixture
 def seeded() -> Store:
     """A fresh list version for the sample data, checked an hour ago."""
     store = Store()
-    cohort = _numbers(SAMPLE / "cohort.csv")
-    cleared = np.setdiff1d(cohort, _numbers(SAMPLE / "opted_out.csv"))
-    version = store.record_request(cohort, local_id="enforcement-test")
-    store.import_reply(version.id, cleared, checked_at=datetime.now(UTC) - timedelta(hours=1))
+    seed(store)
     return store
 
 
@@ -105,15 +94,18 @@ def test_examples_load_without_import_errors(airflow_db: Path) -> None:
         assert dag_id in bag.dags
 
 
-def test_research_extract_runs_filtered_validated_and_recorded(load_dag: Any, seeded: Store) -> None:
+def test_research_extract_runs_filtered_validated_and_recorded(
+    load_dag: Any, seeded: Store, capfd: pytest.CaptureFixture[str]
+) -> None:
     states = _run(load_dag, EXAMPLES["research_extract"], "research_extract")
     assert states == {"filter": "success", "validate": "success", "export": "success"}
+    logged = capfd.readouterr()
+    assert not [n for n in numbers(SAMPLE / "patients.csv") if str(n) in logged.out + logged.err]
     (entry,) = Ledger().entries()
     assert entry.disclosure.purpose == "research" and entry.disclosure.validation_ok
     assert entry.disclosure.removed_rows.get("opted_out", 0) > 0
     delivered = next((Path(os.environ["OPTOUT_HOME"]) / "outbox" / "research_extract").iterdir())
-    kept = _numbers(delivered / "patients.csv")
-    assert np.intersect1d(kept, _numbers(SAMPLE / "opted_out.csv")).size == 0
+    assert np.intersect1d(numbers(delivered / "patients.csv"), opted_out()).size == 0
     assert sorted(p.name for p in delivered.iterdir()) == ["episodes.csv", "patients.csv"]
 
 

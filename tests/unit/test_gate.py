@@ -1,0 +1,95 @@
+"""The send-time gate as a library: what it refuses, and what it records once a send happened."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from optout.errors import NoVersionError, StaleListError, VerificationFailed
+from optout.filtering import run_filter
+from optout.gate import check_before_send, record_disclosure, require_still_current
+from optout.ledger import Ledger
+from optout.purpose import Purpose
+from optout.spec import load_spec
+from optout.store import Store
+from optout.validation import run_validation
+from tests.sample_extract import SPECS, seed
+
+
+@pytest.fixture
+def research(tmp_path: Path) -> tuple[Path, Store]:
+    """The sample research extract, filtered with a fresh version and validated."""
+    store = Store()
+    version = seed(store)
+    spec = load_spec(SPECS / "research_extract.yaml")
+    out_dir = tmp_path / "extract"
+    run_filter(spec, out_dir, store.load(version))
+    assert run_validation(spec, out_dir, store.load(version), current=store.current()).ok
+    return out_dir, store
+
+
+@pytest.fixture
+def exempt(tmp_path: Path) -> Path:
+    out_dir = tmp_path / "exempt"
+    run_filter(load_spec(SPECS / "exempt_disclosure.yaml"), out_dir, None)
+    return out_dir
+
+
+def test_a_proved_extract_passes_and_is_recorded(research: tuple[Path, Store]) -> None:
+    out_dir, store = research
+    permit = check_before_send(out_dir, Purpose.RESEARCH, files=[out_dir / "patients.csv"], store=store)
+    assert set(permit.files) == {"patients.csv"} and permit.validation is not None
+    entry = record_disclosure(permit, recipient="Research team", dag_id="d", task_id="t", run_id="r")
+    assert entry.disclosure.output_hashes == permit.hashes and entry.disclosure.validation_ok
+    assert entry.disclosure.removed_rows["opted_out"] > 0
+    assert [e.id for e in Ledger().entries()] == [entry.id]
+
+
+def test_send_time_freshness_and_currency(research: tuple[Path, Store]) -> None:
+    out_dir, store = research
+    with pytest.raises(StaleListError):
+        check_before_send(out_dir, Purpose.RESEARCH, store=store, now=datetime.now(UTC) + timedelta(days=3))
+    seed(store, age=timedelta(minutes=1))
+    with pytest.raises(VerificationFailed, match="filtered with list version 1, but version 2 is current now"):
+        check_before_send(out_dir, Purpose.RESEARCH, store=store)
+
+
+def test_the_purpose_must_be_the_extracts(research: tuple[Path, Store]) -> None:
+    out_dir, store = research
+    with pytest.raises(VerificationFailed, match="prepared for purpose 'research', not 'planning'"):
+        check_before_send(out_dir, Purpose.PLANNING, store=store)
+
+
+def test_only_listed_files_of_the_extract_may_go(research: tuple[Path, Store], tmp_path: Path) -> None:
+    out_dir, store = research
+    outside = tmp_path / "patients.csv"
+    shutil.copyfile(out_dir / "patients.csv", outside)
+    for item in (outside, out_dir / "manifest.json", out_dir / ".." / "extract" / "nope.csv"):
+        with pytest.raises(VerificationFailed, match="is not an output listed in"):
+            check_before_send(out_dir, Purpose.RESEARCH, files=[item], store=store)
+
+
+def test_unfiltered_extract_is_hashed_without_a_list(exempt: Path) -> None:
+    permit = check_before_send(exempt, Purpose.EXEMPT)
+    assert permit.validation is None and set(permit.files) == {"patients.csv"}
+    entry = record_disclosure(permit, recipient="High Court")
+    assert (entry.disclosure.legal_basis, entry.disclosure.validation_ok) == ("court_order", False)
+    with (exempt / "patients.csv").open("a", encoding="utf-8") as handle:
+        handle.write("P902,,65+\n")
+    with pytest.raises(VerificationFailed, match=r"'patients\.csv' changed after the filter wrote its manifest"):
+        check_before_send(exempt, Purpose.EXEMPT)
+
+
+def test_no_manifest_no_send(tmp_path: Path) -> None:
+    with pytest.raises(VerificationFailed, match="run the opt-out filter before the export"):
+        check_before_send(tmp_path, Purpose.DIRECT_CARE)
+
+
+def test_no_list_no_secondary_use(exempt: Path) -> None:
+    from optout.manifest import read_manifest
+
+    with pytest.raises(NoVersionError):
+        require_still_current(read_manifest(exempt), Store())
