@@ -109,7 +109,6 @@ class GatedExportOperator(BaseOperator):
         max_age: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
         self.spec = str(spec)
         self.destination = destination

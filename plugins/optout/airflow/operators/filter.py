@@ -43,7 +43,6 @@ class OptOutFilterOperator(BaseOperator):
         store_url: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
         self.spec = str(spec)
         self.out_dir = out_dir

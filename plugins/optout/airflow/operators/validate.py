@@ -34,7 +34,6 @@ class OptOutValidateOperator(BaseOperator):
     def __init__(
         self, *, spec: str, data_docs_dir: str | None = None, store_url: str | None = None, **kwargs: Any
     ) -> None:
-        kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
         self.spec = str(spec)
         self.data_docs_dir = data_docs_dir
