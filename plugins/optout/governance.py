@@ -17,7 +17,7 @@ from optout.ledger import Ledger, LedgerEntry
 from optout.store import Store, VersionInfo
 
 LONDON = ZoneInfo("Europe/London")
-_CHART_W, _CHART_H, _BAR_GAP = 480, 160, 6
+_CHART_W, _CHART_H, _BAR_GAP, _BAR_MAX = 480, 160, 6, 64
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _chart(shares: list[tuple[int, float]]) -> str:
     if not shares:
         return ""
     top = max(max(share for _, share in shares), 0.01)
-    width = (_CHART_W - _BAR_GAP) / len(shares) - _BAR_GAP
+    width = min((_CHART_W - _BAR_GAP) / len(shares) - _BAR_GAP, _BAR_MAX)
     bars = []
     for i, (version, share) in enumerate(shares):
         height = (_CHART_H - 30) * share / top
@@ -210,7 +210,7 @@ def _disclosure_section(view: Overview, docs_link: str) -> str:
         d = entry.disclosure
         basis = f" ({escape(d.legal_basis)})" if d.legal_basis else ""
         removed = ", ".join(
-            f"{escape(reason)} {_n(count)}" for reason, count in sorted(d.removed_rows.items()) if count
+            f"{escape(why.replace('_', ' '))} {_n(count)}" for why, count in sorted(d.removed_rows.items()) if count
         )
         proof = "passed" if d.validation_ok else '<strong class="state stale">FAILED</strong>'
         if d.data_docs:

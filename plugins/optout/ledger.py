@@ -172,7 +172,7 @@ class Ledger:
             if _hash(row) != row["entry_hash"]:
                 return False, row["id"], f"entry {row['id']} was changed after it was recorded"
             expected_prev, expected_id, count = row["entry_hash"], expected_id + 1, count + 1
-        return True, None, f"{count} entries, chain intact"
+        return True, None, f"{count} {'entry' if count == 1 else 'entries'}, chain intact"
 
     def export_csv(self, since: datetime | None, stream: TextIO) -> int:
         """Write entries (oldest first) as CSV for the governance team; returns the number of rows."""

@@ -39,7 +39,7 @@ def test_the_page_shows_a_fresh_list_refreshes_and_disclosures(url: str) -> None
     assert "FRESH" in html and "STALE" not in html
     assert "1 reply waiting for approval</strong> (version 4)" in html
     assert "7.0%" in html and "<svg" in html and 'role="img"' in html
-    assert "University of Leeds" in html and "opted_out 60" in html and "FAILED" in html
+    assert "University of Leeds" in html and "opted out 60" in html and "FAILED" in html
     assert 'href="data-docs/1/index.html"' in html
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "Ledger: <strong" in html and "intact" in html
