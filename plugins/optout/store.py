@@ -34,6 +34,7 @@ from optout.lookup import NumberSet
 PENDING, PUBLISHED, QUARANTINED, REJECTED = "pending", "published", "quarantined", "rejected"
 COHORT, CLEARED = "cohort", "cleared"
 CHUNK = 1 << 20
+MAX_OPTED_OUT_SHARE = 0.25  # nationally about 5-6% of people opt out; far more means a broken reply
 PENDING_GRACE = timedelta(days=1)  # a reply can still arrive for a younger pending request
 _HEADER = struct.Struct("<qB")  # first number, bytes per delta
 _PG_LOCK = 0x6F70746F7574  # "optout": serialises table creation across processes
@@ -189,12 +190,14 @@ class Store:
         *,
         checked_at: datetime | None = None,
         max_share_jump: float = 0.05,
+        max_share: float = MAX_OPTED_OUT_SHARE,
     ) -> VersionInfo:
         """Store a reply's cleared numbers and publish the version, in one transaction.
 
         When the opted-out share moves by more than ``max_share_jump`` (absolute) from the current
-        version, the version is stored as quarantined instead and :class:`SuspiciousReplyError` is
-        raised: a truncated or wrong reply must not silently change who may be used.
+        version, or exceeds ``max_share`` (an empty or truncated reply, even with no version before it),
+        the version is stored as quarantined instead and :class:`SuspiciousReplyError` is raised: a
+        wrong reply must not silently change who may be used.
         """
         now = _now()
         checked_at = _aware(checked_at, "checked_at") if checked_at is not None else now
@@ -217,7 +220,10 @@ class Store:
         with self._write() as conn:
             previous = _current(conn)
             status, note = PUBLISHED, None
-            if previous is not None and previous.opted_out_share is not None:
+            if share > max_share:
+                status = QUARANTINED
+                note = f"opted-out share {share:.2%} is above the {max_share:.2%} any real reply shows"
+            elif previous is not None and previous.opted_out_share is not None:
                 jump = abs(share - previous.opted_out_share)
                 if jump > max_share_jump:
                     status = QUARANTINED

@@ -83,7 +83,7 @@ def test_numbers_survive_chunking_and_any_spacing(db: Store, monkeypatch: pytest
     far = valid_numbers(5, start=9_900_000_000)  # a gap beyond 32 bits
     cohort = np.concatenate([leading_zeros, valid_numbers(2500), far])
     version = db.record_request(cohort)
-    db.import_reply(version.id, cohort[1::2], checked_at=NOW)
+    db.import_reply(version.id, cohort[1::2], checked_at=NOW, max_share=1.0)
     result = db.load(version.id)
     assert result.cohort.tolist() == cohort.tolist()
     assert result.cleared.tolist() == cohort[1::2].tolist()
@@ -135,7 +135,9 @@ def test_a_small_change_publishes_and_the_gate_can_be_widened(db: Store) -> None
     cohort = valid_numbers(1000)
     publish(db, cohort, 0.05, NOW - timedelta(hours=3))
     publish(db, cohort, 0.09, NOW - timedelta(hours=2))
-    assert publish(db, cohort, 0.5, NOW - timedelta(hours=1), max_share_jump=0.5) == db.require_current().id
+    assert (
+        publish(db, cohort, 0.5, NOW - timedelta(hours=1), max_share_jump=0.5, max_share=1.0) == db.require_current().id
+    )
 
 
 def test_bad_replies_and_requests_are_refused(db: Store) -> None:
@@ -349,3 +351,12 @@ def test_a_reader_and_a_writer_in_two_processes(tmp_path: Path) -> None:
     assert writer.returncode == 0, writer.stderr.read() if writer.stderr else ""
     assert loads > 0
     assert len(reader.versions()) == 6
+
+
+def test_an_implausible_first_reply_is_quarantined(db: Store) -> None:
+    """An empty or truncated reply has no previous version to compare with, yet must not publish."""
+    cohort = valid_numbers(100)
+    version = db.record_request(cohort)
+    with pytest.raises(SuspiciousReplyError, match=r"above the 25\.00%"):
+        db.import_reply(version.id, cohort[:0], checked_at=NOW)
+    assert db.current() is None

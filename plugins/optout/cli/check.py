@@ -50,9 +50,12 @@ def import_(
     max_share_jump: Annotated[
         float, typer.Option(help="Quarantine a reply whose opted-out share rises more than this (0.05 = 5 points).")
     ] = 0.05,
+    max_share: Annotated[
+        float, typer.Option(help="Quarantine a reply whose opted-out share is above this, whatever came before.")
+    ] = 0.25,
 ) -> None:
     """Import the reply to a recorded request; it becomes the current version when it passes the gates."""
-    from optout.ndop import is_job_created, parse_reply, read_request
+    from optout.ndop import parse_reply, read_request
     from optout.store import Store
 
     requested = read_request(request_file)
@@ -61,15 +64,9 @@ def import_(
     pending = store.find_request(request_sha256=digest)
     if pending is None:
         raise InputError("this request was not recorded here; build it with `optout check request`", path=request_file)
-    with reply_file.open("rb") as handle:
-        if is_job_created(handle.read(4096)):
-            raise InputError(
-                "this is the service's 'job created' acknowledgement, not the reply; wait for the reply file",
-                path=reply_file,
-            )
     cleared = parse_reply(reply_file, requested, name=str(reply_file))
     when = _utc(checked_at) if checked_at else datetime.now(UTC)
-    info = store.import_reply(pending.id, cleared, checked_at=when, max_share_jump=max_share_jump)
+    info = store.import_reply(pending.id, cleared, checked_at=when, max_share_jump=max_share_jump, max_share=max_share)
     typer.echo(version_line(info))
 
 
