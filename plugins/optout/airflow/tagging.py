@@ -115,9 +115,10 @@ def as_operator(task: Any) -> Any:
 
 def read_tag(task: Any) -> PurposeTag | None:
     """The task's tag, validated again (a hand-written ``params`` entry gets the same checks)."""
-    raw = task.params.get(PARAM) if getattr(task, "params", None) is not None else None
-    if raw is None:
+    params = getattr(task, "params", None)
+    if params is None or PARAM not in params:
         return None
+    raw = params.get_param(PARAM).value  # the stored value: resolving would run JSON-schema checks per task
     if not isinstance(raw, dict) or "purpose" not in raw:
         raise InputError(f"task {task.task_id!r}: params['optout'] must be set with optout's purpose(task, ...)")
     return make_tag(
