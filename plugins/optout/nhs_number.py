@@ -189,3 +189,17 @@ def is_valid(value: Any) -> bool:
 def to_text(numbers: np.ndarray) -> pa.Array:
     """Ten-digit zero-padded text for valid numbers, as the national service's files carry them."""
     return pc.utf8_lpad(pa.array(np.asarray(numbers, dtype=np.int64)).cast(pa.string()), 10, "0")
+
+
+def synthetic(count: int, start: int = 999_000_000) -> np.ndarray:
+    """The first ``count`` valid numbers from a nine-digit prefix on: 999... is never issued to a person.
+
+    For synthetic data (demo, tests, benchmarks) that can contain no real person's number.
+    """
+    prefixes = np.arange(start, start + count * 2 + 20, dtype=np.int64)
+    candidates = (prefixes[:, None] * 10 + np.arange(10)).ravel()
+    valid = candidates[check_digit_ok(candidates)]
+    valid = valid[valid % PLACEHOLDER_STEP != 0]
+    if len(valid) < count:
+        raise ValueError(f"only {len(valid)} test-range numbers from prefix {start}")
+    return valid[:count]
