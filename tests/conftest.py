@@ -18,7 +18,9 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_ADMIN_URL = os.environ.get("OPTOUT_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 # Airflow reads its configuration once, at first import: point it at a private home before any test does.
-AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="optout-airflow-home-"))
+# Reused when this file is imported a second time under another name (``from tests.conftest import``).
+AIRFLOW_HOME = Path(os.environ.get("OPTOUT_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="optout-airflow-home-"))
+os.environ["OPTOUT_TEST_AIRFLOW_HOME"] = str(AIRFLOW_HOME)
 AIRFLOW_ENV = {
     "AIRFLOW_HOME": str(AIRFLOW_HOME),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
