@@ -18,6 +18,7 @@ memory per (check version, key fingerprint) so a run with several tables hashes 
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import multiprocessing
@@ -177,11 +178,11 @@ def _hmac_block(pads: tuple[bytes, bytes], text: bytes) -> bytes:
 def hash_numbers(numbers: np.ndarray, key: Key, *, workers: int | None = None) -> np.ndarray:
     """HMAC-SHA256 of each number's ten-digit text, as an (n, 32) uint8 array of digests.
 
-    ``workers`` processes share large inputs (default: the CPU count, for 200,000 numbers or more).
+    ``workers`` processes share large inputs (default: the idle CPUs, for 200,000 numbers or more).
     """
     text = _ascii_digits(numbers)
     count = len(text) // 10
-    workers = workers if workers is not None else (os.cpu_count() or 1)
+    workers = workers if workers is not None else _idle_cpus()
     if count < _PARALLEL_FROM or workers < 2:
         digests = _hmac_block(key.pads(), text)
     else:
@@ -193,12 +194,23 @@ def hash_numbers(numbers: np.ndarray, key: Key, *, workers: int | None = None) -
     return np.frombuffer(digests, dtype=np.uint8).reshape(count, DIGEST_BYTES)
 
 
+def _idle_cpus() -> int:
+    """CPUs not already busy: on a loaded Celery worker, extra processes only slow the hashing down."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus - int(os.getloadavg()[0]))
+
+
 def hex_digests(digests: np.ndarray) -> pa.Array:
     """Lowercase hex text of each digest (64 characters), as the data controller writes them."""
     count = len(digests)
     data = pa.py_buffer(np.ascontiguousarray(digests).tobytes().hex().encode("ascii"))
     offsets = pa.py_buffer(np.arange(0, HEX_CHARS * (count + 1), HEX_CHARS, dtype=np.int32).tobytes())
     return pa.Array.from_buffers(pa.string(), count, [None, offsets, data])
+
+
+def _words(digests: np.ndarray) -> np.ndarray:
+    """Digests as (n, 4) uint64, for comparing whole digests four words at a time."""
+    return np.ascontiguousarray(digests).view(np.uint64)
 
 
 def _prefix(digests: np.ndarray) -> np.ndarray:
@@ -226,6 +238,20 @@ class HashedCohort:
     def __len__(self) -> int:
         return len(self.prefixes)
 
+    @cached_property
+    def _index(self) -> Any:
+        import pandas as pd
+
+        index = pd.Index(self.prefixes)
+        return index if index.is_unique else None
+
+    def find(self, prefixes: np.ndarray) -> np.ndarray:
+        """Position of each prefix (a hash lookup; a sorted search if two cohort prefixes collide), or -1."""
+        if self._index is not None:
+            return np.asarray(self._index.get_indexer(prefixes), dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.prefixes, prefixes), len(self.prefixes) - 1)
+        return np.where(self.prefixes[at] == prefixes, at, -1)
+
 
 _CACHE: dict[tuple[Any, str], HashedCohort] = {}
 
@@ -242,32 +268,53 @@ def hashed_cohort(check_result: Any, key: Key) -> HashedCohort:
 
 
 def decode_hex(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Trimmed hex ids -> (digests (n, 32) uint8, missing mask, well-formed mask), all vectorised.
+    """Hex ids -> (digests (n, 32) uint8, missing mask, well-formed mask), all vectorised.
 
-    Missing: null, blank or a null token (``NULL``, ``n/a``...). Well-formed: exactly 64 hex digits.
+    Missing: null, blank or a null token (``NULL``, ``n/a``...). Well-formed: exactly 64 hex digits once
+    surrounding blanks are trimmed. Values that are already 64 hex digits (nearly all) skip the trimming.
     """
+    values = _large_strings(values)
+    digests = np.zeros((len(values), DIGEST_BYTES), dtype=np.uint8)
+    well_formed = _decode_exact(values, digests)
+    missing = np.zeros(len(values), dtype=bool)
+    rest = np.flatnonzero(~well_formed)
+    if len(rest):
+        trimmed = pc.utf8_trim_whitespace(values.take(pa.array(rest)))
+        tokens = pc.is_in(pc.utf8_lower(trimmed), pa.array(NULL_TOKENS))
+        missing[rest] = pc.fill_null(pc.or_kleene(trimmed.is_null(), tokens), True).to_numpy(zero_copy_only=False)
+        found = np.zeros((len(rest), DIGEST_BYTES), dtype=np.uint8)
+        well_formed[rest] = _decode_exact(trimmed, found)
+        digests[rest] = found
+    return digests, missing, well_formed
+
+
+def _large_strings(values: Any) -> pa.Array:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if not isinstance(values, pa.Array):
         values = pa.array(values, from_pandas=True)
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        values = values.cast(pa.large_string())
-    values = pc.utf8_trim_whitespace(values.cast(pa.large_string()))
-    missing = pc.fill_null(pc.or_kleene(values.is_null(), pc.is_in(pc.utf8_lower(values), pa.array(NULL_TOKENS))), True)
-    missing_np = missing.to_numpy(zero_copy_only=False)
-    right_length = pc.fill_null(pc.equal(pc.binary_length(values), HEX_CHARS), False).to_numpy(zero_copy_only=False)
-    candidates = np.flatnonzero(right_length & ~missing_np)
-    digests = np.zeros((len(values), DIGEST_BYTES), dtype=np.uint8)
-    well_formed = np.zeros(len(values), dtype=bool)
-    if len(candidates):
-        chosen = values.take(pa.array(candidates))
-        start = int(np.frombuffer(chosen.buffers()[1], dtype=np.int64)[chosen.offset])
-        text = np.frombuffer(chosen.buffers()[2], dtype=np.uint8)[start : start + HEX_CHARS * len(candidates)]
-        nibbles = _HEX_VALUE[text.reshape(len(candidates), HEX_CHARS)]
-        ok = (nibbles != 255).all(axis=1)
-        digests[candidates] = (nibbles[:, 0::2] << 4) | (nibbles[:, 1::2] & 15)
-        well_formed[candidates] = ok
-    return digests, missing_np, well_formed
+    return values if pa.types.is_large_string(values.type) else values.cast(pa.large_string())
+
+
+def _decode_exact(values: pa.Array, digests: np.ndarray) -> np.ndarray:
+    """Decode the values that are exactly 64 hex digits into ``digests``; return which were."""
+    exact = pc.fill_null(pc.equal(pc.binary_length(values), HEX_CHARS), False).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(exact)
+    if not len(rows):
+        return exact
+    chosen = values if len(rows) == len(values) else values.take(pa.array(rows))
+    start = int(np.frombuffer(chosen.buffers()[1], dtype=np.int64)[chosen.offset])
+    text = np.frombuffer(chosen.buffers()[2], dtype=np.uint8)[start : start + HEX_CHARS * len(rows)]
+    try:  # all hex (the usual case): one C call for the whole block
+        digests[rows] = np.frombuffer(binascii.unhexlify(text), dtype=np.uint8).reshape(len(rows), DIGEST_BYTES)
+        return exact
+    except binascii.Error:
+        pass
+    nibbles = _HEX_VALUE[text.reshape(len(rows), HEX_CHARS)]
+    ok = (nibbles != 255).all(axis=1)
+    digests[rows] = (nibbles[:, 0::2] << 4) | (nibbles[:, 1::2] & 15)
+    exact[rows] = ok
+    return exact
 
 
 class PseudonymClearance:
@@ -296,9 +343,13 @@ class PseudonymClearance:
         if not len(cohort):
             return np.full(len(digests), -1, dtype=np.int64)
         prefixes = _prefix(digests)
-        at = np.minimum(np.searchsorted(cohort.prefixes, prefixes), len(cohort) - 1)
-        hit = cohort.prefixes[at] == prefixes
-        hit[hit] = (cohort.digests[at[hit]] == digests[hit]).all(axis=1)
+        at = cohort.find(prefixes)
+        hit = at >= 0
+        at = np.maximum(at, 0)
+        hit &= cohort.prefixes[at] == prefixes
+        # The prefix is a 64-bit shortcut: a match counts only when all 32 bytes agree.
+        mine, theirs = _words(digests[hit]), _words(cohort.digests[at[hit]])
+        hit[hit] = (mine == theirs).all(axis=1)
         return np.where(hit, at, -1)
 
     def numbers(self, values: Any) -> np.ndarray:
