@@ -306,9 +306,7 @@ def _decode_exact(values: pa.Array, digests: np.ndarray) -> np.ndarray:
     start = int(np.frombuffer(chosen.buffers()[1], dtype=np.int64)[chosen.offset])
     text = np.frombuffer(chosen.buffers()[2], dtype=np.uint8)[start : start + HEX_CHARS * len(rows)]
     try:  # all hex (the usual case): one C call for the whole block
-        digests[rows] = np.frombuffer(binascii.unhexlify(memoryview(text)), dtype=np.uint8).reshape(
-            len(rows), DIGEST_BYTES
-        )
+        digests[rows] = np.frombuffer(binascii.unhexlify(text.data), dtype=np.uint8).reshape(len(rows), DIGEST_BYTES)
         return exact
     except binascii.Error:
         pass
