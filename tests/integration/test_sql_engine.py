@@ -77,8 +77,9 @@ def _fixture_tables() -> dict[str, pa.Table]:
 
 
 def _spec(tmp_path: Path, url: str, text: str = SQL_SPEC) -> Path:
-    path = tmp_path / "sql-spec.yaml"
-    path.write_text(text.format(url=url))
+    path = tmp_path / "specs" / "sql-spec.yaml"  # out of the way of the output folders
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text.replace("{url}", url))
     return path
 
 
@@ -156,7 +157,7 @@ tables:
     connection: {url}
     nhs_number: token
     person_key: pid
-    pseudonymised: {{scheme: hmac-sha256, key_env: OPTOUT_TEST_PSEUDO_KEY}}
+    pseudonymised: {scheme: hmac-sha256, key_env: OPTOUT_TEST_PSEUDO_KEY}
 """
 
 
@@ -166,7 +167,7 @@ def _tokens(secret: str) -> pa.Table:
     return pa.table({"pid": [f"p{i}" for i in range(len(tokens))], "token": tokens})
 
 
-@pytest.mark.parametrize("engine", ["files", "sql"])
+@pytest.mark.parametrize("engine", ["files", "frames", "sql"])
 def test_pseudonymised_ids_are_matched_under_the_key(
     engine: str, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -179,8 +180,9 @@ def test_pseudonymised_ids_are_matched_under_the_key(
         folder.mkdir()
         pa.csv.write_csv(_tokens(SECRET), folder / "visits.csv")
         spec_path = folder / "spec.yaml"
-        spec_path.write_text(PSEUDO_SPEC.replace("table: visits\n    connection: {url}", "path: visits.csv").format())
-    manifest = run_filter(load_spec(spec_path), tmp_path / "out", check_result())
+        spec_path.write_text(PSEUDO_SPEC.replace("table: visits\n    connection: {url}", "path: visits.csv"))
+    frames = {"visits": _tokens(SECRET).to_pandas()} if engine == "frames" else None
+    manifest = run_filter(load_spec(spec_path), tmp_path / "out", check_result(), frames=frames)
     assert manifest.table("visits").removed == {
         "opted_out": 1,
         "unchecked": 1,
@@ -260,8 +262,8 @@ def test_numbers_are_normalised_in_sql_as_in_python(
         table.create(conn)
         conn.execute(table.insert(), data.to_pylist())
     engine.dispose()
-    (tmp_path / "sql.yaml").write_text(text % f"table: vals, connection: '{store_url}'")
-    manifest = run_filter(load_spec(tmp_path / "sql.yaml"), tmp_path / "sql", check_result())
+    spec_path = _spec(tmp_path, store_url, text % f"table: vals, connection: '{store_url}'")
+    manifest = run_filter(load_spec(spec_path), tmp_path / "sql", check_result())
     assert _counts(manifest) == _counts(files)
     kept = pq.read_table(tmp_path / "files" / "values.parquet")["rid"].to_pylist()
     assert _rows(store_url, "values_optout", "rid") == sorted(kept)
