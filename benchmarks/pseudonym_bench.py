@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from contender import run_child
 
 CONTENDERS = ("hash", "plain", "pseudo")
 KEY_ENV = "OPTOUT_BENCH_PSEUDONYM_KEY"
@@ -61,37 +61,14 @@ def generate(folder: Path, rows: int, people: int, opted_out: float) -> None:
     )
 
 
-def _check(folder: Path) -> object:
-    from dataclasses import dataclass
-    from functools import cached_property
-
-    from optout.lookup import NumberSet
-
-    @dataclass(frozen=True)
-    class Check:
-        cohort: np.ndarray
-        cleared: np.ndarray
-        info: object = None
-
-        @cached_property
-        def cleared_set(self) -> NumberSet:
-            return NumberSet(self.cleared)
-
-        @cached_property
-        def cohort_set(self) -> NumberSet:
-            return NumberSet(self.cohort)
-
-    check = Check(np.load(folder / "in" / "cohort.npy"), np.load(folder / "in" / "cleared.npy"))
-    _ = check.cleared_set, check.cohort_set  # loaded once per version by the store: not timed
-    return check
-
-
 def child(name: str, folder: Path) -> dict[str, float]:
+    from contender import check_result
+
     from optout.filtering import run_filter
     from optout.pseudonym import Key, hashed_cohort
     from optout.spec import load_spec
 
-    check = _check(folder)
+    check = check_result(folder / "in")
     started = time.perf_counter()
     if name == "hash":
         hashed_cohort(check, Key(KEY))
@@ -104,17 +81,10 @@ def child(name: str, folder: Path) -> dict[str, float]:
 
 
 def measure(name: str, folder: Path) -> dict[str, float]:
-    env = {**os.environ, KEY_ENV: KEY}
-    command = [sys.executable, __file__, "--child", name, "--folder", str(folder)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    assert process.stdout is not None
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise SystemExit(f"{name} failed (status {status})")
-    result = json.loads(output.strip().splitlines()[-1])
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
-    return result
+    """Run one contender in a child process (its peak RSS is its own), with the key in its environment."""
+    return run_child(
+        [sys.executable, __file__, "--folder", str(folder), "--child", name], env={**os.environ, KEY_ENV: KEY}
+    )
 
 
 def main() -> None:

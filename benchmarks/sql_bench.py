@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from contender import run_child
 
 ADMIN_URL = os.environ.get("OPTOUT_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 CONTENDERS = ("antijoin", "optout")
@@ -106,28 +106,12 @@ def run_antijoin(url: str, folder: Path, text: bool) -> dict[str, float]:
 
 
 def run_optout(url: str, folder: Path, text: bool) -> dict[str, float]:
-    from dataclasses import dataclass
-    from functools import cached_property
+    from contender import check_result
 
     from optout.filtering.sql import filter_sql
-    from optout.lookup import NumberSet
     from optout.spec import load_spec
 
-    @dataclass(frozen=True)
-    class Check:
-        cohort: np.ndarray
-        cleared: np.ndarray
-        info: object = None
-
-        @cached_property
-        def cleared_set(self) -> NumberSet:
-            return NumberSet(self.cleared)
-
-        @cached_property
-        def cohort_set(self) -> NumberSet:
-            return NumberSet(self.cohort)
-
-    check = Check(np.load(folder / "cohort.npy"), np.load(folder / "cleared.npy"))
+    check = check_result(folder)
     spec = load_spec(folder / "spec.yaml")
     started = time.perf_counter()
     reports, people = filter_sql(spec, check, engine=url)
@@ -145,17 +129,9 @@ def child(name: str, url: str, folder: Path, text: bool) -> None:
 
 
 def measure(name: str, url: str, folder: Path, text: bool) -> dict[str, float]:
-    """Run one contender in a child process; add its peak RSS."""
-    command = [sys.executable, __file__, "--child", name, "--url", url, "--folder", str(folder)]
-    process = subprocess.Popen([*command, *(["--text"] if text else [])], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise SystemExit(f"{name} failed (status {status})")
-    result = json.loads(output.strip().splitlines()[-1])
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
-    return result
+    """Run one contender in a child process (its peak RSS is its own)."""
+    command = [sys.executable, __file__, "--url", url, "--folder", str(folder), *(["--text"] if text else [])]
+    return run_child([*command, "--child", name])
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +13,6 @@ from hypothesis import strategies as st
 
 from optout.clearance import KEEP, Reason
 from optout.errors import InputError
-from optout.lookup import NumberSet
 from optout.nhs_number import check_digit_ok
 from optout.pseudonym import (
     Key,
@@ -27,6 +25,7 @@ from optout.pseudonym import (
     hex_digests,
     load_key,
 )
+from optout.store import CheckResult
 
 SECRET = "not-a-real-key-0123456789"
 
@@ -34,21 +33,6 @@ SECRET = "not-a-real-key-0123456789"
 def valid_numbers(count: int, start: int = 9_000_000_000) -> np.ndarray:
     candidates = np.arange(start, start + count * 20, dtype=np.int64)
     return candidates[check_digit_ok(candidates)][:count]
-
-
-@dataclass
-class FakeCheck:
-    cohort: np.ndarray
-    cleared: np.ndarray
-    info: SimpleNamespace
-
-    @property
-    def cleared_set(self) -> NumberSet:
-        return NumberSet(self.cleared)
-
-    @property
-    def cohort_set(self) -> NumberSet:
-        return NumberSet(self.cohort)
 
 
 def reference_hex(number: int, secret: str = SECRET) -> str:
@@ -123,7 +107,7 @@ def test_codes_give_the_same_reasons_as_plain_numbers() -> None:
     cohort = valid_numbers(10)
     cleared = cohort[:7]
     outsider = valid_numbers(1, start=8_000_000_000)[0]
-    check = FakeCheck(cohort, cleared, SimpleNamespace(id=1))
+    check = CheckResult(SimpleNamespace(id=1), cohort, cleared)  # type: ignore[arg-type]
     key = Key(SECRET)
     values = [reference_hex(int(cohort[0])), reference_hex(int(cohort[8])), reference_hex(int(outsider)), None, "abc"]
     codes = PseudonymClearance(check, key).codes(pa.array(values))
@@ -148,7 +132,7 @@ def test_wrong_key_stops_with_a_message_naming_the_source_not_the_key() -> None:
 
 def test_wrong_key_turns_everyone_unchecked() -> None:
     cohort = valid_numbers(50)
-    check = FakeCheck(cohort, cohort, SimpleNamespace(id=2))
+    check = CheckResult(SimpleNamespace(id=2), cohort, cohort)  # type: ignore[arg-type]
     values = hex_digests(hash_numbers(cohort, Key("another key")))
     codes = PseudonymClearance(check, Key(SECRET)).codes(values)
     assert (codes == Reason.UNCHECKED.code).all()
