@@ -54,6 +54,8 @@ def verify(spec: ExtractSpec, out_dir: str | Path, check_result: CheckResultLike
     report.add("manifest", True, f"{len(manifest.tables)} tables listed")
     if not _matches_spec(report, spec, manifest):
         return report
+    if spec.connection is not None:
+        return _verify_in_database(report, spec, manifest, check_result)
     for table in spec.tables:
         _check_file(report, folder / table.output_name, manifest.table(table.name))
     present = all((folder / table.output_name).is_file() for table in spec.tables)
@@ -67,6 +69,25 @@ def verify(spec: ExtractSpec, out_dir: str | Path, check_result: CheckResultLike
     report.add("version", manifest.version_id == given, f"manifest version {manifest.version_id}, given {given}")
     if present:
         _check_rows(report, spec, folder, check_result)
+    return report
+
+
+def _verify_in_database(
+    report: VerifyReport, spec: ExtractSpec, manifest: Manifest, check_result: CheckResultLike | None
+) -> VerifyReport:
+    """Tables in a database: the same checks, made there (:func:`optout.filtering.sql.verify_tables`)."""
+    from optout.connections import database_url
+    from optout.filtering.sql import verify_tables
+
+    if manifest.filtered and check_result is not None:
+        given = check_result.info.id
+        report.add("version", manifest.version_id == given, f"manifest version {manifest.version_id}, given {given}")
+    elif manifest.filtered:
+        report.add("version", False, f"no check result given to verify against version {manifest.version_id}")
+    else:
+        report.add("filtered", not spec.filtered, f"copied unfiltered: {manifest.not_filtered_reason}")
+    for name, ok, detail in verify_tables(spec, manifest, check_result, engine=database_url(spec.connection or "")):
+        report.add(name, ok, detail)
     return report
 
 

@@ -283,3 +283,26 @@ def test_airflow_connection_ids_name_the_warehouse_and_the_key(
     text = PSEUDO_SPEC.replace("key_env: OPTOUT_TEST_PSEUDO_KEY", "key_conn: pseudo_key").replace("{url}", "warehouse")
     manifest = run_filter(load_spec(_spec(tmp_path, pg_url, text)), tmp_path / "out", check_result())
     assert manifest.table("visits").rows_out == 4
+
+
+def test_verify_proves_the_tables_and_catches_a_change(db_url: str, tmp_path: Path) -> None:
+    from optout.verify import verify
+
+    spec = load_spec(_spec(tmp_path, db_url))
+    run_filter(spec, tmp_path / "out", check_result())
+    report = verify(spec, tmp_path / "out", check_result())
+    assert report.ok, [check for check in report.checks if not check.ok]
+    assert {check.name for check in report.checks} >= {
+        "version",
+        "patients: sha256",
+        "patients: numbers",
+        "notes: people",
+    }
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:  # someone slips an opted-out person's row into the output
+        conn.execute(
+            sa.text("INSERT INTO patients_optout (pid, nhs_number, note) VALUES ('p3', :n, 'x')"), {"n": str(N[6])}
+        )
+    engine.dispose()
+    failed = {check.name for check in verify(spec, tmp_path / "out", check_result()).checks if not check.ok}
+    assert failed == {"patients: sha256", "patients: rows", "patients: numbers", "patients: people"}

@@ -29,22 +29,23 @@ import io
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
 
 from optout.clearance import KEEP, REASONS, CheckResultLike, Reason, counts_by_reason, no_removals
 from optout.errors import InputError, OptOutError
-from optout.manifest import TableReport
+from optout.manifest import Manifest, TableReport
 from optout.nhs_number import HIGHEST, LOWEST, NULL_TOKENS, PLACEHOLDER_STEP
 from optout.pseudonym import HEX_CHARS, Pseudonymisation, check_matches, hashed_cohort, hex_digests, load_key
 
 if TYPE_CHECKING:
     from optout.spec import ExtractSpec, TableSpec
 
+_T = TypeVar("_T")
 ENGINE = "sql"
 FORMAT = "table"
 CONTENT_HASH_VERSION = "optout-sql-content/1"
@@ -215,6 +216,17 @@ def _digit(number: sa.ColumnElement[Any], position: int) -> sa.ColumnElement[int
 # ----------------------------------------------------------------------------------------- the run
 
 
+@dataclass(frozen=True)
+class _Learnt:
+    """What pass 1 found: the tables by kind and the temporary tables of uncleared rows and keys."""
+
+    numbered: list[Source]
+    keyed_only: list[Source]
+    bad_rows: sa.Table
+    bad_keys: sa.Table
+    known: sa.Table | None
+
+
 @dataclass
 class _Staged:
     """Temporary tables holding the cleared and opted-out numbers (or hashes) of one check result."""
@@ -329,6 +341,24 @@ class _Run:
     def run(self) -> tuple[list[TableReport], dict[str, int]]:
         if not self.spec.filtered:
             return [self.copy(source) for source in self.sources], no_removals()
+        learnt = self.learn_all()
+        reports = {}
+        for source in learnt.numbered:
+            reports[source.index] = self.write_numbered(source, learnt.bad_rows, learnt.bad_keys)
+        unseen: list[sa.Select[Any]] = []
+        for source in learnt.keyed_only:
+            assert learnt.known is not None
+            reports[source.index] = self.write_keyed(source, learnt.bad_keys, learnt.known)
+            key = self.key_of(source)
+            unseen.append(
+                sa.select(key.label("k")).where(key.is_not(None), ~sa.exists().where(learnt.known.c.k == key))
+            )
+        people = self.people(learnt.bad_rows, learnt.bad_keys, unseen)
+        return [reports[source.index] for source in self.sources], people
+
+    def learn_all(self) -> _Learnt:
+        """Pass 1 over every table with numbers: uncleared rows by key and reason, the uncleared keys, and
+        (when some table carries keys alone) every key seen beside a number."""
         key_type = sa.BigInteger if self.key_kind is Kind.INTEGER else sa.Text
         bad_rows = self.temporary(
             "bad_rows",
@@ -350,17 +380,57 @@ class _Run:
         self.conn.execute(bad_keys.insert().from_select(["k", "code"], first.group_by(bad_rows.c.k)))
         known = self.known_keys(key_type, numbered) if keyed_only else None
         self._analyse(bad_rows, bad_keys, known)
-        reports = {}
-        for source in numbered:
-            reports[source.index] = self.write_numbered(source, bad_rows, bad_keys)
-        unseen: list[sa.Select[Any]] = []
-        for source in keyed_only:
-            assert known is not None
-            reports[source.index] = self.write_keyed(source, bad_keys, known)
-            key = self.key_of(source)
-            unseen.append(sa.select(key.label("k")).where(key.is_not(None), ~sa.exists().where(known.c.k == key)))
-        people = self.people(bad_rows, bad_keys, unseen)
-        return [reports[source.index] for source in self.sources], people
+        return _Learnt(numbered, keyed_only, bad_rows, bad_keys, known)
+
+    def verify(self, manifest: Manifest, rows: bool) -> list[tuple[str, bool, str]]:
+        """Each output against the manifest (content hash, rows) and, with ``rows``, that no output row
+        carries an uncleared number or person (people learnt again from the input tables)."""
+        checks: list[tuple[str, bool, str]] = []
+        outputs = {}
+        for source in self.sources:
+            listed = manifest.table(source.spec.name)
+            as_input = replace(source.spec, table=source.output, query=None)
+            try:
+                outputs[source.index] = replace(_source(self.conn, as_input, source.index, None), spec=source.spec)
+            except InputError:
+                checks.append((f"{listed.name}: table", False, f"{listed.file} is missing"))
+                continue
+            schema, _, name = source.output.rpartition(".")
+            table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self.conn)
+            count, digest = content_hash(self.conn, table)
+            same = digest == listed.sha256
+            checks.append((f"{listed.name}: sha256", same, "matches the manifest" if same else "the table changed"))
+            removed = sum(listed.removed.values())
+            balanced = listed.rows_in - removed == listed.rows_out == count
+            detail = (
+                f"{count} rows in the table; manifest: {listed.rows_in} in, {removed} removed, {listed.rows_out} out"
+            )
+            checks.append((f"{listed.name}: rows", balanced, detail))
+        if rows and len(outputs) == len(self.sources):
+            learnt = self.learn_all()
+            for source in self.sources:
+                checks += self._uncleared_rows(outputs[source.index], learnt)
+        return checks
+
+    def _uncleared_rows(self, output: Source, learnt: _Learnt) -> list[tuple[str, bool, str]]:
+        """Rows of one output table whose number is not cleared, or whose person is not."""
+        checks = []
+        name = output.spec.name
+        counted = sa.select(sa.func.count()).select_from(output.selectable)
+        key = self.key_of(output)
+        if output.spec.nhs_number:
+            number = self.number_of(output)
+            cleared = number.key.in_(sa.select(self.staged(output.spec).cleared.c.n))
+            bad = self.conn.execute(counted.where(sa.not_(sa.and_(number.key.is_not(None), cleared)))).scalar_one()
+            checks.append((f"{name}: numbers", bad == 0, f"{bad} rows with a number that is not valid and cleared"))
+        if output.spec.person_key:
+            uncleared: sa.ColumnElement[bool] = sa.exists().where(learnt.bad_keys.c.k == key)
+            if learnt.known is not None and not output.spec.nhs_number:
+                uncleared = sa.or_(uncleared, key.is_(None), ~sa.exists().where(learnt.known.c.k == key))
+            bad = self.conn.execute(counted.where(uncleared)).scalar_one()
+            detail = f"{bad} rows of people who are not cleared (people learnt from the input tables)"
+            checks.append((f"{name}: people", bad == 0, detail))
+        return checks
 
     def learn(self, source: Source, bad_rows: sa.Table) -> None:
         """Group the rows whose number is not cleared by key (or, keyless, by number) and reason."""
@@ -658,14 +728,48 @@ def filter_sql(
     ``connection_secret`` reads a pseudonymisation key from an Airflow connection. Outputs replace
     their tables only when every table succeeded.
     """
+
+    def work(run: _Run) -> tuple[list[TableReport], dict[str, int]]:
+        reports, people = run.run()
+        run.publish()
+        return reports, people
+
+    return _session(engine, spec, check_result, connection_secret, work, keep=True)
+
+
+def verify_tables(
+    spec: ExtractSpec,
+    manifest: Manifest,
+    check_result: CheckResultLike | None,
+    *,
+    engine: sa.Engine | str,
+    connection_secret: Callable[[str], str | None] | None = None,
+) -> list[tuple[str, bool, str]]:
+    """The database side of :func:`optout.verify.verify`: ``(check, ok, detail)`` for each output table's
+    content hash and rows, and (given a check result) for uncleared numbers and people in the outputs.
+    Read-only: everything it stages is rolled back."""
+    rows = check_result is not None and manifest.filtered
+    return _session(engine, spec, check_result, connection_secret, lambda run: run.verify(manifest, rows), keep=False)
+
+
+def _session(
+    engine: sa.Engine | str,
+    spec: ExtractSpec,
+    check_result: CheckResultLike | None,
+    connection_secret: Callable[[str], str | None] | None,
+    work: Callable[[_Run], _T],
+    *,
+    keep: bool,
+) -> _T:
+    """Run ``work`` in one transaction, committed only when ``keep``; database errors never quote data."""
     owned = isinstance(engine, str)
     bound = sa.create_engine(engine) if isinstance(engine, str) else engine
     try:
         with _transaction(bound) as conn:
-            run = _Run(conn, spec, check_result, connection_secret)
-            reports, people = run.run()
-            run.publish()
-        return reports, people
+            result = work(_Run(conn, spec, check_result, connection_secret))
+            if not keep:
+                conn.rollback()
+        return result
     except sa.exc.DBAPIError as exc:
         # The driver's message may quote a value (an NHS number): name the error type only.
         raise DatabaseError(
