@@ -30,13 +30,14 @@ import numpy as np
 FILTER_BENCH = str(Path(__file__).resolve().with_name("filter_bench.py"))  # its generator makes the data
 
 CONTENDERS = ("filter", "optout", "naive")
+DATA = "data"  # the generated extract; outputs go beside it (the filter refuses to write inside its inputs)
 
 
 def check_result(folder: Path):  # type: ignore[no-untyped-def]
     """A real store ``CheckResult`` for the generated cohort, checked now (fresh and current)."""
     from optout.store import CheckResult, VersionInfo
 
-    cohort, cleared = np.load(folder / "cohort.npy"), np.load(folder / "cleared.npy")
+    cohort, cleared = np.load(folder / DATA / "cohort.npy"), np.load(folder / DATA / "cleared.npy")
     now = datetime.now(UTC)
     info = VersionInfo(1, "bench", "published", "0" * 64, now, now, now, len(cohort), len(cleared), None)
     result = CheckResult(info, cohort, cleared)
@@ -48,7 +49,7 @@ def run_filter(folder: Path, result) -> dict[str, object]:  # type: ignore[no-un
     from optout.filtering import run_filter as filter_extract
     from optout.spec import load_spec
 
-    manifest = filter_extract(load_spec(folder / "spec.yaml"), folder / "out", result)
+    manifest = filter_extract(load_spec(folder / DATA / "spec.yaml"), folder / "out", result)
     return {"rows_out": manifest.tables[0].rows_out}
 
 
@@ -56,9 +57,8 @@ def run_optout(folder: Path, result) -> dict[str, object]:  # type: ignore[no-un
     from optout.spec import load_spec
     from optout.validation import run_validation
 
-    proof = run_validation(
-        load_spec(folder / "spec.yaml"), folder / "out", result, data_docs_dir=folder / "docs", current=result.info
-    )
+    spec = load_spec(folder / DATA / "spec.yaml")
+    proof = run_validation(spec, folder / "out", result, data_docs_dir=folder / "docs", current=result.info)
     return {"ok": proof.ok, "artefacts": [str(proof.result_path.parent), str(folder / "docs")]}
 
 
@@ -152,12 +152,12 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="validate-bench-") as tmp:
         folder = args.dir or Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
+        (folder / DATA).mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         # In a child: a child's max RSS starts at its parent's, so the parent must stay small.
         people = str(args.people or args.rows // 2)
         command = [sys.executable, FILTER_BENCH, "--generate", str(args.rows), people, str(args.opted_out)]
-        subprocess.run([*command, "--dir", str(folder)], check=True)
+        subprocess.run([*command, "--dir", str(folder / DATA)], check=True)
         print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.1f}s")
         results = {}
         for name in CONTENDERS:

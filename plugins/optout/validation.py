@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ from optout.atomic import staging_dir, write_bytes
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError, VerificationFailed
 from optout.manifest import MANIFEST_NAME, Manifest, read_manifest
-from optout.tabular import count_rows, read_batches
+from optout.tabular import count_rows, prefetch, read_batches
 
 if TYPE_CHECKING:
     from optout.spec import ExtractSpec, TableSpec
@@ -184,10 +185,20 @@ def _measure(
     """One row of counts per table: the only thing GX ever sees."""
     if manifest.filtered and check_result is None:
         raise InputError("a filtered extract is validated against the version it used; load it", field="check_result")
-    people = _People(spec, check_result) if manifest.filtered and check_result is not None else None
     listed = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     unexpected = sum(1 for p in out_dir.iterdir() if p.name not in listed)
-    return [_measure_table(table, out_dir, manifest, people, unexpected, len(spec.tables)) for table in spec.tables]
+    # hashlib releases the GIL: the outputs are hashed while their columns are read and checked.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-hash") as pool:
+        hashes = {
+            t.name: pool.submit(file_sha256, out_dir / t.output_name)
+            for t in spec.tables
+            if (out_dir / t.output_name).is_file()
+        }
+        people = _People(spec, check_result) if manifest.filtered and check_result is not None else None
+        return [
+            _measure_table(table, out_dir, manifest, people, unexpected, len(spec.tables), hashes.get(table.name))
+            for table in spec.tables
+        ]
 
 
 class _People:
@@ -217,7 +228,7 @@ class _People:
         for table in spec.tables:
             if not (table.nhs_number and table.person_key):
                 continue
-            for batch in read_batches(_input_path(table), columns=[table.nhs_number, table.person_key]):
+            for batch in prefetch(read_batches(_input_path(table), columns=[table.nhs_number, table.person_key])):
                 keys = self.kind.column(batch.column(table.person_key))
                 uncleared = self.codes(table, batch.column(table.nhs_number)) != KEEP
                 if uncleared.any():
@@ -256,6 +267,7 @@ def _measure_table(
     people: _People | None,
     unexpected_files: int,
     spec_tables: int,
+    digest: Future[str] | None,
 ) -> dict[str, Any]:
     path = out_dir / table.output_name
     row: dict[str, Any] = {
@@ -273,13 +285,13 @@ def _measure_table(
     except KeyError:
         row["rows_mismatch"] = 1
         return row
-    if not path.is_file():
+    if digest is None:
         row["rows_mismatch"] = max(report.rows_out, 1)
         return row
     number_col = table.nhs_number if people is not None else None
     key_col = table.person_key if people is not None else None
     columns = [c for c in (number_col, key_col) if c]
-    for batch in read_batches(path, columns=columns):
+    for batch in prefetch(read_batches(path, columns=columns)):
         row["rows"] += batch.num_rows
         if people is not None and number_col:
             row["uncleared_number_rows"] += int(np.count_nonzero(people.codes(table, batch.column(number_col)) != KEEP))
@@ -291,7 +303,7 @@ def _measure_table(
         + abs(rows_in - report.rows_in)
         + abs(report.rows_in - report.rows_out - sum(report.removed.values()))
     )
-    row["hash_ok"] = report.sha256 is not None and file_sha256(path) == report.sha256
+    row["hash_ok"] = report.sha256 is not None and digest.result() == report.sha256
     return row
 
 
