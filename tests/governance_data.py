@@ -5,21 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from optout.errors import SuspiciousReplyError
 from optout.ledger import Disclosure, Ledger
-from optout.nhs_number import check_digit_ok
+from optout.nhs_number import synthetic
 from optout.store import Store
 
-
-def cohort_numbers(count: int) -> np.ndarray:
-    candidates = np.arange(9_990_000_000, 9_990_000_000 + count * 20, dtype=np.int64)
-    return candidates[check_digit_ok(candidates)][:count]
-
-
-NUMBERS = cohort_numbers(200)
+NUMBERS = synthetic(200)
 
 
 def refresh(store: Store, opted_out: int, checked_at: datetime, **kwargs: object) -> None:

@@ -17,19 +17,13 @@ import pytest
 from optout.errors import VerificationFailed
 from optout.filtering import run_filter
 from optout.manifest import read_manifest
-from optout.nhs_number import check_digit_ok
+from optout.nhs_number import synthetic
 from optout.spec import load_spec
 from optout.store import Store
 from optout.validation import CHECKS, file_sha256, read_validation, require_validated, run_validation, validation_dir
 
 pytestmark = pytest.mark.slow
 NOW = datetime.now(UTC)
-
-
-def cohort_numbers(count: int, start: int = 999_000_000) -> np.ndarray:
-    """Valid NHS numbers in the 999 test range (never issued to a person)."""
-    candidates = np.arange(start * 10, start * 10 + count * 20, dtype=np.int64)
-    return candidates[check_digit_ok(candidates)][:count]
 
 
 @dataclasses.dataclass
@@ -45,7 +39,7 @@ class Extract:
 @pytest.fixture
 def extract(tmp_path: Path) -> Extract:
     """20 people: 3 opted out, 2 never checked; person p05 also has one opted-out event (a second number)."""
-    numbers = cohort_numbers(21)
+    numbers = synthetic(21)
     people = [f"p{i:02d}" for i in range(20)]
     cohort = numbers[:18].copy()
     cohort = np.append(cohort, numbers[20])
