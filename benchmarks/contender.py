@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -11,16 +10,19 @@ import numpy as np
 
 
 def run_child(command: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run ``command`` (which prints one JSON line last); add the child's own peak RSS in MiB."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    assert process.stdout is not None
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise SystemExit(f"{command[-1]} failed (status {status})")
-    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
+    """Run ``command``, which prints one JSON line last (see :func:`report`), and return that result."""
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{command[-1]} failed (exit {done.returncode})")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def report(result: dict[str, float]) -> None:
+    """Print a child's result with its own peak RSS (VmHWM: since exec, so a big parent is not counted)."""
+    status = Path("/proc/self/status").read_text()
+    peak_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    print(json.dumps({**result, "peak_rss_mib": peak_kib / 1024}))
 
 
 def check_result(folder: Path) -> object:

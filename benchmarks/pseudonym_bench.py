@@ -15,7 +15,6 @@ Prints pseudo / plain time, the part spent hashing, and peak memory.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from contender import run_child
+from contender import report, run_child
 
 CONTENDERS = ("hash", "plain", "pseudo")
 KEY_ENV = "OPTOUT_BENCH_PSEUDONYM_KEY"
@@ -95,7 +94,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.folder)))
+        report(child(args.child, args.folder))
         return
     with tempfile.TemporaryDirectory(prefix="optout-pseudonym-bench-") as tmp:
         folder = Path(tmp)

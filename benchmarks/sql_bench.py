@@ -18,7 +18,6 @@ then also normalises text; antijoin gets a pre-normalised bigint copy).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from contender import run_child
+from contender import report, run_child
 
 ADMIN_URL = os.environ.get("OPTOUT_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 CONTENDERS = ("antijoin", "optout")
@@ -125,7 +124,7 @@ def run_optout(url: str, folder: Path, text: bool) -> dict[str, float]:
 
 def child(name: str, url: str, folder: Path, text: bool) -> None:
     result = {"antijoin": run_antijoin, "optout": run_optout}[name](url, folder, text)
-    print(json.dumps(result))
+    report(result)
 
 
 def measure(name: str, url: str, folder: Path, text: bool) -> dict[str, float]:
