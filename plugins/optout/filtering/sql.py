@@ -8,8 +8,9 @@ PostgreSQL, so every pass reads one snapshot):
    databases by bulk insert. Pseudonymised tables get the cohort's keyed hashes instead.
 2. *Learn*: for every table with an NHS number column, group its uncleared rows by person key and
    reason (the number is normalised and classified in SQL), giving the keys to remove and the counts.
-3. *Write*: each output is ``CREATE TABLE ... AS SELECT`` of the rows whose number is cleared and whose
-   key is not uncleared (a semi-join and an anti-join), under a temporary name.
+3. *Write*: each output is ``CREATE TABLE ... AS SELECT`` of the rows that may be used, under a temporary
+   name. Learning saw every uncleared row, so a keyed row needs only an anti-join on the (small) set of
+   uncleared keys; rows without a key are looked up in the cleared set.
 4. *Publish*: drop any old output and rename the new ones into place; the commit makes every output
    appear at once. Any error rolls back: no output, and the temporary tables go with the transaction.
 
@@ -62,8 +63,6 @@ _FIELD_SEP = "\x1f"
 _NULL_TEXT = "\\N"
 # Text forms the content hash depends on: timestamps in UTC, ISO dates.
 _PG_STABLE_TEXT = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'"
-# Text forms the content hash depends on: timestamps in UTC, ISO dates.
-_PG_STABLE_TEXT = "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'"
 _PG_INTEGER_OIDS = {20, 21, 23}
 _PG_FLOAT_OIDS = {700, 701, 1700}
 
@@ -104,12 +103,8 @@ class Source:
 
     @property
     def output(self) -> str:
-        return output_table(self.spec)
-
-
-def output_table(table: TableSpec) -> str:
-    """Where a SQL table's filtered rows go: its ``output`` or ``<name>_optout``."""
-    return table.output or f"{table.name}_optout"
+        """The output table: the spec's ``output`` or ``<name>_optout``."""
+        return self.spec.output_name
 
 
 # ----------------------------------------------------------------------------------------- expressions
