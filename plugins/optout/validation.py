@@ -220,7 +220,7 @@ class _People:
             for t in spec.tables
         }
         keyed = [t for t in spec.tables if t.person_key]
-        schemas = {t.name: schema_of(_input_path(t)) for t in keyed}
+        schemas = {t.name: schema_of(_input_path(t)) for t in spec.tables}
         self.kind = KeyKind.of(key_types(spec, schemas).values()) if keyed else KeyKind.INTEGER
         bad: list[pa.Array] = []
         seen: list[pa.Array] = []

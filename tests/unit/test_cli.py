@@ -81,17 +81,17 @@ def assert_no_numbers(text: str) -> None:
 def test_request_import_filter_verify_status(capsys: pytest.CaptureFixture[str], extract: Path) -> None:
     printed = refresh(capsys, extract)
     assert "cohort 11, cleared 9, opted out 2" in printed
-    code, out = run(capsys, "filter", "--spec", extract / "spec.yaml", "--out-dir", extract / "out")
+    code, out = run(capsys, "filter", "--spec", extract / "spec.yaml", "--out-dir", extract.parent / "out")
     assert code == 0, out
     printed += out
-    manifest = json.loads((extract / "out" / "manifest.json").read_text())
+    manifest = json.loads((extract.parent / "out" / "manifest.json").read_text())
     patients = next(t for t in manifest["tables"] if t["name"] == "patients")
     # P2, P5 opted out; P11 unchecked; P1's second row has no number, so all of P1 goes; P99 missing.
     assert patients["rows_in"] == 14
     assert patients["rows_out"] == 14 - 2 - 1 - 2 - 1
     contacts = next(t for t in manifest["tables"] if t["name"] == "contacts")
     assert contacts["rows_out"] == 12 - 4  # P1, P2, P5, P11 and the stranger P77 go
-    code, out = run(capsys, "verify", "--spec", extract / "spec.yaml", "--dir", extract / "out")
+    code, out = run(capsys, "verify", "--spec", extract / "spec.yaml", "--dir", extract.parent / "out")
     assert code == 0, out
     assert "verified" in out
     code, out = run(capsys, "status")
@@ -106,16 +106,16 @@ def test_stale_list_refuses_with_exit_1_and_writes_nothing(
 ) -> None:
     refresh(capsys, extract, checked_at=datetime.now(UTC) - timedelta(hours=3))
     monkeypatch.setenv("OPTOUT_MAX_AGE", "2h")
-    code, out = run(capsys, "filter", "--spec", extract / "spec.yaml", "--out-dir", extract / "out")
+    code, out = run(capsys, "filter", "--spec", extract / "spec.yaml", "--out-dir", extract.parent / "out")
     assert code == 1
     assert "stale" in out.lower()
-    assert not (extract / "out").exists()
+    assert not (extract.parent / "out").exists()
     code, out = run(capsys, "status")
     assert code == 1 and "STALE" in out
 
 
 def test_no_version_refuses(capsys: pytest.CaptureFixture[str], extract: Path) -> None:
-    code, out = run(capsys, "filter", "--spec", extract / "spec.yaml", "--out-dir", extract / "out")
+    code, out = run(capsys, "filter", "--spec", extract / "spec.yaml", "--out-dir", extract.parent / "out")
     assert code == 1 and "refresh" in out
     assert run(capsys, "status")[0] == 1
 
@@ -128,7 +128,7 @@ def test_bad_input_exits_2_naming_the_place(capsys: pytest.CaptureFixture[str], 
     code, out = run(capsys, "check", "import", extract / "r.dat", extract / "bad.dat")
     assert code == 2 and "line 2" in out
     (extract / "spec.yaml").write_text("name: x\npurpose: reserch\ntables: []\n")
-    code, out = run(capsys, "filter", "--spec", extract / "spec.yaml", "--out-dir", extract / "out")
+    code, out = run(capsys, "filter", "--spec", extract / "spec.yaml", "--out-dir", extract.parent / "out")
     assert code == 2 and "purpose" in out
     assert run(capsys, "no-such-command")[0] == 2
     assert_no_numbers(out)
@@ -154,10 +154,10 @@ def test_quarantine_then_approve(capsys: pytest.CaptureFixture[str], extract: Pa
 def test_direct_care_is_copied_unfiltered_without_a_list(capsys: pytest.CaptureFixture[str], extract: Path) -> None:
     spec = extract / "spec.yaml"
     spec.write_text(spec.read_text().replace("purpose: research", "purpose: direct_care"))
-    code, out = run(capsys, "filter", "--spec", spec, "--out-dir", extract / "out")
+    code, out = run(capsys, "filter", "--spec", spec, "--out-dir", extract.parent / "out")
     assert code == 0, out
-    assert (extract / "out" / "patients.csv").exists()
-    manifest = json.loads((extract / "out" / "manifest.json").read_text())
+    assert (extract.parent / "out" / "patients.csv").exists()
+    manifest = json.loads((extract.parent / "out" / "manifest.json").read_text())
     assert manifest["filtered"] is False
 
 

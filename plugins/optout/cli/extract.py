@@ -45,20 +45,28 @@ def filter_(
 def verify(
     spec_path: Annotated[Path, typer.Option("--spec", help="The extract spec (YAML).")],
     out_dir: Annotated[Path, typer.Option("--dir", help="Folder written by `optout filter`.")],
+    data_docs: Annotated[
+        Path | None, typer.Option("--data-docs", help="Where to build the Data Docs site; default beside the extract.")
+    ] = None,
 ) -> None:
-    """Prove the filtered extract: no uncleared number or person remains, counts and hashes hold."""
+    """Prove the filtered extract with the Great Expectations suite: no uncleared number or person remains,
+    counts and hashes hold, and the list used is still fresh and current."""
     from optout.manifest import Manifest
     from optout.spec import load_spec
     from optout.store import Store
-    from optout.verify import verify as run_verify
+    from optout.validation import run_validation
 
     spec = load_spec(spec_path)
     manifest = Manifest.read(out_dir)
     check_result = Store().load(manifest.version_id) if manifest.version_id is not None else None
-    report = run_verify(spec, out_dir, check_result)
-    for check in report.checks:
-        typer.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
-    if not report.ok:
+    result = run_validation(spec, out_dir, check_result, data_docs_dir=data_docs)
+    for check in result.checks:
+        detail = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in check.detail.items())
+        typer.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {detail}")
+    typer.echo(f"result: {result.result_path}")
+    if result.data_docs_index is not None:
+        typer.echo(f"data docs: {result.data_docs_index}")
+    if not result.ok:
         raise VerificationFailed(f"the extract in {out_dir} did not verify; do not send it")
     typer.echo("verified")
 
