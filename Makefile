@@ -5,7 +5,7 @@ VENV := .venv
 SANDBOX_VENV := .venv-mesh-sandbox
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint airflow clean
+.PHONY: install browser demo airflow test lint clean
 
 install: $(VENV)/.installed $(SANDBOX_VENV)/.installed
 
@@ -26,12 +26,22 @@ $(SANDBOX_VENV)/.installed: requirements-mesh-sandbox.txt
 demo: install
 	$(BIN)/python include/demo.py
 
+# Airflow standalone on embedded defaults with the DAGs, the governance page and demo data refreshed.
+airflow: install
+	$(BIN)/python include/airflow_standalone.py
+
+# The governance page is tested in a real headless Chromium (Debian's, with its driver).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install lint
+test: install browser lint
 	CI=$${CI:-} $(BIN)/python -m pytest
 
 clean:
