@@ -27,6 +27,7 @@ BLOCK_SIZE = 8 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _DIGITS = 10
 _NEWLINE, _CR, _COMMA, _ZERO, _NINE = (ord(c) for c in "\n\r,09")
+_LONGEST_LINE = 64  # a good line is 10 digits, a comma and CR LF
 
 Source = str | Path | bytes | bytearray | memoryview | BinaryIO
 
@@ -138,7 +139,9 @@ def _parse_reply(stream: BinaryIO, requested: np.ndarray, name: str | None) -> n
             if not is_valid_number(numbers[bad : bad + 1])[0]:
                 problem = "not a valid NHS number (check digit), and not in the request"
             raise InputError(problem, path=name, line=first_line + bad)
-        blocks.append(ordered)
+        blocks.append(sorted_unique(ordered))
+        if sum(map(len, blocks)) > 2 * len(requested):  # repeated numbers: keep memory to the request's size
+            blocks = [sorted_unique(_concat(blocks))]
     return sorted_unique(_concat(blocks))
 
 
@@ -156,6 +159,8 @@ def _parse(stream: BinaryIO, *, name: str | None, strict: bool) -> Iterator[tupl
     first_blank: int | None = None
     first = True
     while True:
+        if len(carry) > _LONGEST_LINE:  # a line without an end would otherwise be gathered whole
+            raise InputError("a line far longer than ten digits and a comma", path=name, line=line_no)
         chunk = stream.read(BLOCK_SIZE)
         if first:
             if is_job_created(chunk[:1024]):
