@@ -112,7 +112,7 @@ def _csv_header(path: Path) -> list[str]:
     except FileNotFoundError:
         raise InputError("file not found", path=path) from None
     except UnicodeDecodeError:
-        raise InputError("the header is not UTF-8 text; save the file as UTF-8", path=path, line=1) from None
+        raise _not_utf8(path) from None
     if not header:
         raise InputError("the file is empty; a CSV extract needs a header row", path=path, line=1)
     seen: set[str] = set()
@@ -145,6 +145,7 @@ def _csv_batches(path: Path, columns: Sequence[str] | None, batch_rows: int) -> 
             if rows >= batch_rows:
                 yield from _rebatch(pending)
                 pending, rows = [], 0
+        _require_closed_quotes(path)
         yield from _rebatch(pending)
     except pa.ArrowInvalid as exc:
         raise _csv_error(path, len(header), str(exc)) from None
@@ -158,14 +159,7 @@ def _rebatch(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 def _csv_error(path: Path, width: int, arrow_message: str) -> InputError:
     """Find the bad line with a slow exact scan (errors only); never repeat Arrow's text, it quotes the row."""
     if "UTF8" in arrow_message or "UTF-8" in arrow_message:
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        with path.open("rb") as handle:
-            for line, raw in enumerate(handle, start=1):
-                try:
-                    decoder.decode(raw)
-                except UnicodeDecodeError:
-                    return InputError("this line is not UTF-8 text; save the file as UTF-8", path=path, line=line)
-        return InputError("the file is not UTF-8 text; save it as UTF-8", path=path)
+        return _not_utf8(path)
     with path.open(encoding="utf-8-sig", newline="") as handle:
         rows = csv.reader(handle)
         for fields in rows:
@@ -176,6 +170,39 @@ def _csv_error(path: Path, width: int, arrow_message: str) -> InputError:
                     line=rows.line_num,
                 )
     return InputError("the CSV file cannot be parsed; check its quoting", path=path)
+
+
+def _require_closed_quotes(path: Path) -> None:
+    """Refuse a quote opened and never closed: Arrow reads the rest of the file into that one value,
+    rows of other people included, and would pass them on as text."""
+    quotes = 0
+    with path.open("rb") as handle:
+        while block := handle.read(_CSV_BLOCK_BYTES):
+            quotes += block.count(b'"')
+    if quotes % 2 == 0:
+        return
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        rows = csv.reader(handle, strict=True)
+        start = 1
+        try:
+            for _ in rows:
+                start = rows.line_num + 1
+        except csv.Error:
+            raise InputError(
+                "a quoted value starting on this line is never closed; add the closing quote", path=path, line=start
+            ) from None
+
+
+def _not_utf8(path: Path) -> InputError:
+    """Name the first line that is not UTF-8 (the header is read in blocks, so the error may come later)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with path.open("rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError:
+                return InputError("this line is not UTF-8 text; save the file as UTF-8", path=path, line=line)
+    return InputError("the file is not UTF-8 text; save it as UTF-8", path=path)
 
 
 class _HashingFile(io.RawIOBase):
