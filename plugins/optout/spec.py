@@ -247,13 +247,18 @@ def _check_table(table: TableSpec, source: Path | None, where: str) -> None:
         return
     if table.path is not None:
         format_of(table.path, field=f"{where}.path", source=source)
-    if table.output is None:
-        return
-    pure = PurePosixPath(table.output.replace("\\", "/"))
-    if pure.is_absolute() or ".." in pure.parts or Path(table.output).is_absolute():
+    if "/" in table.name or "\\" in table.name or table.name.strip(".") == "":
+        raise InputError(
+            "a table name is a label, not a path: no '/', '\\' or '..'", path=source, field=f"{where}.name"
+        )
+    # The output name defaults to the input's file name (or the table's name): it must stay in the folder.
+    pure = PurePosixPath(table.output_name.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or Path(table.output_name).is_absolute():
         raise InputError(
             "an output name must be relative to the output folder, without '..'", path=source, field=f"{where}.output"
         )
+    if table.output is None:
+        return
     output_format = format_of(table.output, field=f"{where}.output", source=source)
     if table.path is not None and output_format is not format_of(table.path):
         raise InputError("an output keeps its input's format (.csv or .parquet)", path=source, field=f"{where}.output")
