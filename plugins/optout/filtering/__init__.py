@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from optout.atomic import staging_dir
 from optout.clearance import CheckResultLike, no_removals
+from optout.errors import InputError
 from optout.filtering.cascade import require_check
 from optout.manifest import Manifest, new_manifest
 
@@ -36,10 +37,28 @@ def run_filter(
     extract that is copied unfiltered (direct care, exempt).
     """
     require_check(spec, check_result)
+    _refuse_overlap(spec, Path(out_dir))
     with staging_dir(out_dir) as staging:
         manifest = _run(spec, staging, check_result, frames)
         manifest.write(staging)
     return manifest
+
+
+def _refuse_overlap(spec: ExtractSpec, out_dir: Path) -> None:
+    """The output folder is replaced whole: it must neither hold nor sit inside an input's (or the spec's) folder."""
+    out = out_dir.resolve()
+    folders = [(f"tables[{i}].path", t.path.parent) for i, t in enumerate(spec.tables) if t.path is not None]
+    if spec.source is not None:
+        folders.append(("", spec.source.parent))
+    for field, folder in folders:
+        inputs = folder.resolve()
+        if out == inputs or inputs in out.parents or out in inputs.parents:
+            raise InputError(
+                f"the output folder {out_dir} overlaps the input folder {folder}: filtering would replace or mix "
+                "with the inputs; choose an output folder outside them",
+                path=spec.source,
+                field=field or "--out-dir",
+            )
 
 
 def _run(
