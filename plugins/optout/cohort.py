@@ -15,7 +15,7 @@ import numpy as np
 
 from optout import tabular
 from optout.errors import InputError
-from optout.nhs_number import Status, normalise
+from optout.nhs_number import Status, normalise, require_number_column
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +43,7 @@ def read_cohort(paths: str | Path | Sequence[str | Path], id_column: str) -> Coh
     parts = []
     for path in files:
         for batch in tabular.read_batches(path, columns=[id_column]):
+            require_number_column(batch.schema.field(0).type, path=path, column=id_column)
             normalised = normalise(batch.column(0))
             found += np.bincount(normalised.status, minlength=len(Status))
             parts.append(normalised.numbers[normalised.valid])

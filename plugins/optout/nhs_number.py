@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from optout.errors import InputError
+
 LOWEST = 1_000_000_000  # an integer below this lost a leading digit (or zero): never guessed
 HIGHEST = 9_999_999_999
 PLACEHOLDER_STEP = 1_111_111_111  # 0000000000, 1111111111 ... 9999999999
@@ -133,6 +135,31 @@ def _finish(numbers: np.ndarray, null: np.ndarray, well_formed: np.ndarray) -> N
     status[checkable & ~digit_ok] = Status.BAD_CHECK_DIGIT
     numbers = np.where(status == Status.VALID, numbers, 0)
     return Normalised(numbers=numbers, status=status)
+
+
+def can_hold(kind: pa.DataType) -> bool:
+    """Whether a column of this Arrow type can hold NHS numbers (text or numbers); a date or a flag never can."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return (
+        pa.types.is_null(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+    )
+
+
+def require_number_column(kind: pa.DataType, *, path: Any, column: str) -> None:
+    """Refuse a column whose type cannot hold NHS numbers: the spec or the cohort names the wrong column."""
+    if not can_hold(kind):
+        raise InputError(
+            f"the column has type {kind}; NHS numbers are text or whole numbers: is this the right column?",
+            path=path,
+            field=column,
+        )
 
 
 def normalise(values: Any) -> Normalised:

@@ -14,6 +14,7 @@ from optout.atomic import OWNER_ONLY_DIR, OWNER_ONLY_FILE
 from optout.clearance import KEEP, CheckResultLike
 from optout.filtering.cascade import Cascade, columns_of, key_types, unfiltered_report
 from optout.manifest import TableReport, sha256_of
+from optout.nhs_number import require_number_column
 from optout.spec import ExtractSpec, TableSpec
 from optout.tabular import BatchWriter, count_rows, prefetch, read_batches, schema_of
 
@@ -31,6 +32,10 @@ def filter_files(
 ) -> tuple[list[TableReport], dict[str, int]]:
     """Filter every table of ``spec`` into ``staging``; return per-table reports and people removed."""
     schemas = {table.name: schema_of(_source(table)) for table in spec.tables}
+    for table in spec.tables:
+        if table.nhs_number and table.pseudonymised is None and table.nhs_number in schemas[table.name].names:
+            kind = schemas[table.name].field(table.nhs_number).type
+            require_number_column(kind, path=table.path, column=table.nhs_number)
     cascade = Cascade(spec, check_result, key_types(spec, schemas))
     for table in spec.tables:
         if cascade.learns_from(table):
