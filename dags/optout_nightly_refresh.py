@@ -35,7 +35,7 @@ def alert_on_failure(context: dict[str, Any]) -> None:
         getattr(ti, "dag_id", "?"),
         getattr(ti, "task_id", "?"),
         context.get("run_id"),
-        context.get("exception"),
+        context.get("exception") or context.get("reason"),
     )
 
 

@@ -137,7 +137,12 @@ class MeshSendRequestOperator(BaseOperator):
             return self.sql_url
         if not self.sql_conn_id:
             raise InputError("a cohort query needs sql_conn_id or sql_url", field="sql")
-        return BaseHook.get_connection(self.sql_conn_id).get_uri()
+        conn = BaseHook.get_connection(self.sql_conn_id)
+        # Airflow's names for these differ from SQLAlchemy's.
+        if conn.conn_type == "sqlite":
+            return f"sqlite:///{conn.host}"
+        uri = conn.get_uri()
+        return "postgresql+psycopg2" + uri[len("postgres") :] if uri.startswith("postgres://") else uri
 
     def _describe_sources(self) -> str:
         sources = [*(_as_list(self.cohort_paths))]
