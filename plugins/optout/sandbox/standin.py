@@ -45,16 +45,17 @@ class Behaviour(StrEnum):
 
 
 def read_opt_outs(path: str | Path) -> np.ndarray:
-    """One NHS number per line (a trailing comma is fine): the people the stand-in treats as opted out."""
+    """One NHS number per line (a trailing comma is fine, a one-word header line too): the people the
+    stand-in treats as opted out."""
     numbers = []
     for line_no, raw in enumerate(Path(path).read_text().splitlines(), start=1):
         text = raw.strip().rstrip(",").strip()
-        if not text:
+        if not text or (line_no == 1 and text.isidentifier()):
             continue
         if len(text) != 10 or not text.isdigit():
             raise InputError("not an NHS number of ten digits", path=path, line=line_no)
         numbers.append(int(text))
-    return np.unique(np.asarray(numbers, dtype=np.int64))
+    return ndop.sorted_unique(np.asarray(numbers, dtype=np.int64))
 
 
 def request_numbers(data: bytes) -> np.ndarray | None:
