@@ -25,10 +25,12 @@ def report(result: dict[str, float]) -> None:
     print(json.dumps({**result, "peak_rss_mib": peak_kib / 1024}))
 
 
-def check_result(folder: Path) -> object:
-    """The saved cohort and cleared set as the store would load them, lookups built (not timed)."""
+def check_result(folder: Path, *, lookups: bool) -> object:
+    """The saved cohort and cleared set as the store would load them; with ``lookups`` the bitmap sets
+    the file engine uses are built here too (the store builds them once per version: not timed)."""
     from optout.store import CheckResult
 
     check = CheckResult(None, np.load(folder / "cohort.npy"), np.load(folder / "cleared.npy"))  # type: ignore[arg-type]
-    _ = check.cleared_set, check.cohort_set
+    if lookups:
+        _ = check.cleared_set, check.cohort_set
     return check

@@ -299,7 +299,7 @@ class _Run:
         if self.sql.name == "postgresql":
             cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
-                cursor.copy_expert(f"COPY {self._quoted(table)} (n) FROM STDIN", io.BytesIO(lines.tobytes()))
+                cursor.copy_expert(f"COPY {self._quoted(table)} (n) FROM STDIN", _Lines(lines))
                 cursor.execute(f"ANALYZE {self._quoted(table)}")  # temporary tables are never auto-analysed
             finally:
                 cursor.close()
@@ -609,6 +609,23 @@ def _kind_of_code(dialect: str, code: Any) -> Kind:
     if dialect == "postgresql" and code in _PG_FLOAT_OIDS:
         return Kind.FLOAT
     return Kind.TEXT
+
+
+class _Lines(io.RawIOBase):
+    """A read-only file over an array's bytes, so ``COPY`` streams them without a copy of the whole."""
+
+    def __init__(self, lines: np.ndarray) -> None:
+        self._view = memoryview(np.ascontiguousarray(lines)).cast("B")
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else self._at + size
+        chunk = self._view[self._at : end].tobytes()
+        self._at += len(chunk)
+        return chunk
 
 
 def _digit_lines(numbers: np.ndarray) -> np.ndarray:
