@@ -41,7 +41,15 @@ from optout.clearance import KEEP, REASONS, CheckResultLike, Reason, counts_by_r
 from optout.errors import InputError, OptOutError
 from optout.manifest import Manifest, TableReport
 from optout.nhs_number import HIGHEST, LOWEST, NULL_TOKENS, PLACEHOLDER_STEP
-from optout.pseudonym import HEX_CHARS, Pseudonymisation, check_matches, hashed_cohort, hex_digests, load_key
+from optout.pseudonym import (
+    HEX_CHARS,
+    Pseudonymisation,
+    ascii_digits,
+    check_matches,
+    hashed_cohort,
+    hex_digests,
+    load_key,
+)
 
 if TYPE_CHECKING:
     from optout.spec import ExtractSpec, TableSpec
@@ -615,7 +623,7 @@ class _Lines(io.RawIOBase):
     """A read-only file over an array's bytes, so ``COPY`` streams them without a copy of the whole."""
 
     def __init__(self, lines: np.ndarray) -> None:
-        self._view = memoryview(np.ascontiguousarray(lines)).cast("B")
+        self._view = np.ascontiguousarray(lines).data.cast("B")
         self._at = 0
 
     def readable(self) -> bool:
@@ -630,9 +638,8 @@ class _Lines(io.RawIOBase):
 
 def _digit_lines(numbers: np.ndarray) -> np.ndarray:
     """Each number as ten ASCII digits and a newline: an (n, 11) uint8 array."""
-    powers = 10 ** np.arange(9, -1, -1, dtype=np.int64)
     lines = np.empty((len(numbers), 11), dtype=np.uint8)
-    lines[:, :10] = (np.asarray(numbers, dtype=np.int64)[:, None] // powers) % 10 + 48
+    lines[:, :10] = ascii_digits(numbers)
     lines[:, 10] = 10
     return lines
 
