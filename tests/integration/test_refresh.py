@@ -334,3 +334,17 @@ def test_hook_test_connection_reports_without_secrets(mesh_connection, monkeypat
     monkeypatch.setenv("AIRFLOW_CONN_MESH_DEFAULT", json.dumps(conn))
     ok, message = MeshHook().test_connection()
     assert not ok and "HTTP 403" in message and "not-the-password" not in message
+
+
+def test_cohort_from_csv_files(load_dag, mesh_connection, stand_in, output, tmp_path):  # type: ignore[no-untyped-def]
+    cohort = cohort_numbers(120, offset=90_000)
+    halves = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    halves[0].write_text("nhs_number,age\n" + "".join(f"{n},40\n" for n in cohort[:70]) + "12345,1\n")
+    halves[1].write_text("nhs_number,age\n" + "".join(f"{n},50\n" for n in cohort[50:]))
+    stand_in(cohort[:2])
+
+    run, tis = run_refresh(load_dag, cohort_sql=None, cohort_sql_conn_id=None, cohort_paths=[str(p) for p in halves])
+
+    assert run.state == "success", states(tis)
+    assert np.array_equal(Store().load().cleared, cohort[2:])
+    assert_no_numbers_leaked(cohort, output(), xcom_text(tis))
