@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,7 +102,11 @@ def run_optout(folder: Path) -> dict[str, float]:
     result = FakeCheckResult(Info(1, None), np.load(folder / "cohort.npy"), np.load(folder / "cleared.npy"))
     _ = result.cleared_set, result.cohort_set
     loaded = time.perf_counter()
-    manifest = run_filter(load_spec(folder / "spec.yaml"), folder / "optout", result)
+    out = folder.with_name(f"{folder.name}-optout")  # outside the input folder, as the filter insists
+    try:
+        manifest = run_filter(load_spec(folder / "spec.yaml"), out, result)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     return {"load": loaded - started, "skip": loaded - started, "rows_out": manifest.tables[0].rows_out}
 
 

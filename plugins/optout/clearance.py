@@ -92,7 +92,8 @@ class Clearance:
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
         if isinstance(values, pa.Array) and pa.types.is_integer(values.type):
-            raw = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            filled = values if values.null_count == 0 else values.fill_null(0)
+            raw = filled.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
             # Integers below LOWEST lost a leading digit: never cleared, even if the prefix matches.
             fast = self._cleared.contains(raw) & (raw >= LOWEST) & (raw <= HIGHEST)
             codes = np.zeros(len(raw), dtype=np.uint8)

@@ -206,25 +206,33 @@ def _not_utf8(path: Path) -> InputError:
 
 
 class _HashingFile(io.RawIOBase):
-    """An owner-only output file that hashes what is written, so nothing is read back for the manifest."""
+    """An owner-only output file that hashes what is written, so nothing is read back for the manifest.
+
+    Hashing runs on a thread of its own (hashlib releases the GIL), beside the encoder that writes.
+    """
 
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY_FILE)
         self.digest = hashlib.sha256()
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-hasher")
+        self._hashed: Future[None] | None = None
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.digest.update(view)
+        chunk = bytes(data)  # the writer may reuse its buffer once this returns
         written = 0
-        while written < len(view):
-            written += os.write(self._fd, view[written:])
-        return len(view)
+        while written < len(chunk):
+            written += os.write(self._fd, chunk[written:] if written else chunk)
+        self._hashed = self._hasher.submit(self.digest.update, chunk)
+        return len(chunk)
 
     def close(self) -> None:
         if not self.closed:
+            self._hasher.shutdown(wait=True)
+            if self._hashed is not None:
+                self._hashed.result()
             os.close(self._fd)
         super().close()
 

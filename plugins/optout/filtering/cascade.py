@@ -91,7 +91,7 @@ class KeySet:
         """Bool mask; a null key is never a member."""
         if self._size == 0 or len(keys) == 0:
             return np.zeros(len(keys), dtype=bool)
-        present = keys.is_valid().to_numpy(zero_copy_only=False)
+        present = _present(keys)
         values = _to_numpy(keys)
         if self._bits is None:
             return (self._index.get_indexer(values) >= 0) & present
@@ -101,7 +101,16 @@ class KeySet:
         return ((self._bits[offsets >> 3] >> (offsets & 7).astype(np.uint8)) & 1).astype(bool) & inside
 
 
+def _present(keys: pa.Array) -> np.ndarray:
+    """Bool mask of non-null keys, without building one from the validity bitmap when there are none."""
+    if keys.null_count == 0:
+        return np.ones(len(keys), dtype=bool)
+    return keys.is_valid().to_numpy(zero_copy_only=False)
+
+
 def _to_numpy(keys: pa.Array) -> np.ndarray:
+    if keys.null_count == 0:
+        return keys.to_numpy(zero_copy_only=False)
     if pa.types.is_integer(keys.type):
         return keys.fill_null(0).to_numpy(zero_copy_only=False)
     return keys.fill_null("").to_numpy(zero_copy_only=False)
@@ -157,7 +166,7 @@ class Cascade:
         keys = self.kind.column(batch.column(table.person_key))
         bad = codes != KEEP
         self._tallies[table.name].own_bad_learned += int(bad.sum())
-        bad_keyed = np.flatnonzero(bad & keys.is_valid().to_numpy(zero_copy_only=False))
+        bad_keyed = np.flatnonzero(bad & _present(keys))
         if len(bad_keyed):
             self._bad_keys.append(keys.take(pa.array(bad_keyed)))
             self._bad_codes.append(codes[bad_keyed])
@@ -189,7 +198,7 @@ class Cascade:
             keyless = np.ones(len(codes), dtype=bool)
         else:
             assert self._bad is not None
-            present = keys.is_valid().to_numpy(zero_copy_only=False)
+            present = _present(keys)
             codes = np.where(self._bad.contains(keys), Reason.PERSON_REMOVED.code, KEEP).astype(np.uint8)
             keyless = ~present
             if numbers is None:
