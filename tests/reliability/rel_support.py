@@ -170,12 +170,13 @@ def find_numbers(data: bytes | str, cohort: np.ndarray) -> int:
 
 
 def scan_tree(roots: Iterable[Path], cohort: np.ndarray, *, skip: Iterable[Path] = ()) -> dict[str, int]:
-    """Files under ``roots`` (except ``skip``: inputs and the store) holding cohort numbers, with counts."""
+    """Files under ``roots`` (except those in or under ``skip``) holding cohort numbers, with counts."""
     skipped = {path.resolve() for path in skip}
     hits = {}
     for root in roots:
         for path in [root] if root.is_file() else root.rglob("*"):
-            if path.is_file() and path.resolve() not in skipped and not path.name.startswith("store.sqlite"):
+            resolved = path.resolve()
+            if path.is_file() and not skipped & {resolved, *resolved.parents}:
                 count = find_numbers(path.read_bytes(), cohort)
                 if count:
                     hits[str(path)] = count
