@@ -8,8 +8,11 @@ feasibility count is ``research``, a local evaluation of a service is ``service_
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
 
 from optout.errors import InputError
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class Purpose(StrEnum):
@@ -44,20 +47,20 @@ class LegalBasis(StrEnum):
 
 def parse_purpose(value: object, *, path: str | None = None, field: str = "purpose") -> Purpose:
     """A :class:`Purpose` from text, or an :class:`InputError` that lists the accepted values."""
-    try:
-        return Purpose(str(value).strip().lower())
-    except ValueError:
-        accepted = ", ".join(p.value for p in Purpose)
-        raise InputError(f"unknown purpose {value!r}; use one of: {accepted}", path=path, field=field) from None
+    return _parse(Purpose, "purpose", value, path, field)
 
 
 def parse_legal_basis(value: object, *, path: str | None = None, field: str = "legal_basis") -> LegalBasis:
     """A :class:`LegalBasis` from text, or an :class:`InputError` that lists the accepted values."""
+    return _parse(LegalBasis, "legal basis", value, path, field)
+
+
+def _parse(kind: type[E], what: str, value: object, path: str | None, field: str) -> E:
     try:
-        return LegalBasis(str(value).strip().lower())
+        return kind(str(value).strip().lower())
     except ValueError:
-        accepted = ", ".join(b.value for b in LegalBasis)
-        raise InputError(f"unknown legal basis {value!r}; use one of: {accepted}", path=path, field=field) from None
+        accepted = ", ".join(member.value for member in kind)
+        raise InputError(f"unknown {what} {value!r}; use one of: {accepted}", path=path, field=field) from None
 
 
 def check_exemption(
