@@ -45,17 +45,17 @@ def run_filter(
 
 
 def _refuse_overlap(spec: ExtractSpec, out_dir: Path) -> None:
-    """The output folder is replaced whole: it must neither hold nor sit inside an input's (or the spec's) folder."""
+    """The output folder is replaced whole: it must not be, or hold, an input's (or the spec's) folder."""
     out = out_dir.resolve()
     folders = [(f"tables[{i}].path", t.path.parent) for i, t in enumerate(spec.tables) if t.path is not None]
     if spec.source is not None:
         folders.append(("", spec.source.parent))
     for field, folder in folders:
         inputs = folder.resolve()
-        if out == inputs or inputs in out.parents or out in inputs.parents:
+        if out == inputs or out in inputs.parents:
             raise InputError(
-                f"the output folder {out_dir} overlaps the input folder {folder}: filtering would replace or mix "
-                "with the inputs; choose an output folder outside them",
+                f"the output folder {out_dir} is or holds the input folder {folder}: filtering would replace the "
+                "inputs with its output; choose another output folder",
                 path=spec.source,
                 field=field or "--out-dir",
             )
