@@ -7,20 +7,38 @@ never logged.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
 
 def connection_url(conn_id: str) -> str:
     """The connection's SQLAlchemy URL; PostgreSQL through psycopg2, the driver installed with Airflow."""
-    from airflow.sdk import BaseHook
-
-    uri = BaseHook.get_connection(conn_id).get_uri()
+    uri = _connection(conn_id).get_uri()
     scheme, _, rest = uri.partition("://")
     return f"postgresql+psycopg2://{rest}" if scheme in ("postgres", "postgresql") else uri
 
 
 def connection_secret(conn_id: str) -> str | None:
-    from airflow.sdk import BaseHook
+    return _connection(conn_id).password
 
-    return BaseHook.get_connection(conn_id).password
+
+def _connection(conn_id: str) -> Connection:
+    """The connection, or an InputError that says how to define it (the spec named a missing one)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from optout.errors import InputError
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise InputError(
+            f"Airflow connection {conn_id!r} is not defined; add it (UI, `airflow connections add` or "
+            f"AIRFLOW_CONN_{conn_id.upper()})",
+            field="connection",
+        ) from None
 
 
 def register_readers() -> None:
