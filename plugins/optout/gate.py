@@ -124,9 +124,8 @@ def record_disclosure(
         extract=manifest.spec_name,
         purpose=manifest.purpose,
         recipient=recipient,
-        # An unfiltered extract (direct care, exemption) used no list version: 0 and its copy time stand in.
-        version_id=manifest.version_id or 0,
-        version_checked_at=manifest.checked_at or manifest.filtered_at,
+        version_id=manifest.version_id,  # None for an extract copied unfiltered (direct care, exemption)
+        version_checked_at=manifest.checked_at,
         rows_in=sum(table.rows_in for table in manifest.tables),
         rows_out=sum(table.rows_out for table in manifest.tables),
         removed_rows=removed_rows,

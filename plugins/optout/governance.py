@@ -219,7 +219,7 @@ def _disclosure_section(view: Overview, docs_link: str) -> str:
             "<tr>"
             f"<td>{escape(london(entry.recorded_at))}</td><td>{escape(d.extract)}</td>"
             f"<td>{escape(d.purpose)}{basis}</td><td>{escape(d.recipient)}</td>"
-            f"<td>{d.version_id} ({escape(config.format_duration(timedelta(seconds=entry.version_age_seconds)))})</td>"
+            f"<td>{_version_cell(d.version_id, entry.version_age_seconds)}</td>"
             f"<td>{_n(d.rows_out)}</td><td>{removed or '0'}</td><td>{_n(d.removed_people)}</td><td>{proof}</td>"
             "</tr>"
         )
@@ -257,3 +257,10 @@ strong.state{font-size:1.1rem;letter-spacing:.05em}
 .bar{fill:#005eb8}svg text{font-size:11px;fill:#212b32}
 a{color:#005eb8}
 </style></head><body><main>"""
+
+
+def _version_cell(version_id: int | None, age_seconds: int | None) -> str:
+    """``7 (2h 5m)``, or why there is none: an unfiltered disclosure used no list."""
+    if version_id is None or age_seconds is None:
+        return "none (not filtered)"
+    return f"{version_id} ({escape(config.format_duration(timedelta(seconds=age_seconds)))})"

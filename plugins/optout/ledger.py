@@ -54,9 +54,10 @@ table = sa.Table(
     sa.Column("legal_basis", sa.String(80)),
     sa.Column("legal_reference", sa.String(500)),
     sa.Column("recipient", sa.String(250), nullable=False),
-    sa.Column("version_id", sa.Integer, nullable=False),
-    sa.Column("version_checked_at", sa.String(40), nullable=False),
-    sa.Column("version_age_seconds", sa.BigInteger, nullable=False),
+    # Null for a disclosure copied unfiltered (direct care, exemption): it used no list version.
+    sa.Column("version_id", sa.Integer),
+    sa.Column("version_checked_at", sa.String(40)),
+    sa.Column("version_age_seconds", sa.BigInteger),
     sa.Column("rows_in", sa.BigInteger, nullable=False),
     sa.Column("rows_out", sa.BigInteger, nullable=False),
     sa.Column("removed_rows", sa.Text, nullable=False),
@@ -92,8 +93,8 @@ class Disclosure:
     extract: str
     purpose: str
     recipient: str
-    version_id: int
-    version_checked_at: datetime
+    version_id: int | None
+    version_checked_at: datetime | None
     rows_in: int
     rows_out: int
     removed_rows: dict[str, int]
@@ -112,7 +113,7 @@ class Disclosure:
 class LedgerEntry:
     id: int
     recorded_at: datetime
-    version_age_seconds: int
+    version_age_seconds: int | None
     disclosure: Disclosure
     prev_hash: str
     entry_hash: str = field(repr=False)
@@ -236,10 +237,11 @@ def _holds_nhs_number(text: str) -> bool:
 
 def _to_row(d: Disclosure, entry_id: int, recorded_at: datetime, prev_hash: str) -> dict[str, Any]:
     values = asdict(d)
-    values["version_checked_at"] = _iso(_utc(d.version_checked_at))
+    checked = _utc(d.version_checked_at) if d.version_checked_at is not None else None
+    values["version_checked_at"] = _iso(checked) if checked is not None else None
     values["removed_rows"] = _canonical(d.removed_rows)
     values["output_hashes"] = _canonical(d.output_hashes)
-    values["version_age_seconds"] = int((recorded_at - _utc(d.version_checked_at)).total_seconds())
+    values["version_age_seconds"] = int((recorded_at - checked).total_seconds()) if checked is not None else None
     values.update(id=entry_id, recorded_at=_iso(recorded_at), prev_hash=prev_hash)
     values["entry_hash"] = _hash(values)
     return values
@@ -248,7 +250,8 @@ def _to_row(d: Disclosure, entry_id: int, recorded_at: datetime, prev_hash: str)
 def _from_row(row: dict[str, Any]) -> LedgerEntry:
     names = {f.name for f in fields(Disclosure)}
     values = {k: v for k, v in row.items() if k in names}
-    values["version_checked_at"] = datetime.fromisoformat(row["version_checked_at"])
+    checked = row["version_checked_at"]
+    values["version_checked_at"] = datetime.fromisoformat(checked) if checked is not None else None
     values["removed_rows"] = json.loads(row["removed_rows"])
     values["output_hashes"] = json.loads(row["output_hashes"])
     values["validation_ok"] = bool(row["validation_ok"])

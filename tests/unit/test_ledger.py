@@ -144,3 +144,12 @@ def test_cli_verify_and_export(tmp_path, monkeypatch, capsys) -> None:  # type: 
     engine.dispose()
     assert main(["ledger", "verify"]) == 1
     assert "tampered at entry 1" in capsys.readouterr().err
+
+
+def test_an_unfiltered_disclosure_records_no_list_version(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Direct care and exemptions use no list: the entry says so instead of inventing a version."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}")
+    entry = ledger.append(disclosure(purpose="exempt", version_id=None, version_checked_at=None))
+    assert entry.disclosure.version_id is None and entry.version_age_seconds is None
+    assert ledger.entries()[0].disclosure.version_checked_at is None
+    assert ledger.verify()[0]
