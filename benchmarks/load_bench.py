@@ -63,12 +63,8 @@ def measured(argv: list[str], env: dict[str, str]) -> dict[str, float]:
     return {"seconds": found["seconds"], "peak_mib": found["peak_mib"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--people", type=int, default=5_000_000)
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
-    args = parser.parse_args()
+def prepare(folder: Path, people: int, rows: int) -> None:
+    """The extract, cohort and cleared set (``filter_bench.generate``), the cohort as CSV, and the reply."""
     sys.path.insert(0, str(HERE))
     import filter_bench
     import pyarrow as pa
@@ -76,20 +72,37 @@ def main() -> None:
 
     from optout.ndop import build_request
 
+    filter_bench.generate(folder, rows, people, 0.05)
+    cohort, cleared = np.load(folder / "cohort.npy"), np.load(folder / "cleared.npy")
+    pacsv.write_csv(
+        pa.table({"person_id": np.arange(len(cohort)), "nhs_number": pa.array(cohort.astype(str))}),
+        folder / "cohort.csv",
+    )
+    (folder / "reply.dat").write_bytes(build_request(cleared))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--people", type=int, default=5_000_000)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.prepare:
+        prepare(args.dir, args.people, args.rows)
+        return
     with tempfile.TemporaryDirectory(prefix="optout-load-") as scratch:
         folder = args.dir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         env = {key: value for key, value in os.environ.items() if key != "OPTOUT_STORE_URL"}
         env["OPTOUT_HOME"] = str(folder / "home")  # a SQLite store of its own
         started = time.perf_counter()
-        filter_bench.generate(folder, args.rows, args.people, 0.05)
-        cohort, cleared = np.load(folder / "cohort.npy"), np.load(folder / "cleared.npy")
-        pacsv.write_csv(
-            pa.table({"person_id": np.arange(len(cohort)), "nhs_number": pa.array(cohort.astype(str))}),
-            folder / "cohort.csv",
-        )
-        (folder / "reply.dat").write_bytes(build_request(cleared))
-        print(f"generated {len(cohort):,} people and {args.rows:,} rows in {time.perf_counter() - started:.0f}s")
+        # In a child: a forked child's peak RSS starts at its parent's, so the parent must stay small.
+        command = [sys.executable, __file__, "--prepare", "--dir", str(folder), "--people", str(args.people)]
+        subprocess.run([*command, "--rows", str(args.rows)], check=True)
+        print(f"generated {args.people:,} people and {args.rows:,} rows in {time.perf_counter() - started:.0f}s")
+        sys.path.insert(0, str(HERE))
+        import filter_bench
 
         results: dict[str, dict[str, float]] = {}
         request, reply = folder / "request.dat", folder / "reply.dat"
