@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,14 +95,6 @@ def kill_after(process: subprocess.Popen, delay: float) -> bool:
     return killed
 
 
-def timed(*args: str | Path, env: Mapping[str, str] | None = None) -> float:
-    """Seconds one successful CLI run takes (to spread kill points over its life)."""
-    started = time.perf_counter()
-    result = run_cli(*args, env=env)
-    assert result.returncode == 0, result.stderr
-    return time.perf_counter() - started
-
-
 @dataclass
 class Prepared:
     """A pending request recorded through the CLI, and the files to import its reply."""
@@ -137,7 +128,7 @@ def store_snapshot(url: str) -> list[tuple[object, ...]]:
 
     store = Store(url)
     try:
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for info in store.versions(limit=1000):
             loaded = store.load(info.id)
             digest = hashlib.sha256(loaded.cohort.tobytes() + b"|" + loaded.cleared.tobytes()).hexdigest()
@@ -190,8 +181,3 @@ def clean_error(result: subprocess.CompletedProcess, code: int, *needles: str) -
     message = result.stderr
     for needle in needles:
         assert needle in message, (needle, message)
-
-
-def hidden_leftovers(parent: Path) -> list[str]:
-    """Staging/temporary entries beside an output (all must be dot-names)."""
-    return sorted(entry.name for entry in parent.iterdir() if entry.name.startswith("."))

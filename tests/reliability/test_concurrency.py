@@ -97,13 +97,14 @@ def test_filters_read_one_whole_version_while_imports_publish(store_url: str, tm
         "name: race\npurpose: research\ntables:\n  - {name: p, path: patients.csv, nhs_number: nhs_number}\n"
     )
     publisher = subprocess.Popen([sys.executable, "-c", _PUBLISHER, store_url, str(tmp_path / "cohort.npy"), "6"])
-    seen = set()
+    seen: set[int] = set()
     runs = 0
     while publisher.poll() is None or runs < 2:
         out = tmp_path / "out" / str(runs)
         result = run_cli("filter", "--spec", spec, "--out-dir", out, env=env)
         assert result.returncode == 0, result.stderr
         version = Manifest.read(out).version_id
+        assert version is not None
         cleared = store.load(version).cleared
         kept = pacsv.read_csv(out / "patients.csv").column("nhs_number").to_numpy().astype(np.int64)
         assert np.array_equal(np.sort(kept), cleared), f"run {runs} mixed versions"  # exactly that version's

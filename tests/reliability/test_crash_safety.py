@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -146,4 +147,50 @@ def test_kill_during_filter(store_url: str, tmp_path: Path) -> None:
     assert os.listdir(out.parent) == [out.name], "the rerun left (or did not clean) temporary entries"
     store.dispose()
     print(f"filter ({store_url.split(':')[0]}): {killed} of {KILL_POINTS} kill points hit a running filter")
+    assert killed >= 1
+
+
+_RUN_DAG = """
+import sys
+from airflow.dag_processing.dagbag import DagBag
+run = DagBag(dag_folder=sys.argv[1]).get_dag(sys.argv[2]).test()
+sys.exit(0 if str(run.state) == "success" else 3)
+"""
+
+
+def _delivered(outbox: Path) -> list[Path]:
+    return [folder for folder in outbox.iterdir() if not folder.name.startswith(".")] if outbox.exists() else []
+
+
+@pytest.mark.integration
+def test_kill_during_gated_export(airflow_db: Path, tmp_path: Path) -> None:
+    """A run of the research DAG killed anywhere (filter, validation, copy, ledger, swap): the outbox holds no
+    partial delivery, nothing was delivered without its ledger entry, the ledger chain holds, a rerun works."""
+    from optout.ledger import Ledger
+    from tests.sample_extract import seed
+
+    rng = random.Random("export")
+    dag_file = Path(__file__).resolve().parents[2] / "dags" / "research_extract.py"
+    seed(Store())
+    outbox = Path(os.environ["OPTOUT_HOME"]) / "outbox" / "research_extract"
+    command = [sys.executable, "-c", _RUN_DAG, str(dag_file), "research_extract"]
+    started = time.perf_counter()
+    assert subprocess.run(command, capture_output=True, check=False).returncode == 0
+    duration = time.perf_counter() - started
+    killed = 0
+    points = max(KILL_POINTS - 3, 2)  # each run of the DAG takes ~10 s
+    for _ in range(points):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        killed += kill_after(process, rng.uniform(0.5, duration))
+        ledger = Ledger()
+        ok, _, message = ledger.verify()
+        assert ok, message
+        recorded = [entry.disclosure.output_hashes for entry in ledger.entries()]
+        for folder in _delivered(outbox):  # whole, and recorded
+            files = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+            assert files in recorded, f"{folder.name} was delivered without (or unlike) its ledger entry"
+        ledger.dispose()
+    assert subprocess.run(command, capture_output=True, check=False).returncode == 0
+    assert [p.name for p in outbox.iterdir() if p.name.startswith(".")] == []
+    print(f"gated export: {killed} of {points} kill points hit a running DAG")
     assert killed >= 1

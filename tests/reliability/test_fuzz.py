@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,6 @@ def test_spec_loads_or_names_the_key(tmp_path: Path, doc: object) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _report() -> None:
+def _report() -> Iterator[None]:
     yield
     print(f"fuzz: {EXAMPLES} examples for each of 5 properties ({5 * EXAMPLES} cases)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def _dashed(number: int) -> str:
 def _inputs(folder: Path, cohort: np.ndarray, unchecked: np.ndarray) -> Path:
     folder.mkdir(parents=True)
     people = np.concatenate([cohort, unchecked])
-    shapes = [str, _spaced, _dashed]
+    shapes: list[Callable[[int], str]] = [str, _spaced, _dashed]
     pacsv.write_csv(
         pa.table(
             {
