@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from optout.clearance import KEEP, REASONS, CheckResultLike, Reason, counts_by_reason, no_removals
 from optout.errors import InputError, OptOutError
@@ -44,7 +45,6 @@ from optout.nhs_number import HIGHEST, LOWEST, NULL_TOKENS, PLACEHOLDER_STEP
 from optout.pseudonym import (
     HEX_CHARS,
     Pseudonymisation,
-    ascii_digits,
     check_matches,
     hashed_cohort,
     hex_digests,
@@ -216,6 +216,17 @@ def _digit(number: sa.ColumnElement[Any], position: int) -> sa.ColumnElement[int
     return (number // sa.literal(10 ** (10 - position), sa.BigInteger)) % 10
 
 
+class _CreateScratchAs(sa.CreateTableAs):
+    """``CREATE TABLE AS`` for a scratch table: UNLOGGED on PostgreSQL (see ``_Run._scratch_prefix``)."""
+
+    inherit_cache = True
+
+
+@compiles(_CreateScratchAs, "postgresql")
+def _create_unlogged_as(element: _CreateScratchAs, compiler: Any, **kw: Any) -> str:
+    return "CREATE UNLOGGED" + compiler.visit_create_table_as(element, **kw).removeprefix("CREATE")
+
+
 # ----------------------------------------------------------------------------------------- the run
 
 
@@ -261,11 +272,36 @@ class _Run:
         self.key_kind = _key_kind(self.sources)
         self._staged: dict[Any, _Staged] = {}
         self._outputs: list[tuple[sa.Table, str | None, str]] = []
+        self._scratch_tables: list[sa.Table] = []
 
     def temporary(self, role: str, *columns: sa.Column[Any]) -> sa.Table:
-        table = sa.Table(f"optout_{role}_{self.tag}", self.metadata, *columns, prefixes=["TEMPORARY"])
+        """A scratch table for this run (see :meth:`_scratch_prefix`)."""
+        table = sa.Table(f"optout_{role}_{self.tag}", self.metadata, *columns, prefixes=[self._scratch_prefix()])
         table.create(self.conn)
+        return self._scratch(table)
+
+    def temporary_as(self, role: str, query: sa.Select[Any]) -> sa.Table:
+        """A scratch table holding ``query``'s rows (one statement: PostgreSQL may scan in parallel)."""
+        name = f"optout_{role}_{self.tag}"
+        self.conn.execute(_CreateScratchAs(query, name, temporary=self.sql.name != "postgresql"))
+        table = sa.Table(name, self.metadata, autoload_with=self.conn)
+        self._analyse(table)
+        return self._scratch(table)
+
+    def _scratch_prefix(self) -> str:
+        """PostgreSQL never runs a query touching a TEMPORARY table in parallel workers, so scratch tables
+        there are UNLOGGED tables created inside the run's transaction: no other session ever sees them,
+        a rollback takes them away, :meth:`drop_scratch` drops them before the commit."""
+        return "UNLOGGED" if self.sql.name == "postgresql" else "TEMPORARY"
+
+    def _scratch(self, table: sa.Table) -> sa.Table:
+        self._scratch_tables.append(table)
         return table
+
+    def drop_scratch(self) -> None:
+        for table in reversed(self._scratch_tables):
+            table.drop(self.conn)
+        self._scratch_tables.clear()
 
     # -- staging
 
@@ -275,9 +311,8 @@ class _Run:
         if config is None:
             if None not in self._staged:
                 cleared = np.asarray(self.check.cleared, dtype=np.int64)
-                opted_out = np.setdiff1d(np.asarray(self.check.cohort, dtype=np.int64), cleared, assume_unique=True)
-                lines = (_digit_lines(cleared), _digit_lines(opted_out))
-                self._staged[None] = self._stage("numbers", sa.BigInteger, *lines)
+                opted_out = _sorted_minus(np.asarray(self.check.cohort, dtype=np.int64), cleared)
+                self._staged[None] = self._stage("numbers", sa.BigInteger, cleared, opted_out)
             return self._staged[None]
         key = load_key(config, connection_secret=self.secret)
         if key.fingerprint not in self._staged:
@@ -293,31 +328,39 @@ class _Run:
 
     def _stage(self, role: str, kind: Any, cleared: np.ndarray, opted_out: np.ndarray) -> _Staged:
         tables = []
-        for name, lines in ((f"{role}_cleared", cleared), (f"{role}_opted_out", opted_out)):
+        for name, values in ((f"{role}_cleared", cleared), (f"{role}_opted_out", opted_out)):
             # PostgreSQL hash-joins the staged sets: an index would only cost its build.
-            table = self.temporary(name, sa.Column("n", kind, primary_key=self.sql.name != "postgresql"))
-            self._load(table, lines)
+            primary = self.sql.name != "postgresql"
+            table = self.temporary(name, sa.Column("n", kind, primary_key=primary, autoincrement=False))
+            self._load(table, values)
             tables.append(table)
         return _Staged(*tables)
 
-    def _load(self, table: sa.Table, lines: np.ndarray) -> None:
-        """Bulk-load one value per line (an (n, width) uint8 array of text ending in newlines)."""
-        if not len(lines):
+    def _load(self, table: sa.Table, values: np.ndarray) -> None:
+        """Bulk-load int64 numbers, or text lines (an (n, width) uint8 array, each ending in a newline)."""
+        if not len(values):
             return
+        numbers = values.ndim == 1
         if self.sql.name == "postgresql":
+            # Numbers go in COPY's binary format: built by NumPy in one step, no text to print or parse.
+            options, stream = ("(FORMAT binary)", _pg_binary_bigints(values)) if numbers else ("", _Stream(values))
             cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
-                cursor.copy_expert(f"COPY {self._quoted(table)} (n) FROM STDIN", _Lines(lines))
-                cursor.execute(f"ANALYZE {self._quoted(table)}")  # temporary tables are never auto-analysed
+                cursor.copy_expert(f"COPY {self._quoted(table)} (n) FROM STDIN {options}", stream)
+                cursor.execute(f"ANALYZE {self._quoted(table)}")  # scratch tables are never auto-analysed
             finally:
                 cursor.close()
             return
-        is_number = isinstance(table.c.n.type, sa.BigInteger)
-        values = lines[:, :-1].tobytes().decode("ascii")
-        width = lines.shape[1] - 1
-        for start in range(0, len(lines), _INSERT_CHUNK):
-            chunk = [values[i * width : (i + 1) * width] for i in range(start, min(start + _INSERT_CHUNK, len(lines)))]
-            self.conn.execute(table.insert(), [{"n": int(v) if is_number else v} for v in chunk])
+        width = 0 if numbers else values.shape[1] - 1
+        text = "" if numbers else values[:, :-1].tobytes().decode("ascii")
+        for start in range(0, len(values), _INSERT_CHUNK):
+            end = min(start + _INSERT_CHUNK, len(values))
+            chunk = (
+                values[start:end].tolist()
+                if numbers
+                else [text[i * width : (i + 1) * width] for i in range(start, end)]
+            )
+            self.conn.execute(table.insert(), [{"n": v} for v in chunk])
 
     def _quoted(self, table: sa.Table) -> str:
         return self.conn.dialect.identifier_preparer.format_table(table)
@@ -336,7 +379,11 @@ class _Run:
 
     def number_of(self, source: Source) -> NumberColumn:
         assert source.spec.nhs_number
-        value = source.column(source.spec.nhs_number)
+        return self._number(source, source.column(source.spec.nhs_number))
+
+    def _number(self, source: Source, value: sa.ColumnElement[Any]) -> NumberColumn:
+        """``value`` read as the source's number column (its kind, plain or pseudonymised)."""
+        assert source.spec.nhs_number
         if source.spec.pseudonymised is not None:
             return NumberColumn.hashed(self.sql, value)
         return NumberColumn.plain(self.sql, value, source.kinds[source.spec.nhs_number])
@@ -437,15 +484,19 @@ class _Run:
 
     def learn(self, source: Source, bad_rows: sa.Table) -> None:
         """Group the rows whose number is not cleared by key (or, keyless, by number) and reason."""
-        number = self.number_of(source)
         staged = self.staged(source.spec)
-        key = self.key_of(source)
-        rows = (
-            sa.select(key.label("k"), number.key.label("number"), staged.code(number).label("code"))
+        # The one scan of every row tests membership in the cleared set only; the few rows it keeps are
+        # classified (normalised, opted-out set, check digit) afterwards.
+        scan = (
+            sa.select(self.key_of(source).label("k"), source.column(source.spec.nhs_number).label("v"))
             .select_from(source.selectable)
-            .where(~staged.contains(staged.cleared, number))
-            .subquery("uncleared")
+            .where(~staged.contains(staged.cleared, self.number_of(source)))
         )
+        uncleared = self.temporary_as(f"uncleared{source.index}", scan)
+        number = self._number(source, uncleared.c.v)
+        rows = sa.select(
+            uncleared.c.k.label("k"), number.key.label("number"), staged.code(number).label("code")
+        ).subquery("uncleared")
         # A keyless row's person is its number, counted only when valid (opted out or unchecked).
         valid = rows.c.code.in_([Reason.OPTED_OUT.code, Reason.UNCHECKED.code])
         who = sa.case((sa.and_(rows.c.k.is_(None), valid), sa.cast(rows.c.number, sa.Text)))
@@ -619,29 +670,52 @@ def _kind_of_code(dialect: str, code: Any) -> Kind:
     return Kind.TEXT
 
 
-class _Lines(io.RawIOBase):
-    """A read-only file over an array's bytes, so ``COPY`` streams them without a copy of the whole."""
+class _Stream(io.RawIOBase):
+    """A read-only file over buffers, so ``COPY`` streams them without a copy of the whole."""
 
-    def __init__(self, lines: np.ndarray) -> None:
-        self._view = np.ascontiguousarray(lines).data.cast("B")
+    def __init__(self, *parts: np.ndarray | bytes) -> None:
+        self._parts = [
+            memoryview(np.ascontiguousarray(part).view(np.uint8).ravel() if isinstance(part, np.ndarray) else part)
+            for part in parts
+        ]
         self._at = 0
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else self._at + size
-        chunk = self._view[self._at : end].tobytes()
+        while self._parts and self._at >= len(self._parts[0]):
+            self._parts.pop(0)
+            self._at = 0
+        if not self._parts:
+            return b""
+        view = self._parts[0]
+        end = len(view) if size is None or size < 0 else self._at + size
+        chunk = view[self._at : end].tobytes()
         self._at += len(chunk)
         return chunk
 
 
-def _digit_lines(numbers: np.ndarray) -> np.ndarray:
-    """Each number as ten ASCII digits and a newline: an (n, 11) uint8 array."""
-    lines = np.empty((len(numbers), 11), dtype=np.uint8)
-    lines[:, :10] = ascii_digits(numbers)
-    lines[:, 10] = 10
-    return lines
+_PG_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
+_PG_BINARY_TRAILER = b"\xff\xff"
+_PG_BIGINT_ROW = np.dtype([("fields", ">i2"), ("length", ">i4"), ("value", ">i8")])
+
+
+def _pg_binary_bigints(numbers: np.ndarray) -> _Stream:
+    """One bigint column in PostgreSQL's binary ``COPY`` format."""
+    rows = np.empty(len(numbers), dtype=_PG_BIGINT_ROW)
+    rows["fields"] = 1
+    rows["length"] = 8
+    rows["value"] = numbers
+    return _Stream(_PG_BINARY_HEADER, rows, _PG_BINARY_TRAILER)
+
+
+def _sorted_minus(values: np.ndarray, remove: np.ndarray) -> np.ndarray:
+    """``values`` not in ``remove``, both sorted unique (3x faster than ``np.setdiff1d``)."""
+    if not len(remove):
+        return values
+    at = np.minimum(np.searchsorted(remove, values), len(remove) - 1)
+    return values[remove[at] != values]
 
 
 def _hex_lines(digests: np.ndarray) -> np.ndarray:
@@ -751,6 +825,7 @@ def filter_sql(
     def work(run: _Run) -> tuple[list[TableReport], dict[str, int]]:
         reports, people = run.run()
         run.publish()
+        run.drop_scratch()
         return reports, people
 
     return _session(engine, spec, check_result, connection_secret, work, keep=True)
