@@ -1,5 +1,6 @@
 """Fail closed, end to end: a list past its maximum age stops every secondary-use filter (exit 1, saying
-since when), direct care still runs, `optout status` and the governance page say STALE."""
+since when) and the gated export's send-time check, direct care still runs, `optout status` and the
+governance page say STALE. (The gated export refusing inside Airflow: tests/integration/test_enforcement.py.)"""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from rel_support import clean_error, cli_env, cohort_numbers, prepare, run_cli, write_cohort
 
+from optout.errors import StaleListError
+from optout.gate import require_still_current
 from optout.governance import overview, render
+from optout.manifest import Manifest
+from optout.store import Store
 
 SPEC = "name: {name}\npurpose: {purpose}\ntables:\n  - {{name: patients, path: patients.csv, nhs_number: nhs_number}}\n"
 
@@ -56,3 +62,7 @@ def test_short_maximum_age_turns_a_fresh_list_stale(store_url: str, tmp_path: Pa
     assert not (tmp_path / "stale").exists()
     care = run_cli("filter", "--spec", tmp_path / "in" / "direct_care.yaml", "--out-dir", tmp_path / "c", env=short)
     assert care.returncode == 0, care.stderr
+    store = Store(store_url)  # the gated export's send-time check refuses the extract filtered while fresh
+    with pytest.raises(StaleListError, match="stale since"):
+        require_still_current(Manifest.read(tmp_path / "fresh"), store, max_age=timedelta(seconds=2))
+    store.dispose()
