@@ -224,7 +224,7 @@ def _messy_values() -> list[str | None]:
     """Text the way extracts carry NHS numbers, each form twice: clean, spaced, dashed, padded, broken."""
     rng = np.random.default_rng(6)
     numbers = [int(n) for n in N] + [int(n) + 1 for n in N]  # valid, cleared or not, and bad check digits
-    forms = []
+    forms: list[str | None] = []
     for number in numbers:
         text = f"{number:010d}"
         forms += [text, f" {text[:3]} {text[3:6]} {text[6:]} ", f"{text[:3]}-{text[3:6]}-{text[6:]}", f"\t{text}\n"]

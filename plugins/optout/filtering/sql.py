@@ -231,6 +231,23 @@ def _create_unlogged_as(element: _CreateScratchAs, compiler: Any, **kw: Any) -> 
 
 
 @dataclass(frozen=True)
+class TableMeasure:
+    """One output table measured in its database: counts and a content hash, never a value.
+
+    ``uncleared_numbers``/``uncleared_people`` are None when not measured (no check result, or the
+    table has no such column)."""
+
+    name: str
+    output: str
+    present: bool
+    rows: int = 0
+    rows_in: int = 0
+    sha256: str | None = None
+    uncleared_numbers: int | None = None
+    uncleared_people: int | None = None
+
+
+@dataclass(frozen=True)
 class _Learnt:
     """What pass 1 found: the tables by kind and the temporary tables of uncleared rows and keys."""
 
@@ -432,58 +449,47 @@ class _Run:
         self._analyse(bad_rows, bad_keys, known)
         return _Learnt(numbered, keyed_only, bad_rows, bad_keys, known)
 
-    def verify(self, manifest: Manifest, rows: bool) -> list[tuple[str, bool, str]]:
-        """Each output against the manifest (content hash, rows) and, with ``rows``, that no output row
-        carries an uncleared number or person (people learnt again from the input tables)."""
-        checks: list[tuple[str, bool, str]] = []
+    def measure(self, rows: bool) -> list[TableMeasure]:
+        """Each output table's rows and content hash, its input's rows now and, with ``rows``, how many
+        output rows carry an uncleared number or person (people learnt again from the input tables)."""
+        measures: list[TableMeasure] = []
         outputs = {}
         for source in self.sources:
-            listed = manifest.table(source.spec.name)
             as_input = replace(source.spec, table=source.output, query=None)
             try:
                 outputs[source.index] = replace(_source(self.conn, as_input, source.index, None), spec=source.spec)
             except InputError:
-                checks.append((f"{listed.name}: table", False, f"{listed.file} is missing"))
+                measures.append(TableMeasure(source.spec.name, source.output, present=False))
                 continue
-            schema, _, name = source.output.rpartition(".")
-            table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self.conn)
-            count, digest = content_hash(self.conn, table)
-            same = digest == listed.sha256
-            checks.append((f"{listed.name}: sha256", same, "matches the manifest" if same else "the table changed"))
-            removed = sum(listed.removed.values())
-            balanced = listed.rows_in - removed == listed.rows_out == count
-            detail = (
-                f"{count} rows in the table; manifest: {listed.rows_in} in, {removed} removed, {listed.rows_out} out"
-            )
-            checks.append((f"{listed.name}: rows", balanced, detail))
+            count, digest = content_hash(self.conn, _reflect(self.conn, source.output))
+            rows_in = self.conn.execute(sa.select(sa.func.count()).select_from(source.selectable)).scalar_one()
+            measures.append(TableMeasure(source.spec.name, source.output, True, count, int(rows_in), digest))
         if rows and len(outputs) == len(self.sources):
             learnt = self.learn_all()
-            for source in self.sources:
-                checks += self._uncleared_rows(outputs[source.index], learnt)
-        return checks
+            measures = [
+                self._uncleared_rows(m, outputs[s.index], learnt) for m, s in zip(measures, self.sources, strict=True)
+            ]
+        return measures
 
-    def _uncleared_rows(self, output: Source, learnt: _Learnt) -> list[tuple[str, bool, str]]:
-        """Rows of one output table whose number is not cleared, or whose person is not."""
-        checks = []
-        name = output.spec.name
+    def _uncleared_rows(self, measure: TableMeasure, output: Source, learnt: _Learnt) -> TableMeasure:
+        """Count the rows of one output table whose number is not cleared, or whose person is not."""
         counted = sa.select(sa.func.count()).select_from(output.selectable)
         key = self.key_of(output)
         if output.spec.nhs_number:
             number = self.number_of(output)
             cleared = number.key.in_(sa.select(self.staged(output.spec).cleared.c.n))
             bad = self.conn.execute(counted.where(sa.not_(sa.and_(number.key.is_not(None), cleared)))).scalar_one()
-            checks.append((f"{name}: numbers", bad == 0, f"{bad} rows with a number that is not valid and cleared"))
+            measure = replace(measure, uncleared_numbers=int(bad))
         if output.spec.person_key:
             uncleared: sa.ColumnElement[bool] = sa.exists().where(learnt.bad_keys.c.k == key)
             if learnt.known is not None and not output.spec.nhs_number:
                 uncleared = sa.or_(uncleared, key.is_(None), ~sa.exists().where(learnt.known.c.k == key))
-            bad = self.conn.execute(counted.where(uncleared)).scalar_one()
-            detail = f"{bad} rows of people who are not cleared (people learnt from the input tables)"
-            checks.append((f"{name}: people", bad == 0, detail))
-        return checks
+            measure = replace(measure, uncleared_people=int(self.conn.execute(counted.where(uncleared)).scalar_one()))
+        return measure
 
     def learn(self, source: Source, bad_rows: sa.Table) -> None:
         """Group the rows whose number is not cleared by key (or, keyless, by number) and reason."""
+        assert source.spec.nhs_number
         staged = self.staged(source.spec)
         # The one scan of every row tests membership in the cleared set only; the few rows it keeps are
         # classified (normalised, opted-out set, check digit) afterwards.
@@ -675,7 +681,7 @@ class _Stream(io.RawIOBase):
 
     def __init__(self, *parts: np.ndarray | bytes) -> None:
         self._parts = [
-            memoryview(np.ascontiguousarray(part).view(np.uint8).ravel() if isinstance(part, np.ndarray) else part)
+            memoryview(np.ascontiguousarray(part).view(np.uint8).ravel().data if isinstance(part, np.ndarray) else part)
             for part in parts
         ]
         self._at = 0
@@ -831,6 +837,20 @@ def filter_sql(
     return _session(engine, spec, check_result, connection_secret, work, keep=True)
 
 
+def measure_tables(
+    spec: ExtractSpec,
+    check_result: CheckResultLike | None,
+    *,
+    engine: sa.Engine | str,
+    connection_secret: Callable[[str], str | None] | None = None,
+) -> list[TableMeasure]:
+    """Measure each output table of ``spec`` in its database (spec order): rows, content hash, input rows
+    now and, given a check result, rows carrying an uncleared number or person. Only counts leave the
+    database; read-only (everything staged is rolled back)."""
+    rows = check_result is not None and spec.filtered
+    return _session(engine, spec, check_result, connection_secret, lambda run: run.measure(rows), keep=False)
+
+
 def verify_tables(
     spec: ExtractSpec,
     manifest: Manifest,
@@ -840,10 +860,59 @@ def verify_tables(
     connection_secret: Callable[[str], str | None] | None = None,
 ) -> list[tuple[str, bool, str]]:
     """The database side of :func:`optout.verify.verify`: ``(check, ok, detail)`` for each output table's
-    content hash and rows, and (given a check result) for uncleared numbers and people in the outputs.
-    Read-only: everything it stages is rolled back."""
-    rows = check_result is not None and manifest.filtered
-    return _session(engine, spec, check_result, connection_secret, lambda run: run.verify(manifest, rows), keep=False)
+    content hash and rows, and (given a check result) for uncleared numbers and people in the outputs."""
+    given = check_result if manifest.filtered else None
+    checks: list[tuple[str, bool, str]] = []
+    for measure in measure_tables(spec, given, engine=engine, connection_secret=connection_secret):
+        listed = manifest.table(measure.name)
+        if not measure.present:
+            checks.append((f"{listed.name}: table", False, f"{listed.file} is missing"))
+            continue
+        same = measure.sha256 == listed.sha256
+        checks.append((f"{listed.name}: sha256", same, "matches the manifest" if same else "the table changed"))
+        removed = sum(listed.removed.values())
+        balanced = listed.rows_in - removed == listed.rows_out == measure.rows
+        detail = (
+            f"{measure.rows} rows in the table; manifest: {listed.rows_in} in, {removed} removed, {listed.rows_out} out"
+        )
+        checks.append((f"{listed.name}: rows", balanced, detail))
+        if measure.uncleared_numbers is not None:
+            bad = measure.uncleared_numbers
+            checks.append(
+                (f"{listed.name}: numbers", bad == 0, f"{bad} rows with a number that is not valid and cleared")
+            )
+        if measure.uncleared_people is not None:
+            bad = measure.uncleared_people
+            detail = f"{bad} rows of people who are not cleared (people learnt from the input tables)"
+            checks.append((f"{listed.name}: people", bad == 0, detail))
+    return checks
+
+
+def table_hashes(engine: sa.Engine | str, tables: Sequence[str]) -> dict[str, str | None]:
+    """The content hash of each named table now (``schema.name`` allowed; None when it is missing), in one
+    snapshot: what the send-time gate compares with the manifest."""
+    owned = isinstance(engine, str)
+    bound = sa.create_engine(engine) if isinstance(engine, str) else engine
+    hashes: dict[str, str | None] = {}
+    try:
+        with _transaction(bound) as conn:
+            for name in tables:
+                try:
+                    hashes[name] = content_hash(conn, _reflect(conn, name))[1]
+                except sa.exc.NoSuchTableError:
+                    hashes[name] = None
+            conn.rollback()
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseError(f"the database refused to hash the extract's tables ({type(exc.orig).__name__})") from None
+    finally:
+        if owned:
+            bound.dispose()
+    return hashes
+
+
+def _reflect(conn: sa.Connection, qualified: str) -> sa.Table:
+    schema, _, name = qualified.rpartition(".")
+    return sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
 
 
 def _session(
