@@ -8,6 +8,9 @@ stale or be replaced, a file can be edited, or validation can have failed. So, a
 - for secondary uses, the validation passed for this very manifest, and the list version the filter
   used is still the store's current version and still fresh.
 
+An extract held in database tables (the SQL engine) is checked the same way, its tables' content hashes
+computed again in the database (``connection`` is the spec's) instead of the files' sha256.
+
 Any mismatch raises :class:`~optout.errors.VerificationFailed` (or the store's stale/missing errors)
 and nothing may be sent. No Airflow here: operators and the ``gate()`` wrapper call these functions.
 """
@@ -39,10 +42,12 @@ class Permit:
     manifest: Manifest
     files: dict[str, Path]
     validation: ValidationRecord | None
+    tables: tuple[str, ...] = ()  # output tables about to be sent, for an extract held in a database
 
     @property
     def hashes(self) -> dict[str, str]:
-        return {table.file: str(table.sha256) for table in self.manifest.tables if table.file in self.files}
+        sent = set(self.files) | set(self.tables)
+        return {table.file: str(table.sha256) for table in self.manifest.tables if table.file in sent}
 
 
 def check_before_send(
@@ -53,8 +58,13 @@ def check_before_send(
     store: Store | None = None,
     max_age: timedelta | None = None,
     now: datetime | None = None,
+    connection: str | None = None,
 ) -> Permit:
-    """Prove ``out_dir`` may be sent for ``purpose``; ``files`` are the paths about to go (default: all).
+    """Prove ``out_dir`` may be sent for ``purpose``; ``files`` are the paths about to go (default: all),
+    or, for an extract held in database tables, the names of the tables about to go (default: all).
+
+    :param connection: the spec's connection (SQLAlchemy URL or connection id) for an extract held in
+        database tables; such an extract is refused without it.
 
     :raises VerificationFailed: the manifest, a file, the purpose or the validation does not match.
     :raises StaleListError, NoVersionError: the list is not fresh now.
@@ -66,13 +76,20 @@ def check_before_send(
             f"extract {manifest.spec_name!r} was prepared for purpose {manifest.purpose!r}, "
             f"not {purpose.value!r}: send it for the purpose its spec names"
         )
-    sending = _files(folder, manifest, files)
+    in_database = _in_database(manifest)
+    tables = _tables(folder, manifest, files) if in_database else ()
+    sending = {} if in_database else _files(folder, manifest, files)
     validation = None
     if purpose.applies_opt_out:
-        validation = _require_validated(folder)
+        validation = _require_validated(folder, connection)
         require_still_current(manifest, store, max_age=max_age, now=now)
-    verify_files(manifest, sending)
-    return Permit(folder, purpose, manifest, sending, validation)
+    if in_database:
+        from optout.validation import require_tables_unchanged
+
+        require_tables_unchanged(manifest, connection, tables)
+    else:
+        verify_files(manifest, sending)
+    return Permit(folder, purpose, manifest, sending, validation, tables)
 
 
 def verify_files(manifest: Manifest, files: Mapping[str, Path]) -> None:
@@ -169,8 +186,30 @@ def _files(folder: Path, manifest: Manifest, files: Iterable[str | Path] | None)
     return sending
 
 
-def _require_validated(folder: Path) -> ValidationRecord:
+def _require_validated(folder: Path, connection: str | None) -> ValidationRecord:
     """The one switch point to the validation module (Great Expectations proof of this manifest)."""
     from optout.validation import require_validated
 
-    return require_validated(folder)
+    return require_validated(folder, connection=connection)
+
+
+def _in_database(manifest: Manifest) -> bool:
+    from optout.filtering.sql import FORMAT
+
+    return any(table.format == FORMAT for table in manifest.tables)
+
+
+def _tables(folder: Path, manifest: Manifest, names: Iterable[str | Path] | None) -> tuple[str, ...]:
+    """The output tables about to be sent; a name the manifest does not list is refused."""
+    listed = [table.file for table in manifest.tables]
+    if names is None:
+        return tuple(listed)
+    wanted = tuple(str(name) for name in names)
+    if unknown := [name for name in wanted if name not in listed]:
+        raise VerificationFailed(
+            f"{len(unknown)} table(s) to send are not outputs listed in {folder / MANIFEST_NAME}: "
+            "only filtered tables may be sent"
+        )
+    if not wanted:
+        raise VerificationFailed("no tables to send")
+    return wanted

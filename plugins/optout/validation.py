@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,7 @@ from optout import config
 from optout.atomic import staging_dir, write_bytes
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError, VerificationFailed
-from optout.manifest import MANIFEST_NAME, Manifest, read_manifest
+from optout.manifest import MANIFEST_NAME, Manifest, TableReport, read_manifest
 from optout.tabular import count_rows, prefetch, read_batches
 
 if TYPE_CHECKING:
@@ -149,8 +150,12 @@ def read_validation(out_dir: str | Path) -> ValidationRecord | None:
         raise InputError(f"validation result is damaged ({type(exc).__name__}); validate again", path=path) from None
 
 
-def require_validated(out_dir: str | Path) -> ValidationRecord:
-    """Refuse unless the extract passed validation and no file changed since (outputs are re-hashed)."""
+def require_validated(out_dir: str | Path, *, connection: str | None = None) -> ValidationRecord:
+    """Refuse unless the extract passed validation and no output changed since (outputs are re-hashed).
+
+    :param connection: the spec's connection, for an extract held in database tables (their content
+        hashes are computed again there); without it such an extract is refused.
+    """
     out_dir = Path(out_dir).resolve()
     record = read_validation(out_dir)
     if record is None:
@@ -164,11 +169,48 @@ def require_validated(out_dir: str | Path) -> ValidationRecord:
     expected = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     if extra := sorted(p.name for p in out_dir.iterdir() if p.name not in expected):
         raise VerificationFailed(f"{out_dir} holds {len(extra)} file(s) the manifest does not list; do not send it")
+    in_database = require_tables_unchanged(manifest, connection)
     for table in manifest.tables:
         path = out_dir / table.file
+        if table.file in in_database:
+            continue
         if not path.is_file() or file_sha256(path) != table.sha256:
             raise VerificationFailed(f"{path} changed after validation; filter and validate again")
     return record
+
+
+def require_tables_unchanged(
+    manifest: Manifest, connection: str | None, names: Iterable[str] | None = None
+) -> set[str]:
+    """Each output table the manifest lists (or those of ``names``) must hold what the manifest hashed:
+    the database side of re-hashing files. Returns the tables checked (none for a file extract).
+
+    :raises VerificationFailed: a table changed or is missing, or no connection was given to reach them.
+    """
+    from optout.filtering.sql import FORMAT
+
+    listed = {table.file: table.sha256 for table in manifest.tables if table.format == FORMAT}
+    wanted = set(listed) if names is None else set(names)
+    if not wanted:
+        return wanted
+    if connection is None:
+        raise VerificationFailed(
+            f"extract {manifest.spec_name!r} is held in database tables: give the spec's connection so they can "
+            "be hashed again before sending"
+        )
+    from optout.connections import database_url
+    from optout.filtering.sql import table_hashes
+
+    now = table_hashes(database_url(connection), sorted(wanted))
+    for name in sorted(wanted):
+        if now.get(name) is None:
+            raise VerificationFailed(f"table {name!r} is missing: filter and validate again")
+        if now[name] != listed.get(name):
+            raise VerificationFailed(
+                f"table {name!r} changed after the filter wrote its manifest: nothing was sent; "
+                "filter and validate again"
+            )
+    return wanted
 
 
 def file_sha256(path: str | Path) -> str:
@@ -187,6 +229,8 @@ def _measure(
         raise InputError("a filtered extract is validated against the version it used; load it", field="check_result")
     listed = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     unexpected = sum(1 for p in out_dir.iterdir() if p.name not in listed)
+    if spec.connection is not None:
+        return _measure_database(spec, manifest, check_result, unexpected)
     # hashlib releases the GIL: the outputs are hashed while their columns are read and checked.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-hash") as pool:
         hashes = {
@@ -270,16 +314,7 @@ def _measure_table(
     digest: Future[str] | None,
 ) -> dict[str, Any]:
     path = out_dir / table.output_name
-    row: dict[str, Any] = {
-        "table": table.name,
-        "rows": 0,
-        "uncleared_number_rows": 0,
-        "removed_person_rows": 0,
-        "rows_mismatch": 0,
-        "hash_ok": False,
-        "unexpected_files": unexpected_files,
-        "tables_mismatch": abs(spec_tables - len(manifest.tables)),
-    }
+    row = _counts_row(table, manifest, unexpected_files, spec_tables)
     try:
         report = manifest.table(table.name)
     except KeyError:
@@ -298,13 +333,65 @@ def _measure_table(
         if people is not None and key_col:
             row["removed_person_rows"] += people.removed_rows(table, batch.column(key_col))
     rows_in = count_rows(table.path) if table.path is not None and table.path.is_file() else report.rows_in
-    row["rows_mismatch"] = (
-        abs(row["rows"] - report.rows_out)
+    row["rows_mismatch"] = _rows_mismatch(row["rows"], rows_in, report)
+    row["hash_ok"] = report.sha256 is not None and digest.result() == report.sha256
+    return row
+
+
+def _counts_row(table: TableSpec, manifest: Manifest, unexpected_files: int, spec_tables: int) -> dict[str, Any]:
+    """A table's row of the counts frame before anything is measured (fails closed: hash not proved)."""
+    return {
+        "table": table.name,
+        "rows": 0,
+        "uncleared_number_rows": 0,
+        "removed_person_rows": 0,
+        "rows_mismatch": 0,
+        "hash_ok": False,
+        "unexpected_files": unexpected_files,
+        "tables_mismatch": abs(spec_tables - len(manifest.tables)),
+    }
+
+
+def _rows_mismatch(rows_out: int, rows_in: int, report: TableReport) -> int:
+    """How far the output's rows, the input's rows and the manifest's removals are from reconciling."""
+    return (
+        abs(rows_out - report.rows_out)
         + abs(rows_in - report.rows_in)
         + abs(report.rows_in - report.rows_out - sum(report.removed.values()))
     )
-    row["hash_ok"] = report.sha256 is not None and digest.result() == report.sha256
-    return row
+
+
+def _measure_database(
+    spec: ExtractSpec, manifest: Manifest, check_result: CheckResultLike | None, unexpected_files: int
+) -> list[dict[str, Any]]:
+    """Tables in a database: the same counts, as SQL aggregates computed in the database
+    (:func:`optout.filtering.sql.measure_tables`, people learnt again from the input tables there).
+    Only counts and content hashes come back; GX sees the same one-row-per-table frame as for files."""
+    from optout.connections import database_url, secret_reader
+    from optout.filtering.sql import measure_tables
+
+    given = check_result if manifest.filtered else None
+    measured = measure_tables(
+        spec, given, engine=database_url(spec.connection or ""), connection_secret=secret_reader()
+    )
+    rows = []
+    for table, measure in zip(spec.tables, measured, strict=True):
+        row = _counts_row(table, manifest, unexpected_files, len(spec.tables))
+        rows.append(row)
+        try:
+            report = manifest.table(table.name)
+        except KeyError:
+            row["rows_mismatch"] = 1
+            continue
+        if not measure.present:
+            row["rows_mismatch"] = max(report.rows_out, 1)
+            continue
+        row["rows"] = measure.rows
+        row["uncleared_number_rows"] = measure.uncleared_numbers or 0
+        row["removed_person_rows"] = measure.uncleared_people or 0
+        row["rows_mismatch"] = _rows_mismatch(measure.rows, measure.rows_in, report)
+        row["hash_ok"] = report.sha256 is not None and measure.sha256 == report.sha256
+    return rows
 
 
 def _freshness(
