@@ -91,7 +91,10 @@ def main() -> None:
     if args.prepare:
         prepare(args.dir, args.people, args.rows)
         return
-    with tempfile.TemporaryDirectory(prefix="optout-load-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="optout-load-") as scratch,
+        tempfile.TemporaryDirectory(prefix="optout-load-out-") as outputs,  # outside the input folder
+    ):
         folder = args.dir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         env = {key: value for key, value in os.environ.items() if key != "OPTOUT_STORE_URL"}
@@ -115,7 +118,7 @@ def main() -> None:
         )
         results["import"] = measured([OPTOUT, "check", "import", str(request), str(reply)], env)
         results["import (pandas)"] = measured([sys.executable, "-c", _PEERS["import"], str(request), str(reply)], env)
-        out = folder / "filtered"
+        out = Path(outputs) / "filtered"
         spec = str(folder / "spec.yaml")
         results["filter"] = measured([OPTOUT, "filter", "--spec", spec, "--out-dir", str(out)], env)
         for name in ("optout", "floor", "pandas"):  # optout: run_filter alone, without process start or the store

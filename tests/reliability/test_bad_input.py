@@ -142,13 +142,15 @@ def test_bad_spec_is_refused_and_nothing_written(published, name: str, where: st
     assert store_snapshot(published["url"]) == before
 
 
-@pytest.mark.parametrize("inside", [".", "..", "../.."])
-def test_output_replacing_an_input_folder_is_refused(published, inside: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("inside", [".", "..", "../..", "filtered"])
+def test_output_overlapping_an_input_folder_is_refused(published, inside: str) -> None:  # type: ignore[no-untyped-def]
+    """Replacing the inputs, holding them, or lying inside their folder (where a later run could take it for
+    input) are all refused."""
     spec = published["in"] / "spec_good.yaml"
     out = published["in"] / inside
     listing = sorted(os.listdir(published["in"]))
     result = run_cli("filter", "--spec", spec, "--out-dir", out, env=published["env"])
-    clean_error(result, 2, f"file {spec}", "is or holds the input folder")
+    clean_error(result, 2, f"file {spec}", "overlaps the input folder")
     assert sorted(os.listdir(published["in"])) == listing  # inputs untouched, nothing added
 
 

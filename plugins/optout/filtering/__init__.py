@@ -45,20 +45,27 @@ def run_filter(
 
 
 def _refuse_overlap(spec: ExtractSpec, out_dir: Path) -> None:
-    """The output folder is replaced whole: it must not be, or hold, an input's (or the spec's) folder."""
+    """The output folder is replaced whole, and a later run could take what is inside an input folder for
+    input: it must not be, hold, or lie inside an input's folder, nor be or hold the spec's."""
     out = out_dir.resolve()
-    folders = [(f"tables[{i}].path", t.path.parent) for i, t in enumerate(spec.tables) if t.path is not None]
+    for index, table in enumerate(spec.tables):
+        if table.path is not None:
+            inputs = table.path.parent.resolve()
+            if out == inputs or out in inputs.parents or inputs in out.parents:
+                _overlap(spec, out_dir, table.path.parent, f"tables[{index}].path")
     if spec.source is not None:
-        folders.append(("", spec.source.parent))
-    for field, folder in folders:
-        inputs = folder.resolve()
-        if out == inputs or out in inputs.parents:
-            raise InputError(
-                f"the output folder {out_dir} is or holds the input folder {folder}: filtering would replace the "
-                "inputs with its output; choose another output folder",
-                path=spec.source,
-                field=field or "--out-dir",
-            )
+        folder = spec.source.parent.resolve()
+        if out == folder or out in folder.parents:
+            _overlap(spec, out_dir, spec.source.parent, "--out-dir")
+
+
+def _overlap(spec: ExtractSpec, out_dir: Path, folder: Path, field: str) -> None:
+    raise InputError(
+        f"the output folder {out_dir} overlaps the input folder {folder}: filtering would replace or mix with "
+        "the inputs; choose an output folder outside them",
+        path=spec.source,
+        field=field,
+    )
 
 
 def _run(
