@@ -58,7 +58,10 @@ _T = TypeVar("_T")
 ENGINE = "sql"
 FORMAT = "table"
 CONTENT_HASH_VERSION = "optout-sql-content/1"
-PG_WORK_MEM = "256MB"  # the cleared set's hash table (5M numbers) must fit, or joins spill to disk
+PG_WORK_MEM = "256MB"  # hash joins against the (small) sets of uncleared keys stay in memory
+# The one join against the whole cleared set: in 4MB batches each probe hits a cache-sized hash table
+# (10M rows against 4.75M numbers here: 2.3-3.1 s, against 3.4-3.6 s with the table in one 250MB batch).
+PG_LEARN_WORK_MEM = "4MB"
 _INSERT_CHUNK = 50_000
 # What Arrow's utf8_trim_whitespace trims (ASCII and the common Unicode spaces); RE2's \s plus '-' inside.
 _TRIM = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(
@@ -439,14 +442,21 @@ class _Run:
         keyed_only = [source for source in self.sources if not source.spec.nhs_number]
         for source in numbered:
             self.learn(source, bad_rows)
+        self._analyse(bad_rows)
         learners = [source.index for source in numbered if source.spec.person_key]
-        bad_keys = self.temporary("bad_keys", sa.Column("k", key_type, primary_key=True), sa.Column("code", sa.Integer))
+        # Unique by construction; PostgreSQL hash-joins it, other databases look keys up by the index.
+        indexed = self.sql.name != "postgresql"
+        bad_keys = self.temporary(
+            "bad_keys",
+            sa.Column("k", key_type, primary_key=indexed, autoincrement=False),
+            sa.Column("code", sa.Integer),
+        )
         first = sa.select(bad_rows.c.k, sa.func.min(bad_rows.c.code)).where(
             bad_rows.c.t.in_(learners), bad_rows.c.k.is_not(None)
         )
         self.conn.execute(bad_keys.insert().from_select(["k", "code"], first.group_by(bad_rows.c.k)))
         known = self.known_keys(key_type, numbered) if keyed_only else None
-        self._analyse(bad_rows, bad_keys, known)
+        self._analyse(bad_keys, known)
         return _Learnt(numbered, keyed_only, bad_rows, bad_keys, known)
 
     def measure(self, rows: bool) -> list[TableMeasure]:
@@ -498,7 +508,11 @@ class _Run:
             .select_from(source.selectable)
             .where(~staged.contains(staged.cleared, self.number_of(source)))
         )
+        if self.sql.name == "postgresql":
+            self.conn.exec_driver_sql(f"SET LOCAL work_mem = '{PG_LEARN_WORK_MEM}'")
         uncleared = self.temporary_as(f"uncleared{source.index}", scan)
+        if self.sql.name == "postgresql":
+            self.conn.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
         number = self._number(source, uncleared.c.v)
         rows = sa.select(
             uncleared.c.k.label("k"), number.key.label("number"), staged.code(number).label("code")
