@@ -93,13 +93,13 @@ def run_duckdb(folder: Path) -> dict[str, float]:
 
 def run_optout(folder: Path) -> dict[str, float]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
-    from filter_data import FakeCheckResult, Info
+    from filter_data import make_check_result
 
     from optout.filtering import run_filter
     from optout.spec import load_spec
 
     started = time.perf_counter()
-    result = FakeCheckResult(Info(1, None), np.load(folder / "cohort.npy"), np.load(folder / "cleared.npy"))
+    result = make_check_result(np.load(folder / "cohort.npy"), np.load(folder / "cleared.npy"), version=1)
     _ = result.cleared_set, result.cohort_set
     loaded = time.perf_counter()
     out = folder.with_name(f"{folder.name}-optout")  # outside the input folder, as the filter insists

@@ -1,56 +1,50 @@
-"""Test support for the filter tests: a check result built in memory and a small messy extract."""
+"""Test support for the filter tests: a check result held in memory and a small messy extract."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from optout.lookup import NumberSet
-from optout.nhs_number import check_digit_ok
+from optout.nhs_number import check_digit_ok, synthetic
+from optout.store import CheckResult, VersionInfo
 
 
 def valid_numbers(count: int, start: int = 999_000_000) -> np.ndarray:
     """The first ``count`` valid numbers from a nine-digit prefix on (test-range style)."""
-    prefixes = np.arange(start, start + count * 2, dtype=np.int64)
-    candidates = (prefixes[:, None] * 10 + np.arange(10)).ravel()
-    return candidates[check_digit_ok(candidates)][:count]
+    return synthetic(count, start)
 
 
-@dataclass(frozen=True)
-class Info:
-    id: int
-    checked_at: datetime
-
-
-@dataclass(frozen=True)
-class FakeCheckResult:
-    """Stands in for ``optout.store.CheckResult``: what filtering reads of it."""
-
-    info: Info
-    cohort: np.ndarray
-    cleared: np.ndarray
-
-    @cached_property
-    def cleared_set(self) -> NumberSet:
-        return NumberSet(self.cleared)
-
-    @cached_property
-    def cohort_set(self) -> NumberSet:
-        return NumberSet(self.cohort)
+def make_check_result(
+    cohort: np.ndarray, cleared: np.ndarray, version: int = 7, checked_at: datetime | None = None
+) -> CheckResult:
+    """A published version held in memory: what the store's ``load`` returns, without a database."""
+    checked_at = checked_at or datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+    cohort, cleared = np.sort(np.asarray(cohort)), np.sort(np.asarray(cleared))
+    info = VersionInfo(
+        id=version,
+        local_id=f"TEST-{version}",
+        status="published",
+        request_sha256="0" * 64,
+        requested_at=checked_at,
+        checked_at=checked_at,
+        published_at=checked_at,
+        cohort_count=len(cohort),
+        cleared_count=len(cleared),
+        note=None,
+    )
+    return CheckResult(info, cohort, cleared)
 
 
 N = valid_numbers(10)  # N[0..5] cleared, N[6], N[7] opted out, N[8], N[9] never sent (unchecked)
 BAD_DIGIT = int(N[0]) + 1 if not check_digit_ok(np.array([N[0] + 1]))[0] else int(N[0]) + 2
 
 
-def check_result(version: int = 7) -> FakeCheckResult:
-    return FakeCheckResult(Info(version, datetime(2025, 1, 6, 9, 0, tzinfo=UTC)), np.sort(N[:8]), np.sort(N[:6]))
+def check_result(version: int = 7) -> CheckResult:
+    return make_check_result(N[:8], N[:6], version)
 
 
 def spaced(number: int) -> str:
