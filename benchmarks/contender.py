@@ -1,8 +1,9 @@
-"""Shared by the SQL and pseudonym benchmarks: run one contender in a child process, read its result."""
+"""Shared by the benchmarks: run one contender in a child process, read its result and peak memory."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,19 @@ def run_child(command: list[str], env: dict[str, str] | None = None) -> dict[str
     if done.returncode != 0:
         raise SystemExit(f"{command[-1]} failed (exit {done.returncode})")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(command: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+    """Like :func:`run_child`, adding ``peak_mib``: the child's max RSS, from the kernel's accounting."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"{command[-1]} failed (exit {os.waitstatus_to_exitcode(status)})")
+    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    result["peak_mib"] = usage.ru_maxrss / 1024
     return result
 
 

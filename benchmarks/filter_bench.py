@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import contender
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -124,18 +124,7 @@ def child(name: str, folder: Path) -> None:
 
 
 def measure(name: str, folder: Path) -> dict[str, float]:
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--child", name, "--dir", str(folder)], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise SystemExit(f"{name} failed with exit code {process.returncode}")
-    result = json.loads(output)
-    result["peak_mib"] = usage.ru_maxrss / 1024
-    return result
+    return contender.measure([sys.executable, __file__, "--child", name, "--dir", str(folder)])
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import contender
 import numpy as np
 
 FILTER_BENCH = str(Path(__file__).resolve().with_name("filter_bench.py"))  # its generator makes the data
@@ -125,17 +126,7 @@ def child(name: str, folder: Path) -> None:
 
 
 def measure(name: str, folder: Path) -> dict[str, float]:
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--child", name, "--dir", str(folder)], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{name} failed")
-    result = json.loads(output.strip().splitlines()[-1])
-    result["peak_mib"] = usage.ru_maxrss / 1024
-    return result
+    return contender.measure([sys.executable, __file__, "--child", name, "--dir", str(folder)])
 
 
 def main() -> None:
