@@ -3,16 +3,20 @@
 Nothing but counts crosses into Python. One connection, one transaction (REPEATABLE READ on
 PostgreSQL, so every pass reads one snapshot):
 
-1. *Stage* the check result into temporary tables: the cleared numbers and the opted-out ones (the
-   cohort minus the cleared). PostgreSQL loads them with ``COPY`` from an in-memory buffer, other
-   databases by bulk insert. Pseudonymised tables get the cohort's keyed hashes instead.
-2. *Learn*: for every table with an NHS number column, group its uncleared rows by person key and
-   reason (the number is normalised and classified in SQL), giving the keys to remove and the counts.
+1. *Stage* the check result into scratch tables: the cleared numbers and the opted-out ones (the
+   cohort minus the cleared). PostgreSQL loads them with binary ``COPY`` from an in-memory buffer, other
+   databases by bulk insert. Pseudonymised tables get the cohort's keyed hashes instead. Scratch tables
+   are temporary, except on PostgreSQL, which never lets parallel workers read a temporary table: there
+   they are UNLOGGED tables created inside the run's transaction (invisible to other sessions, gone on
+   rollback, dropped before the commit).
+2. *Learn*: for every table with an NHS number column, one scan keeps the rows whose number is not in
+   the cleared set (the only join against the whole list); those few rows are then normalised,
+   classified and grouped by person key and reason, giving the keys to remove and the counts.
 3. *Write*: each output is ``CREATE TABLE ... AS SELECT`` of the rows that may be used, under a temporary
    name. Learning saw every uncleared row, so a keyed row needs only an anti-join on the (small) set of
    uncleared keys; rows without a key are looked up in the cleared set.
 4. *Publish*: drop any old output and rename the new ones into place; the commit makes every output
-   appear at once. Any error rolls back: no output, and the temporary tables go with the transaction.
+   appear at once. Any error rolls back: no output, and the scratch tables go with the transaction.
 
 NHS numbers are normalised in SQL exactly as :mod:`optout.nhs_number` does: trim, drop spaces, tabs and
 dashes, accept ``.0`` tails, ten digits, placeholders (one digit ten times) as missing, the modulus 11
