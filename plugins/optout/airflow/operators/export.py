@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir
+from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir, spec_path
 from optout.airflow.tagging import PurposeTag, as_operator, make_tag, read_tag, tag_task
 
 if TYPE_CHECKING:
@@ -36,14 +36,20 @@ class _Gate:
     def check(self, task: Any, context: Context, files: list[str] | None = None) -> Permit:
         """Refuse (AirflowFailException, no retry) unless the extract may leave now."""
         from optout import config
+        from optout.airflow.hooks.connections import register_readers
         from optout.gate import check_before_send
+        from optout.spec import load_spec
         from optout.store import Store
 
+        register_readers()  # a database extract's tables are re-hashed through the spec's connection
         out_dir = filtered_dir(task, self.spec, context)
         tag = _tag(task)
         with fail_closed():
             max_age = config.parse_duration(self.max_age, field="max_age") if self.max_age else None
-            permit = check_before_send(out_dir, tag.purpose, files=files, store=Store(self.store_url), max_age=max_age)
+            connection = load_spec(spec_path(task, self.spec)).connection
+            permit = check_before_send(
+                out_dir, tag.purpose, files=files, store=Store(self.store_url), max_age=max_age, connection=connection
+            )
         task.log.info("Opt-out gate passed for %s: %d file(s), hashes match the manifest", out_dir, len(permit.files))
         return permit
 

@@ -40,11 +40,13 @@ class OptOutValidateOperator(BaseOperator):
         self.store_url = store_url
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from optout.airflow.hooks.connections import register_readers
         from optout.manifest import read_manifest
         from optout.spec import load_spec
         from optout.store import Store
         from optout.validation import run_validation
 
+        register_readers()  # a database extract is measured through the spec's connection
         out_dir = filtered_dir(self, self.spec, context)
         with fail_closed():
             spec = load_spec(spec_path(self, self.spec))
