@@ -67,7 +67,7 @@ def child(name: str, folder: Path) -> dict[str, float]:
     from optout.pseudonym import Key, hashed_cohort
     from optout.spec import load_spec
 
-    check = check_result(folder / "in", lookups=True)
+    check = check_result(folder / "in", lookups=name == "plain")  # a pseudonymised spec needs no number lookups
     started = time.perf_counter()
     if name == "hash":
         hashed_cohort(check, Key(KEY))

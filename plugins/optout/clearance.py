@@ -84,8 +84,15 @@ class Clearance:
     """Per-row reason codes for NHS number columns, against one check result."""
 
     def __init__(self, check_result: CheckResultLike) -> None:
-        self._cleared = check_result.cleared_set
-        self._cohort = check_result.cohort_set
+        self._check = check_result  # its lookups are built on first use: a pseudonymised-only spec needs none
+
+    @property
+    def _cleared(self) -> NumberSet:
+        return self._check.cleared_set
+
+    @property
+    def _cohort(self) -> NumberSet:
+        return self._check.cohort_set
 
     def codes(self, values: Any) -> np.ndarray:
         """uint8 reason code per value (0 = cleared, keep); accepts any column ``normalise`` accepts."""

@@ -31,6 +31,7 @@ from optout.atomic import OWNER_ONLY_FILE
 from optout.errors import InputError
 
 BATCH_ROWS = 1 << 20  # one default Parquet row group: large enough to amortise per-batch overhead
+BATCH_BYTES = 32 << 20  # ...but wide rows (long text, many columns) get fewer rows, so memory stays bounded
 _CSV_BLOCK_BYTES = 16 << 20
 
 
@@ -99,10 +100,26 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
 def _parquet_batches(path: Path, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
     parquet = _open_parquet(path)
     _missing(path, parquet.schema_arrow.names, columns)
+    rows = min(batch_rows, max(4096, int(BATCH_BYTES / max(_bytes_per_row(parquet.metadata, columns), 1.0))))
     try:
-        yield from parquet.iter_batches(batch_size=batch_rows, columns=list(columns) if columns is not None else None)
+        yield from parquet.iter_batches(batch_size=rows, columns=list(columns) if columns is not None else None)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"Parquet file is damaged ({type(exc).__name__})", path=path) from None
+
+
+def _bytes_per_row(metadata: pq.FileMetaData, columns: Sequence[str] | None) -> float:
+    """Uncompressed bytes per row of the columns read, from the row groups' statistics."""
+    if metadata.num_rows == 0:
+        return 0.0
+    wanted = set(columns) if columns is not None else None
+    total = 0
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            if wanted is None or chunk.path_in_schema.split(".")[0] in wanted:
+                total += chunk.total_uncompressed_size
+    return total / metadata.num_rows
 
 
 def _csv_header(path: Path) -> list[str]:
