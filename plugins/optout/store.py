@@ -11,9 +11,12 @@ a second on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
+import sqlite3
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -416,7 +419,16 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 30000")
-    cursor.execute("PRAGMA journal_mode = WAL")  # a reader never blocks the writer, nor the reverse
+    # A reader never blocks the writer, nor the reverse. Switching a new file to WAL needs it to itself,
+    # and SQLite answers "locked" at once (no busy wait) while another process is doing the same.
+    for attempt in itertools.count(1):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt >= 200:
+                raise
+            time.sleep(0.05)
     cursor.close()
 
 
