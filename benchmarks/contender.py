@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
+
+
+def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generated extract's shape and where it lives: the options the file benchmarks share."""
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--people", type=int, help="default: half the rows")
+    parser.add_argument("--opted-out", type=float, default=0.05)
+    parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
 
 
 def run_child(command: list[str], env: dict[str, str] | None = None) -> dict[str, float]:

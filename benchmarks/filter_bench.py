@@ -129,11 +129,8 @@ def measure(name: str, folder: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--people", type=int, help="default: half the rows")
-    parser.add_argument("--opted-out", type=float, default=0.05)
+    contender.add_extract_arguments(parser)
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs per contender")
-    parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--generate", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()

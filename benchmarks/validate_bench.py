@@ -131,11 +131,8 @@ def measure(name: str, folder: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--people", type=int, help="default: half the rows")
-    parser.add_argument("--opted-out", type=float, default=0.05)
+    contender.add_extract_arguments(parser)
     parser.add_argument("--skip-naive", action="store_true", help="the naive suite takes minutes at 10M rows")
-    parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
