@@ -174,9 +174,11 @@ def _rebatch(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 
 
 def _csv_error(path: Path, width: int, arrow_message: str) -> InputError:
-    """Find the bad line with a slow exact scan (errors only); never repeat Arrow's text, it quotes the row."""
-    if "UTF8" in arrow_message or "UTF-8" in arrow_message:
-        return _not_utf8(path)
+    """Find the bad line with a slow exact scan (errors only); never repeat Arrow's text, it quotes the row
+    (which is also why the encoding is checked on the file itself, not guessed from the message)."""
+    bad = _first_line_not_utf8(path)
+    if bad is not None:
+        return _not_utf8(path, bad)
     with path.open(encoding="utf-8-sig", newline="") as handle:
         rows = csv.reader(handle)
         for fields in rows:
@@ -210,16 +212,23 @@ def _require_closed_quotes(path: Path) -> None:
             ) from None
 
 
-def _not_utf8(path: Path) -> InputError:
-    """Name the first line that is not UTF-8 (the header is read in blocks, so the error may come later)."""
+def _first_line_not_utf8(path: Path) -> int | None:
     decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 0
     with path.open("rb") as handle:
-        for line, raw in enumerate(handle, start=1):
-            try:
+        try:
+            for line, raw in enumerate(handle, start=1):  # noqa: B007 - the last line is needed after the loop
                 decoder.decode(raw)
-            except UnicodeDecodeError:
-                return InputError("this line is not UTF-8 text; save the file as UTF-8", path=path, line=line)
-    return InputError("the file is not UTF-8 text; save it as UTF-8", path=path)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return max(line, 1)
+    return None
+
+
+def _not_utf8(path: Path, line: int | None = None) -> InputError:
+    """Name the first line that is not UTF-8 (the header is read in blocks, so the error may come later)."""
+    line = line if line is not None else _first_line_not_utf8(path)
+    return InputError("this line is not UTF-8 text; save the file as UTF-8", path=path, line=line or 1)
 
 
 class _HashingFile(io.RawIOBase):
