@@ -8,6 +8,8 @@ cannot fix (bad cohort, wrong credentials, a malformed, unrequested or suspiciou
 Connection ``mesh_default`` (type ``mesh``, see docs/mesh.md). For the local demo and the tests it comes
 from ``AIRFLOW_CONN_MESH_DEFAULT``, printed by ``optout sandbox up``.
 
+``OPTOUT_REPLY_POKE_SECONDS`` (default 300) sets how often the sensor looks for the reply.
+
 Alerting: ``on_failure_callback`` calls :func:`alert_on_failure`; replace its body (or the callback) with
 your notifier, e.g. ``airflow.providers.smtp.notifications.smtp.SmtpNotifier`` or a Slack notifier.
 """
@@ -15,6 +17,7 @@ your notifier, e.g. ``airflow.providers.smtp.notifications.smtp.SmtpNotifier`` o
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -74,6 +77,8 @@ with DAG(
     wait = MeshReplySensor(
         task_id="wait_for_reply",
         local_id="{{ ti.xcom_pull(task_ids='send_request')['local_id'] }}",
+        # The service replies within hours: 5-minute pokes. The local demo's stand-in replies in seconds.
+        poke_interval=float(os.environ.get("OPTOUT_REPLY_POKE_SECONDS", "300")),
     )
     receive = MeshImportReplyOperator(
         task_id="import_reply",

@@ -36,6 +36,7 @@ def environment(var: Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "OPTOUT_HOME": str(var / "optout"),
+        "OPTOUT_REPLY_POKE_SECONDS": "2",  # the stand-in replies in seconds, not hours
         "OPTOUT_STORE_URL": os.environ.get("OPTOUT_STORE_URL") or f"sqlite:///{var / 'optout' / 'store.sqlite'}",
     }
 
