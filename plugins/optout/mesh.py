@@ -300,7 +300,7 @@ def send_request(
     data = ndop.build_request(cohort)
     local_id = _check_reference(local_id or new_local_id(settings.mailbox), "local_id")
     handshake(client)  # wrong credentials fail here, before anything is recorded
-    info = store.record_request(np.unique(np.asarray(cohort, dtype=np.int64)), local_id=local_id, source=source)
+    info = store.record_request(cohort, local_id=local_id, source=source)  # it de-duplicates
     message_id = send_file(
         client,
         settings.service_mailbox,

@@ -73,3 +73,24 @@ def test_an_empty_file_is_an_empty_cohort(tmp_path: Path) -> None:
     cohort = read_cohort(write_csv(tmp_path / "empty.csv", "nhs_number", []), "nhs_number")
     assert cohort.numbers.tolist() == []
     assert cohort.counts["rows"] == 0
+
+
+def test_a_query_and_files_make_one_cohort(tmp_path: Path) -> None:
+    import sqlite3
+
+    from optout.cohort import combine, read_sql_cohort
+    from optout.nhs_number import synthetic
+
+    numbers = synthetic(5)
+    db = tmp_path / "cohort.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table people (nhs text)")
+        conn.executemany("insert into people values (?)", [(str(n),) for n in numbers[:3]] + [("junk",), (None,)])
+    queried = read_sql_cohort(f"sqlite:///{db}", "select nhs from people", batch_rows=2)
+    assert queried.numbers.tolist() == numbers[:3].tolist()
+    expected = {"rows": 5, "valid": 3, "missing": 1, "malformed": 1, "bad_check_digit": 0, "duplicates": 0}
+    assert queried.counts == expected
+    (tmp_path / "more.csv").write_text("nhs\n" + "".join(f"{n}\n" for n in numbers[2:]))
+    both = combine([queried, read_cohort(tmp_path / "more.csv", "nhs")])
+    assert both.numbers.tolist() == numbers.tolist()
+    assert both.counts["duplicates"] == 1 and both.counts["rows"] == 8

@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
 def connection_url(conn_id: str) -> str:
     """The connection's SQLAlchemy URL; PostgreSQL through psycopg2, the driver installed with Airflow."""
-    uri = _connection(conn_id).get_uri()
+    conn = _connection(conn_id)
+    if conn.conn_type == "sqlite":  # Airflow keeps the file's path in host; its URI form is not SQLAlchemy's
+        return f"sqlite:///{conn.host}"
+    uri = conn.get_uri()
     scheme, _, rest = uri.partition("://")
     return f"postgresql+psycopg2://{rest}" if scheme in ("postgres", "postgresql") else uri
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseHook, BaseOperator
+from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from optout.airflow.hooks.mesh import MeshHook
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 # Emitted when a new version is published: extract DAGs schedule on it to run on a fresh list.
 CLEARED_LIST = Asset("optout://cleared-list")
-_SQL_BATCH = 100_000
 
 
 @contextlib.contextmanager
@@ -107,42 +106,27 @@ class MeshSendRequestOperator(BaseOperator):
 
     def read_cohort(self) -> tuple[np.ndarray, dict[str, int]]:
         """Valid distinct numbers from every source, and counts of what each kind of value was."""
-        import numpy as np
-
+        from optout.cohort import combine, read_cohort, read_sql_cohort
         from optout.errors import InputError
 
         paths = _as_list(self.cohort_paths)
         if not paths and not self.sql:
             raise InputError("name at least one cohort source: cohort_paths or sql", field="cohort_paths")
-        parts: list[np.ndarray] = []
-        counts: dict[str, int] = {}
-        if paths:
-            from optout.cohort import read_cohort
-
-            cohort = read_cohort(paths, self.id_column)
-            parts.append(cohort.numbers)
-            _add(counts, cohort.counts)
+        cohorts = [read_cohort(paths, self.id_column)] if paths else []
         if self.sql:
-            numbers, sql_counts = _read_sql_cohort(self._sql_url(), self.sql)
-            parts.append(numbers)
-            _add(counts, sql_counts)
-        numbers = np.unique(np.concatenate(parts))
-        counts["sent"] = len(numbers)
-        return numbers, counts
+            cohorts.append(read_sql_cohort(self._sql_url(), self.sql))
+        cohort = combine(cohorts)
+        return cohort.numbers, {**cohort.counts, "sent": len(cohort.numbers)}
 
     def _sql_url(self) -> str:
+        from optout.airflow.hooks.connections import connection_url
         from optout.errors import InputError
 
         if self.sql_url:
             return self.sql_url
         if not self.sql_conn_id:
             raise InputError("a cohort query needs sql_conn_id or sql_url", field="sql")
-        conn = BaseHook.get_connection(self.sql_conn_id)
-        # Airflow's names for these differ from SQLAlchemy's.
-        if conn.conn_type == "sqlite":
-            return f"sqlite:///{conn.host}"
-        uri = conn.get_uri()
-        return "postgresql+psycopg2" + uri[len("postgres") :] if uri.startswith("postgres://") else uri
+        return connection_url(self.sql_conn_id)
 
     def _describe_sources(self) -> str:
         sources = [*(_as_list(self.cohort_paths))]
@@ -227,30 +211,3 @@ def _as_list(value: Sequence[str] | str | None) -> list[str]:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return [str(part) for part in value]
-
-
-def _add(total: dict[str, int], more: dict[str, int]) -> None:
-    for key, value in more.items():
-        total[key] = total.get(key, 0) + int(value)
-
-
-def _read_sql_cohort(url: str, sql: str) -> tuple[np.ndarray, dict[str, int]]:
-    """The query's first column, normalised in batches: valid distinct numbers and counts by status."""
-    import numpy as np
-    import sqlalchemy as sa
-
-    from optout.nhs_number import normalise
-
-    engine = sa.create_engine(url)
-    parts: list[np.ndarray] = []
-    counts: dict[str, int] = {}
-    try:
-        with engine.connect() as conn:
-            result = conn.execution_options(stream_results=True).execute(sa.text(sql))
-            for rows in result.partitions(_SQL_BATCH):
-                found = normalise([row[0] for row in rows])
-                parts.append(np.unique(found.numbers[found.valid]))
-                _add(counts, found.counts())
-    finally:
-        engine.dispose()
-    return (np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)), counts
