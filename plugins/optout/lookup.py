@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from optout.nhs_number import check_digit_ok
+from optout.nhs_number import check_digit_ok, is_valid_number
 
 _PREFIXES = 10**9
 
@@ -20,7 +20,7 @@ class NumberSet:
 
     def __init__(self, numbers: np.ndarray) -> None:
         numbers = np.asarray(numbers, dtype=np.int64)
-        if len(numbers) and not check_digit_ok(numbers).all():
+        if len(numbers) and not is_valid_number(numbers).all():
             raise ValueError("NumberSet holds valid NHS numbers only")
         self._bits = np.zeros(_PREFIXES // 8 + 1, dtype=np.uint8)
         prefix = np.sort(numbers // 10)

@@ -21,7 +21,7 @@ import numpy as np
 
 from optout.atomic import write_bytes
 from optout.errors import InputError
-from optout.nhs_number import HIGHEST, PLACEHOLDER_STEP, check_digit_ok
+from optout.nhs_number import is_valid_number
 
 BLOCK_SIZE = 8 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
@@ -30,13 +30,6 @@ _NEWLINE, _CR, _COMMA, _ZERO, _NINE = (ord(c) for c in "\n\r,09")
 _LONGEST_LINE = 64  # a good line is 10 digits, a comma and CR LF
 
 Source = str | Path | bytes | bytearray | memoryview | BinaryIO
-
-
-def is_valid_number(numbers: np.ndarray) -> np.ndarray:
-    """True where an int64 is a valid NHS number as ten digits (range, not a placeholder, check digit)."""
-    numbers = np.asarray(numbers, dtype=np.int64)
-    in_range = (numbers > 0) & (numbers <= HIGHEST) & (numbers % PLACEHOLDER_STEP != 0)
-    return in_range & check_digit_ok(np.where(in_range, numbers, 0))
 
 
 def sorted_unique(numbers: np.ndarray) -> np.ndarray:

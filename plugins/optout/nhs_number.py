@@ -85,6 +85,13 @@ def check_digit_ok(numbers: np.ndarray) -> np.ndarray:
     return (expected == check) & inside
 
 
+def is_valid_number(numbers: np.ndarray) -> np.ndarray:
+    """True where an int64 is a valid NHS number as ten digits (range, not a placeholder, check digit)."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    in_range = (numbers > 0) & (numbers <= HIGHEST) & (numbers % PLACEHOLDER_STEP != 0)
+    return in_range & check_digit_ok(np.where(in_range, numbers, 0))
+
+
 def _from_integers(values: np.ndarray, null: np.ndarray) -> Normalised:
     numbers = values.astype(np.int64, copy=True)
     in_range = (numbers >= LOWEST) & (numbers <= HIGHEST) & ~null
@@ -225,8 +232,7 @@ def synthetic(count: int, start: int = 999_000_000) -> np.ndarray:
     """
     prefixes = np.arange(start, start + count * 2 + 20, dtype=np.int64)
     candidates = (prefixes[:, None] * 10 + np.arange(10)).ravel()
-    valid = candidates[check_digit_ok(candidates)]
-    valid = valid[valid % PLACEHOLDER_STEP != 0]
+    valid = candidates[is_valid_number(candidates)]
     if len(valid) < count:
         raise ValueError(f"only {len(valid)} test-range numbers from prefix {start}")
     return valid[:count]
