@@ -11,6 +11,8 @@ import csv
 import random
 from pathlib import Path
 
+from optout.nhs_number import synthetic
+
 SAMPLE = Path(__file__).resolve().parent / "sample"
 PEOPLE = 40
 OPTED_OUT = 6  # sent to the check, not returned: removed from secondary-use extracts
@@ -18,22 +20,9 @@ UNCHECKED = 2  # valid but never sent to the check: removed too
 CONDITIONS = ("asthma", "diabetes", "copd", "hypertension", "ckd")
 
 
-def test_range_numbers(count: int) -> list[str]:
-    """The first ``count`` valid numbers from 9990000000 upwards (check digit 10 is skipped)."""
-    numbers: list[str] = []
-    stem = 999000000
-    while len(numbers) < count:
-        digits = [int(d) for d in str(stem)]
-        check = 11 - sum(d * w for d, w in zip(digits, range(10, 1, -1), strict=True)) % 11
-        if check != 10:
-            numbers.append(f"{stem}{0 if check == 11 else check}")
-        stem += 1
-    return numbers
-
-
 def main() -> None:
     rng = random.Random(20260401)
-    numbers = test_range_numbers(PEOPLE)
+    numbers = [str(n) for n in synthetic(PEOPLE, start=999_000_000)]
     cohort = numbers[: PEOPLE - UNCHECKED]
     opted_out = sorted(rng.sample(cohort, OPTED_OUT))
     shown = list(numbers)
