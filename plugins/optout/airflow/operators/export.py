@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,6 @@ class _Gate:
 
     def check(self, task: Any, context: Context, files: list[str] | None = None) -> Permit:
         """Refuse (AirflowFailException, no retry) unless the extract may leave now."""
-        from optout import config
         from optout.airflow.hooks.connections import register_readers
         from optout.gate import check_before_send
         from optout.spec import load_spec
@@ -45,13 +45,30 @@ class _Gate:
         out_dir = filtered_dir(task, self.spec, context)
         tag = _tag(task)
         with fail_closed():
-            max_age = config.parse_duration(self.max_age, field="max_age") if self.max_age else None
             connection = load_spec(spec_path(task, self.spec)).connection
             permit = check_before_send(
-                out_dir, tag.purpose, files=files, store=Store(self.store_url), max_age=max_age, connection=connection
+                out_dir,
+                tag.purpose,
+                files=files,
+                store=Store(self.store_url),
+                max_age=self._max_age(),
+                connection=connection,
             )
         task.log.info("Opt-out gate passed for %s: %d file(s), hashes match the manifest", out_dir, len(permit.files))
         return permit
+
+    def still_current(self, permit: Permit) -> None:
+        """After a slow copy: the list the extract was filtered with must still be current and fresh."""
+        from optout.gate import require_still_current
+        from optout.store import Store
+
+        if permit.purpose.applies_opt_out:
+            require_still_current(permit.manifest, Store(self.store_url), max_age=self._max_age())
+
+    def _max_age(self) -> timedelta | None:
+        from optout import config
+
+        return config.parse_duration(self.max_age, field="max_age") if self.max_age else None
 
     def record(self, task: Any, context: Context, permit: Permit, recipient: str) -> LedgerEntry:
         from optout.gate import record_disclosure
@@ -125,8 +142,7 @@ class GatedExportOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from optout.atomic import staging_dir
-        from optout.gate import require_still_current, verify_files
-        from optout.store import Store
+        from optout.gate import verify_files
 
         check = _Gate(self.spec, self.recipient, self.store_url, self.max_age)
         permit = check.check(self, context)
@@ -137,8 +153,7 @@ class GatedExportOperator(BaseOperator):
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, staging / name)
             verify_files(permit.manifest, {name: staging / name for name in permit.files})
-            if permit.purpose.applies_opt_out:  # the copy took time: the list must still be current now
-                require_still_current(permit.manifest, Store(self.store_url))
+            check.still_current(permit)  # the copy took time
             entry = check.record(self, context, permit, self.recipient or str(destination))
         self.log.info("Delivered %d file(s) to %s", len(permit.files), target)
         return {"destination": str(target), "files": len(permit.files), "ledger_entry": entry.id}
