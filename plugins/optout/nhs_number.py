@@ -58,31 +58,34 @@ class Normalised:
         return {status.name.lower(): int(found[status]) for status in Status}
 
 
-def _group_weights(weights: tuple[int, int, int]) -> np.ndarray:
-    """Weighted digit sum of every three-digit group 000..999 for the given weights."""
-    groups = np.arange(1000)
-    return (groups // 100 * weights[0] + groups // 10 % 10 * weights[1] + groups % 10 * weights[2]).astype(np.int16)
+def _residues(weights: tuple[int, ...]) -> np.ndarray:
+    """Weighted digit sum, modulo 11, of every five-digit group 00000..99999 for the given weights."""
+    groups = np.arange(100_000)
+    total = sum(groups // 10 ** (4 - place) % 10 * weight for place, weight in enumerate(weights))
+    return (total % 11).astype(np.uint8)
 
 
-# The nine body digits weigh 10..2: three table look-ups replace nine divisions per number.
-_HIGH, _MIDDLE, _LOW = _group_weights((10, 9, 8)), _group_weights((7, 6, 5)), _group_weights((4, 3, 2))
+# Weights 10..1 over all ten digits: two table look-ups replace a division per digit.
+_HIGH_RESIDUE, _LOW_RESIDUE = _residues((10, 9, 8, 7, 6)), _residues((5, 4, 3, 2, 1))
 
 
 def check_digit_ok(numbers: np.ndarray) -> np.ndarray:
     """True where a number, read as ten digits (leading zeros included), has the right check digit.
 
-    Weights 10..2 apply to the first nine digits; 11 - (sum mod 11) is the check digit, 11 means 0 and
-    10 means the number can never be valid.
+    The rule (weights 10..2 on the first nine digits, check digit 11 - sum mod 11, 11 meaning 0 and 10
+    never valid) is the same as: the digits weighted 10..1 sum to a multiple of 11.
     """
     numbers = np.asarray(numbers, dtype=np.int64)
-    inside = (numbers >= 0) & (numbers <= HIGHEST)
-    numbers = np.where(inside, numbers, 0)
-    body = (numbers // 10).astype(np.int32)
-    check = (numbers % 10).astype(np.int16)
-    total = _HIGH[body // 1_000_000] + _MIDDLE[body // 1000 % 1000] + _LOW[body % 1000]
-    expected = 11 - total % 11
-    expected[expected == 11] = 0
-    return (expected == check) & inside
+    inside = numbers.view(np.uint64) <= HIGHEST  # negatives wrap around to huge values
+    digits = np.where(inside, numbers, 0)  # a new array: the in-place steps below leave the input alone
+    high = digits // 100_000
+    digits -= high * 100_000
+    total = _HIGH_RESIDUE.take(high)
+    total += _LOW_RESIDUE.take(digits)
+    ok = total == 0
+    ok |= total == 11  # two residues sum to 0..20
+    ok &= inside
+    return ok
 
 
 def is_valid_number(numbers: np.ndarray) -> np.ndarray:
