@@ -16,14 +16,17 @@ import io
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from enum import StrEnum
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -33,6 +36,9 @@ from optout.errors import InputError
 BATCH_ROWS = 1 << 20  # one default Parquet row group: large enough to amortise per-batch overhead
 BATCH_BYTES = 32 << 20  # ...but wide rows (long text, many columns) get fewer rows, so memory stays bounded
 _CSV_BLOCK_BYTES = 16 << 20
+T = TypeVar("T")
+R = TypeVar("R")
+_DICTIONARY_SAMPLE_ROWS = 1 << 16
 
 
 class Format(StrEnum):
@@ -70,16 +76,42 @@ def count_rows(path: str | Path) -> int:
 
 
 def read_batches(
-    path: str | Path, columns: Sequence[str] | None = None, batch_rows: int = BATCH_ROWS
+    path: str | Path,
+    columns: Sequence[str] | None = None,
+    batch_rows: int = BATCH_ROWS,
+    *,
+    as_dictionary: Sequence[str] = (),
 ) -> Iterator[pa.RecordBatch]:
     """Stream a CSV or Parquet file as record batches of the named columns (all when None).
 
-    A named column that the file lacks is an :class:`InputError` naming the column.
+    Parquet text columns named in ``as_dictionary`` come as dictionary arrays (see
+    :func:`repetitive_text_columns`). A named column that the file lacks is an :class:`InputError`.
     """
     path = Path(path)
     if format_of(path) is Format.PARQUET:
-        return _parquet_batches(path, columns, batch_rows)
+        return _parquet_batches(path, columns, batch_rows, as_dictionary)
     return _csv_batches(path, columns, batch_rows)
+
+
+def repetitive_text_columns(path: str | Path, exclude: Sequence[str] = ()) -> list[str]:
+    """The text columns of a Parquet file whose first rows repeat their values (codes, categories).
+
+    Read as dictionaries, they are decoded, selected and re-encoded as small integer indices: several
+    times cheaper than the strings. A CSV file has none (its values stay text, exactly as written).
+    """
+    path = Path(path)
+    if format_of(path) is not Format.PARQUET:
+        return []
+    parquet = _open_parquet(path)
+    text = [
+        field.name
+        for field in parquet.schema_arrow
+        if field.name not in exclude and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))
+    ]
+    if not text or parquet.metadata.num_rows == 0:
+        return []
+    sample = next(parquet.iter_batches(batch_size=_DICTIONARY_SAMPLE_ROWS, columns=text))
+    return [name for name in text if _repeats(sample.column(name))]
 
 
 def _missing(path: Path, names: Sequence[str], wanted: Sequence[str] | None) -> None:
@@ -88,17 +120,19 @@ def _missing(path: Path, names: Sequence[str], wanted: Sequence[str] | None) -> 
             raise InputError(f"no column {column!r}; the file has: {', '.join(names)}", path=path, field=column)
 
 
-def _open_parquet(path: Path) -> pq.ParquetFile:
+def _open_parquet(path: Path, as_dictionary: Sequence[str] = ()) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, read_dictionary=list(as_dictionary) or None)
     except FileNotFoundError:
         raise InputError("file not found", path=path) from None
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"not a readable Parquet file ({type(exc).__name__})", path=path) from None
 
 
-def _parquet_batches(path: Path, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    parquet = _open_parquet(path)
+def _parquet_batches(
+    path: Path, columns: Sequence[str] | None, batch_rows: int, as_dictionary: Sequence[str]
+) -> Iterator[pa.RecordBatch]:
+    parquet = _open_parquet(path, as_dictionary)
     _missing(path, parquet.schema_arrow.names, columns)
     rows = min(batch_rows, max(4096, int(BATCH_BYTES / max(_bytes_per_row(parquet.metadata, columns), 1.0))))
     try:
@@ -267,19 +301,22 @@ class BatchWriter:
     """Write record batches to a CSV or Parquet file, the format taken from ``path``'s extension.
 
     Parquet copies the compression of ``like`` (the source file) when given. Writes run on a
-    background thread so encoding overlaps the caller's work; errors surface at the next call.
-    ``sha256`` is the file's hash once closed.
+    background thread so encoding (the slowest step, on one core) overlaps the caller's work; errors
+    surface at the next call. ``sha256`` is the file's hash once closed.
     """
 
     def __init__(self, path: str | Path, schema: pa.Schema, *, like: str | Path | None = None) -> None:
         self.path = Path(path)
         self.rows = 0
         self.sha256 = ""
+        self._schema = schema
         self._format = format_of(self.path)
         self._file = _HashingFile(self.path)
-        self._writer: Any
+        self._writer: Any = None
+        self._compression = "snappy"
+        self._stored: dict[bytes, bytes] | None = None
         if self._format is Format.PARQUET:
-            self._writer = pq.ParquetWriter(self._file, schema, compression=_compression_of(like))
+            self._compression, self._stored = _settings_of(like)
         else:
             options = pacsv.WriteOptions(quoting_style="needed")
             self._writer = pacsv.CSVWriter(self._file, schema, write_options=options)
@@ -287,18 +324,34 @@ class BatchWriter:
         self._pending: Future[None] | None = None
 
     def write(self, batch: pa.RecordBatch, keep: np.ndarray | None = None) -> None:
-        """Write ``batch``, or only its rows where the bool mask ``keep`` is true (selected off-thread)."""
-        self._wait()
-        self.rows += batch.num_rows if keep is None else int(np.count_nonzero(keep))
-        self._pending = self._pool.submit(self._write_now, batch, keep)
+        """Write ``batch``, or only its rows where the bool mask ``keep`` is true.
 
-    def _write_now(self, batch: pa.RecordBatch, keep: np.ndarray | None) -> None:
+        The rows are selected here, while the previous batch is still being encoded.
+        """
         if keep is not None and not keep.all():
             batch = batch.filter(pa.array(keep))
-        if self._format is Format.PARQUET:
-            self._writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
-        else:
+        self._wait()
+        self.rows += batch.num_rows
+        self._pending = self._pool.submit(self._write_now, batch)
+
+    def _write_now(self, batch: pa.RecordBatch) -> None:
+        if self._format is Format.CSV:
             self._writer.write_batch(batch)
+            return
+        if self._writer is None:
+            self._open_parquet(batch.schema, dictionary_columns(batch))
+        self._writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
+
+    def _open_parquet(self, schema: pa.Schema, dictionary: list[str] | bool) -> None:
+        """Open the Parquet writer for batches of ``schema``.
+
+        With a Parquet source, the output carries the source's own key-value metadata, Arrow schema
+        included, so readers see the source's column types even where batches were read as dictionaries.
+        """
+        options = {"compression": self._compression, "use_dictionary": dictionary}
+        self._writer = pq.ParquetWriter(self._file, schema, store_schema=self._stored is None, **options)
+        if self._stored:
+            self._writer.add_key_value_metadata(self._stored)
 
     def _wait(self) -> None:
         if self._pending is not None:
@@ -310,6 +363,8 @@ class BatchWriter:
             self._wait()
         finally:
             self._pool.shutdown()
+            if self._writer is None:
+                self._open_parquet(self._schema, True)  # no rows: the file still carries the schema
             self._writer.close()
             self._file.close()
         self.sha256 = self._file.digest.hexdigest()
@@ -321,13 +376,39 @@ class BatchWriter:
         self.close()
 
 
-def _compression_of(like: str | Path | None) -> str:
+def dictionary_columns(batch: pa.RecordBatch) -> list[str]:
+    """The columns worth dictionary-encoding in Parquet: dictionary arrays, and those whose first rows
+    repeat their values.
+
+    pyarrow tries a dictionary for every column and falls back to plain encoding once it passes 1 MiB
+    in a row group; for near-unique columns (NHS numbers, keys, measurements) the attempt costs about a
+    third of the encoding time and saves nothing. A sample of the first rows decides once per file.
+    """
+    sample = batch.slice(0, _DICTIONARY_SAMPLE_ROWS)
+    return [
+        name
+        for name, column in zip(sample.schema.names, sample.columns, strict=True)
+        if pa.types.is_dictionary(column.type) or _repeats(column)
+    ]
+
+
+def _repeats(column: pa.Array) -> bool:
+    """At least every other value of the sample is a repeat (nested types: assumed, pyarrow decides)."""
+    try:
+        return bool(pc.count_distinct(column).as_py() * 2 <= len(column))
+    except pa.ArrowNotImplementedError:
+        return True
+
+
+def _settings_of(like: str | Path | None) -> tuple[str, dict[bytes, bytes] | None]:
+    """The compression and key-value metadata of a Parquet source (None: not a Parquet source)."""
     if like is None or format_of(like) is not Format.PARQUET:
-        return "snappy"
+        return "snappy", None
     metadata = _open_parquet(Path(like)).metadata
+    stored = dict(metadata.metadata or {})
     if metadata.num_row_groups == 0 or metadata.num_columns == 0:
-        return "snappy"
-    return str(metadata.row_group(0).column(0).compression).lower()
+        return "snappy", stored
+    return str(metadata.row_group(0).column(0).compression).lower(), stored
 
 
 def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
@@ -366,6 +447,25 @@ def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.R
         thread.join()
 
 
+def map_ahead(function: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iterator[R]:
+    """``map(function, items)`` on ``workers`` threads, in order; at most one item per worker waits ahead.
+
+    Worth it for NumPy and Arrow work, which releases the GIL. The first item runs alone, so whatever
+    ``function`` builds lazily (a check result's lookups) is built once, before the threads share it.
+    """
+    items = iter(items)
+    for first in islice(items, 1):
+        yield function(first)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="optout-worker") as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def write_table(path: str | Path, table: pa.Table) -> str:
     """Write a whole table (the pandas engine's output) in the format ``path`` names; return its sha256."""
     with BatchWriter(path, table.schema) as writer:
@@ -380,8 +480,10 @@ __all__ = [
     "Format",
     "count_rows",
     "format_of",
+    "map_ahead",
     "prefetch",
     "read_batches",
+    "repetitive_text_columns",
     "schema_of",
     "write_table",
 ]

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from optout.atomic import staging_dir, write_bytes
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError, VerificationFailed
 from optout.manifest import MANIFEST_NAME, Manifest, TableReport, read_manifest
-from optout.tabular import count_rows, prefetch, read_batches
+from optout.tabular import count_rows, map_ahead, prefetch, read_batches
 
 if TYPE_CHECKING:
     from optout.spec import ExtractSpec, TableSpec
@@ -272,16 +273,22 @@ class _People:
         for table in spec.tables:
             if not (table.nhs_number and table.person_key):
                 continue
-            for batch in prefetch(read_batches(_input_path(table), columns=[table.nhs_number, table.person_key])):
-                keys = self.kind.column(batch.column(table.person_key))
-                uncleared = self.codes(table, batch.column(table.nhs_number)) != KEEP
-                if uncleared.any():
-                    bad.append(pc.unique(keys.filter(pa.array(uncleared)).drop_null()))
-                if needs_seen:
-                    seen.append(pc.unique(keys.drop_null()))
+            batches = prefetch(read_batches(_input_path(table), columns=[table.nhs_number, table.person_key]))
+            for removed, keys in map_ahead(partial(self._keys_of, table, needs_seen), batches):
+                bad.append(removed)
+                if keys is not None:
+                    seen.append(keys)
         empty = pa.array([], type=pa.int64() if self.kind is KeyKind.INTEGER else pa.string())
         self.removed = KeySet(pc.unique(pa.concat_arrays(bad)) if bad else empty)
         self.known = KeySet(pc.unique(pa.concat_arrays(seen)) if seen else empty) if needs_seen else None
+
+    def _keys_of(self, table: TableSpec, all_keys: bool, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array | None]:
+        """A batch's distinct keys beside an uncleared number (and all its distinct keys, if asked)."""
+        assert table.nhs_number and table.person_key
+        keys = self.kind.column(batch.column(table.person_key))
+        uncleared = self.codes(table, batch.column(table.nhs_number)) != KEEP
+        removed = pc.unique(keys.filter(pa.array(uncleared)).drop_null())
+        return removed, pc.unique(keys.drop_null()) if all_keys else None
 
     def codes(self, table: TableSpec, numbers: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return np.asarray(self._clearances[table.name].codes(numbers))
@@ -326,12 +333,19 @@ def _measure_table(
     number_col = table.nhs_number if people is not None else None
     key_col = table.person_key if people is not None else None
     columns = [c for c in (number_col, key_col) if c]
-    for batch in prefetch(read_batches(path, columns=columns)):
-        row["rows"] += batch.num_rows
+
+    def measure(batch: pa.RecordBatch) -> tuple[int, int, int]:
+        uncleared = removed = 0
         if people is not None and number_col:
-            row["uncleared_number_rows"] += int(np.count_nonzero(people.codes(table, batch.column(number_col)) != KEEP))
+            uncleared = int(np.count_nonzero(people.codes(table, batch.column(number_col)) != KEEP))
         if people is not None and key_col:
-            row["removed_person_rows"] += people.removed_rows(table, batch.column(key_col))
+            removed = people.removed_rows(table, batch.column(key_col))
+        return batch.num_rows, uncleared, removed
+
+    for rows, uncleared, removed in map_ahead(measure, prefetch(read_batches(path, columns=columns))):
+        row["rows"] += rows
+        row["uncleared_number_rows"] += uncleared
+        row["removed_person_rows"] += removed
     rows_in = count_rows(table.path) if table.path is not None and table.path.is_file() else report.rows_in
     row["rows_mismatch"] = _rows_mismatch(row["rows"], rows_in, report)
     row["hash_ok"] = report.sha256 is not None and digest.result() == report.sha256

@@ -133,11 +133,7 @@ def _check_rows(report: VerifyReport, spec: ExtractSpec, folder: Path, check_res
     }
     schemas = {name: schema_of(path) for name, path in learn_from.items()}
     cascade = Cascade(spec, check_result, key_types(spec, schemas))
-    for table in spec.tables:
-        if cascade.learns_from(table):
-            for batch in read_batches(learn_from[table.name], columns=columns_of(table)):
-                cascade.learn(table, batch)
-    cascade.finish_learning()
+    cascade.learn_all(lambda table: read_batches(learn_from[table.name], columns=columns_of(table)))
     clearance = Clearance(check_result)
     source = "the input tables" if inputs_present else "the outputs (inputs not found)"
     for table in spec.tables:

@@ -175,3 +175,39 @@ def test_key_sets(members: list[object], probe: list[object], expected: list[int
     kind = KeyKind.of([pa.array(members).type])
     keys = KeySet(kind.column(pa.array(members)))
     assert keys.contains(kind.column(pa.array(probe))).tolist() == [bool(e) for e in expected]
+
+
+@pytest.mark.parametrize("store_schema", [True, False], ids=["arrow-schema", "parquet-types-only"])
+def test_parquet_output_keeps_every_column_type_and_value(tmp_path: Path, store_schema: bool) -> None:
+    """Repetitive text is read and written as dictionary indices, near-unique columns skip the dictionary
+    attempt: neither may change what a reader of the output sees, whoever wrote the source."""
+    rows = 3000
+    numbers = np.resize(N[:8], rows)  # opted-out and unchecked people among them
+    table = pa.table(
+        {
+            "nhs": numbers.astype(str),
+            "code": pa.array(np.resize(["E11", "I10", "J45"], rows)),
+            "wide": pa.array(np.resize(["x" * 40, "y" * 40], rows), type=pa.large_string()),
+            "free_text": pa.array([f"note {i}" for i in range(rows)]),
+            "category": pa.array(np.resize(["a", "b"], rows)).dictionary_encode(),
+            "seen_at": pa.array(np.arange(rows) * 10**9, type=pa.timestamp("ns", tz="Europe/London")),
+            "stay": pa.array(np.arange(rows), type=pa.duration("s")),
+            "amount": pa.array([None, *range(1, rows)], type=pa.decimal128(9, 2)),
+            "flags": pa.array([[i % 2 == 0] for i in range(rows)]),
+            "small": pa.array(np.arange(rows) % 7, type=pa.uint32()),
+        },
+        metadata={"source": "test"},
+    )
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(table, folder / "events.parquet", store_schema=store_schema, row_group_size=1000)
+    spec_text = "name: types\npurpose: research\ntables:\n  - {name: events, path: events.parquet, nhs_number: nhs}\n"
+    (folder / "spec.yaml").write_text(spec_text)
+    manifest = run_filter(load_spec(folder / "spec.yaml"), tmp_path / "out", check_result())
+    source = pq.ParquetFile(folder / "events.parquet")
+    output = pq.ParquetFile(tmp_path / "out" / "events.parquet")
+    assert output.schema_arrow.equals(source.schema_arrow, check_metadata=True)
+    assert output.metadata.metadata == source.metadata.metadata
+    kept = np.isin(numbers, N[:6])
+    assert manifest.table("events").rows_out == int(kept.sum()) == output.metadata.num_rows
+    assert output.read().equals(source.read().filter(pa.array(kept)))

@@ -16,7 +16,7 @@ from optout.filtering.cascade import Cascade, columns_of, key_types, unfiltered_
 from optout.manifest import TableReport, sha256_of
 from optout.nhs_number import require_number_column
 from optout.spec import ExtractSpec, TableSpec
-from optout.tabular import BatchWriter, count_rows, prefetch, read_batches, schema_of
+from optout.tabular import BatchWriter, count_rows, prefetch, read_batches, repetitive_text_columns, schema_of
 
 ENGINE = "arrow_files"
 
@@ -37,16 +37,13 @@ def filter_files(
             kind = schemas[table.name].field(table.nhs_number).type
             require_number_column(kind, path=table.path, column=table.nhs_number)
     cascade = Cascade(spec, check_result, key_types(spec, schemas))
-    for table in spec.tables:
-        if cascade.learns_from(table):
-            for batch in prefetch(read_batches(_source(table), columns=columns_of(table))):
-                cascade.learn(table, batch)
-    cascade.finish_learning()
+    cascade.learn_all(lambda table: prefetch(read_batches(_source(table), columns=columns_of(table))))
     hashes = {}
     for table in spec.tables:
         target = _target(staging, table)
         with BatchWriter(target, schemas[table.name], like=table.path) as writer:
-            for batch in prefetch(read_batches(_source(table))):
+            text = repetitive_text_columns(_source(table), exclude=columns_of(table))
+            for batch in prefetch(read_batches(_source(table), as_dictionary=text)):
                 writer.write(batch, cascade.codes(table, batch) == KEEP)
         hashes[table.name] = writer.sha256
     reports = [replace(report, sha256=hashes[report.name]) for report in cascade.reports()]

@@ -1,9 +1,10 @@
 """The filter rules, engine-neutral: every engine feeds it Arrow batches and keeps the rows it clears.
 
-Pass 1 (:meth:`Cascade.learn`) reads the number and key of every row of the tables that have both
+Pass 1 (:meth:`Cascade.learn_all`) reads the number and key of every row of the tables that have both
 and notes each person key with an uncleared number (with the reason, for the people count) and, when
 some table carries only keys, every key seen beside a number. Pass 2 (:meth:`Cascade.codes`) gives
-each row its reason code. Key lookups are hash indexes built once, after pass 1.
+each row its reason code. Key lookups (a bitmap for dense integer keys, else a hash index) are built
+once, after pass 1.
 
 Since pass 1 saw every numbered row, a keyed row in pass 2 is removed exactly when its key is uncleared:
 only those rows (and rows without a key) have their own number classified again. The counts of
@@ -12,9 +13,10 @@ pass 1 and 2 must agree, which also catches a file changed between the passes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ from optout.errors import InputError, NoVersionError
 from optout.manifest import TableReport
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
 from optout.spec import ExtractSpec, TableSpec
+from optout.tabular import map_ahead
 
 _COMPACT_AT = 1 << 23  # seen keys are de-duplicated whenever this many wait
 _BITMAP_KEYS_PER_KEY = 64  # a key bitmap may spend up to 8 bytes per key (a hash index spends more)
@@ -116,6 +119,16 @@ def _to_numpy(keys: pa.Array) -> np.ndarray:
     return keys.fill_null("").to_numpy(zero_copy_only=False)
 
 
+@dataclass(frozen=True)
+class _Examined:
+    """What pass 1 found in one batch: computed on any thread, noted in order on the caller's."""
+
+    bad: int
+    bad_keys: pa.Array | None
+    bad_codes: np.ndarray
+    seen: pa.Array | None
+
+
 @dataclass
 class _Tally:
     table: TableSpec
@@ -159,20 +172,40 @@ class Cascade:
         """Pass 1 reads the tables with both a number and a key."""
         return bool(table.nhs_number and table.person_key)
 
-    def learn(self, table: TableSpec, batch: pa.RecordBatch) -> None:
-        """Pass 1: note the keys of rows whose number is not cleared (and every key, if needed)."""
+    def learn_all(self, batches_of: Callable[[TableSpec], Iterable[pa.RecordBatch]]) -> None:
+        """Pass 1 over every table with both columns, then build the key indexes.
+
+        ``batches_of(table)`` streams a table's number and key columns. Batches are examined on two
+        threads (NumPy and Arrow release the GIL) and noted in order.
+        """
+        for table in self.spec.tables:
+            if self.learns_from(table):
+                for found in map_ahead(partial(self._examine, table), batches_of(table)):
+                    self._note(table, found)
+        self.finish_learning()
+
+    def _examine(self, table: TableSpec, batch: pa.RecordBatch) -> _Examined:
+        """The keys of rows whose number is not cleared (and every key, when a table carries only keys)."""
         assert table.nhs_number and table.person_key
         codes = self.clearance_of(table).codes(batch.column(table.nhs_number))
         keys = self.kind.column(batch.column(table.person_key))
         bad = codes != KEEP
-        self._tallies[table.name].own_bad_learned += int(bad.sum())
         bad_keyed = np.flatnonzero(bad & _present(keys))
-        if len(bad_keyed):
-            self._bad_keys.append(keys.take(pa.array(bad_keyed)))
-            self._bad_codes.append(codes[bad_keyed])
-        if self._needs_seen:
-            self._seen.append(pc.unique(keys.drop_null()))
-            self._seen_rows += len(self._seen[-1])
+        return _Examined(
+            bad=int(np.count_nonzero(bad)),
+            bad_keys=keys.take(pa.array(bad_keyed)) if len(bad_keyed) else None,
+            bad_codes=codes[bad_keyed],
+            seen=pc.unique(keys.drop_null()) if self._needs_seen else None,
+        )
+
+    def _note(self, table: TableSpec, found: _Examined) -> None:
+        self._tallies[table.name].own_bad_learned += found.bad
+        if found.bad_keys is not None:
+            self._bad_keys.append(found.bad_keys)
+            self._bad_codes.append(found.bad_codes)
+        if found.seen is not None:
+            self._seen.append(found.seen)
+            self._seen_rows += len(found.seen)
             if self._seen_rows >= _COMPACT_AT:
                 self._seen = [_unique(self._seen, self.kind)]
                 self._seen_rows = len(self._seen[0])

@@ -39,11 +39,7 @@ def filter_frames(
     batches = {table.name: _batches(frames[table.name], columns_of(table)) for table in spec.tables}
     schemas = {name: _schema(frames[name], found) for name, found in batches.items()}
     cascade = Cascade(spec, check_result, key_types(spec, schemas))
-    for table in spec.tables:
-        if cascade.learns_from(table):
-            for batch in batches[table.name]:
-                cascade.learn(table, batch)
-    cascade.finish_learning()
+    cascade.learn_all(lambda table: batches[table.name])
     kept = {}
     for table in spec.tables:
         codes = [cascade.codes(table, batch) for batch in batches[table.name]]

@@ -1,0 +1,77 @@
+"""Batch plumbing: ordered parallel map, dictionary choices, text columns read as dictionaries."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from optout.tabular import dictionary_columns, map_ahead, read_batches, repetitive_text_columns
+
+
+def test_map_ahead_keeps_order_and_runs_the_first_item_alone() -> None:
+    running: list[int] = []
+    overlap: list[int] = []
+    lock = threading.Lock()
+
+    def work(item: int) -> int:
+        with lock:
+            running.append(item)
+            overlap.append(len(running))
+        threading.Event().wait(0.002 * (5 - item % 5))  # later items finish first
+        with lock:
+            running.remove(item)
+        return item * 10
+
+    assert list(map_ahead(work, range(20))) == [item * 10 for item in range(20)]
+    assert overlap[0] == 1  # the first item had the pool to itself
+    assert max(overlap) <= 2
+
+
+def test_map_ahead_raises_the_first_failure_in_order() -> None:
+    def work(item: int) -> int:
+        if item == 3:
+            raise ValueError("bad batch")
+        return item
+
+    results = map_ahead(work, range(10))
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="bad batch"):
+        next(results)
+
+
+def test_dictionary_only_for_columns_that_repeat() -> None:
+    rows = 10_000
+    batch = pa.record_batch(
+        {
+            "nhs": np.arange(rows, dtype=np.int64),
+            "code": pa.array(np.resize(["E11", "I10"], rows)),
+            "date": pa.array(np.arange(rows) % 30, type=pa.int32()),
+            "category": pa.array(np.resize(["a", "b"], rows)).dictionary_encode(),
+            "value": np.random.default_rng(0).normal(size=rows),
+        }
+    )
+    assert dictionary_columns(batch) == ["code", "date", "category"]
+
+
+def test_repetitive_text_columns_are_read_as_dictionaries(tmp_path: Path) -> None:
+    rows = 5000
+    table = pa.table(
+        {
+            "nhs": pa.array([str(9_000_000_000 + i) for i in range(rows)]),
+            "code": pa.array(np.resize(["E11", "I10", "J45"], rows)),
+            "note": pa.array([f"note {i}" for i in range(rows)]),
+            "count": pa.array(np.arange(rows) % 3),
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    (tmp_path / "t.csv").write_text("code\nE11\nE11\n")
+    assert repetitive_text_columns(tmp_path / "t.parquet", exclude=["nhs"]) == ["code"]
+    assert repetitive_text_columns(tmp_path / "t.csv") == []  # CSV values stay text, exactly as written
+    batch = next(read_batches(tmp_path / "t.parquet", as_dictionary=["code"]))
+    assert pa.types.is_dictionary(batch.schema.field("code").type)
+    assert batch.column("code").cast(pa.string()).to_pylist() == table.column("code").to_pylist()
