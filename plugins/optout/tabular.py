@@ -19,6 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
@@ -39,6 +40,7 @@ _CSV_BLOCK_BYTES = 16 << 20
 T = TypeVar("T")
 R = TypeVar("R")
 _DICTIONARY_SAMPLE_ROWS = 1 << 16
+_SINK_BUFFER_BYTES = 1 << 20
 
 
 class Format(StrEnum):
@@ -312,6 +314,8 @@ class BatchWriter:
         self._schema = schema
         self._format = format_of(self.path)
         self._file = _HashingFile(self.path)
+        # Encoders write many small pieces (page headers): gathered here, the file sees few large writes.
+        self._sink = io.BufferedWriter(self._file, buffer_size=_SINK_BUFFER_BYTES)
         self._writer: Any = None
         self._compression = "snappy"
         self._stored: dict[bytes, bytes] | None = None
@@ -319,7 +323,7 @@ class BatchWriter:
             self._compression, self._stored = _settings_of(like)
         else:
             options = pacsv.WriteOptions(quoting_style="needed")
-            self._writer = pacsv.CSVWriter(self._file, schema, write_options=options)
+            self._writer = pacsv.CSVWriter(self._sink, schema, write_options=options)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-writer")
         self._pending: Future[None] | None = None
 
@@ -349,7 +353,7 @@ class BatchWriter:
         included, so readers see the source's column types even where batches were read as dictionaries.
         """
         options = {"compression": self._compression, "use_dictionary": dictionary}
-        self._writer = pq.ParquetWriter(self._file, schema, store_schema=self._stored is None, **options)
+        self._writer = pq.ParquetWriter(self._sink, schema, store_schema=self._stored is None, **options)
         if self._stored:
             self._writer.add_key_value_metadata(self._stored)
 
@@ -366,7 +370,7 @@ class BatchWriter:
             if self._writer is None:
                 self._open_parquet(self._schema, True)  # no rows: the file still carries the schema
             self._writer.close()
-            self._file.close()
+            self._sink.close()  # flushes, then closes the hashing file
         self.sha256 = self._file.digest.hexdigest()
 
     def __enter__(self) -> BatchWriter:
@@ -447,6 +451,23 @@ def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.R
         thread.join()
 
 
+@contextmanager
+def reused_memory() -> Iterator[None]:
+    """Allocate Arrow buffers from the system allocator while a stream of batches is processed.
+
+    Arrow's default pool (mimalloc) hands freed memory back to the kernel within milliseconds, so every
+    batch-sized buffer is zeroed afresh by the kernel: measured here, that kernel time was a third of
+    the file filter's CPU time, and the filter ran 10-20% slower. Buffers remember their pool, so those
+    made before or after are unaffected.
+    """
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
 def map_ahead(function: Callable[[T], R], items: Iterable[T], workers: int = 2) -> Iterator[R]:
     """``map(function, items)`` on ``workers`` threads, in order; at most one item per worker waits ahead.
 
@@ -484,6 +505,7 @@ __all__ = [
     "prefetch",
     "read_batches",
     "repetitive_text_columns",
+    "reused_memory",
     "schema_of",
     "write_table",
 ]

@@ -35,7 +35,7 @@ from optout.atomic import staging_dir, write_bytes
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError, VerificationFailed
 from optout.manifest import MANIFEST_NAME, Manifest, TableReport, read_manifest
-from optout.tabular import count_rows, map_ahead, prefetch, read_batches
+from optout.tabular import count_rows, map_ahead, prefetch, read_batches, reused_memory
 
 if TYPE_CHECKING:
     from optout.spec import ExtractSpec, TableSpec
@@ -233,7 +233,7 @@ def _measure(
     if spec.connection is not None:
         return _measure_database(spec, manifest, check_result, unexpected)
     # hashlib releases the GIL: the outputs are hashed while their columns are read and checked.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-hash") as pool:
+    with reused_memory(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-hash") as pool:
         hashes = {
             t.name: pool.submit(file_sha256, out_dir / t.output_name)
             for t in spec.tables

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from optout.tabular import dictionary_columns, map_ahead, read_batches, repetitive_text_columns
+from optout.tabular import dictionary_columns, map_ahead, read_batches, repetitive_text_columns, reused_memory
 
 
 def test_map_ahead_keeps_order_and_runs_the_first_item_alone() -> None:
@@ -75,3 +75,15 @@ def test_repetitive_text_columns_are_read_as_dictionaries(tmp_path: Path) -> Non
     batch = next(read_batches(tmp_path / "t.parquet", as_dictionary=["code"]))
     assert pa.types.is_dictionary(batch.schema.field("code").type)
     assert batch.column("code").cast(pa.string()).to_pylist() == table.column("code").to_pylist()
+
+
+def test_reused_memory_switches_the_pool_and_restores_it() -> None:
+    before = pa.default_memory_pool()
+    with reused_memory():
+        assert pa.default_memory_pool().backend_name == "system"
+        inside = pa.array(np.arange(1000))
+    assert pa.default_memory_pool().backend_name == before.backend_name
+    assert inside.sum().as_py() == 499_500  # a buffer outlives the switch back
+    with pytest.raises(RuntimeError), reused_memory():
+        raise RuntimeError("a failed filter")
+    assert pa.default_memory_pool().backend_name == before.backend_name

@@ -1,7 +1,8 @@
 """The CSV/Parquet engine: streams each table in batches, so memory stays bounded whatever the size.
 
 Reading runs ahead on one thread and writing (with hashing) behind on another, so the Arrow work of
-both overlaps the decisions taken in between.
+both overlaps the decisions taken in between; pass 1 of the cascade examines batches on two threads.
+Arrow buffers come from the system allocator meanwhile (see :func:`optout.tabular.reused_memory`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from optout.filtering.cascade import Cascade, columns_of, key_types, unfiltered_
 from optout.manifest import TableReport, sha256_of
 from optout.nhs_number import require_number_column
 from optout.spec import ExtractSpec, TableSpec
-from optout.tabular import BatchWriter, count_rows, prefetch, read_batches, repetitive_text_columns, schema_of
+from optout.tabular import (
+    BatchWriter,
+    count_rows,
+    prefetch,
+    read_batches,
+    repetitive_text_columns,
+    reused_memory,
+    schema_of,
+)
 
 ENGINE = "arrow_files"
 
@@ -37,17 +46,18 @@ def filter_files(
             kind = schemas[table.name].field(table.nhs_number).type
             require_number_column(kind, path=table.path, column=table.nhs_number)
     cascade = Cascade(spec, check_result, key_types(spec, schemas))
-    cascade.learn_all(lambda table: prefetch(read_batches(_source(table), columns=columns_of(table))))
-    hashes = {}
-    for table in spec.tables:
-        target = _target(staging, table)
-        with BatchWriter(target, schemas[table.name], like=table.path) as writer:
-            text = repetitive_text_columns(_source(table), exclude=columns_of(table))
-            for batch in prefetch(read_batches(_source(table), as_dictionary=text)):
-                writer.write(batch, cascade.codes(table, batch) == KEEP)
-        hashes[table.name] = writer.sha256
-    reports = [replace(report, sha256=hashes[report.name]) for report in cascade.reports()]
-    return reports, cascade.people_removed()
+    with reused_memory():
+        cascade.learn_all(lambda table: prefetch(read_batches(_source(table), columns=columns_of(table))))
+        hashes = {}
+        for table in spec.tables:
+            target = _target(staging, table)
+            with BatchWriter(target, schemas[table.name], like=table.path) as writer:
+                text = repetitive_text_columns(_source(table), exclude=columns_of(table))
+                for batch in prefetch(read_batches(_source(table), as_dictionary=text)):
+                    writer.write(batch, cascade.codes(table, batch) == KEEP)
+            hashes[table.name] = writer.sha256
+        reports = [replace(report, sha256=hashes[report.name]) for report in cascade.reports()]
+        return reports, cascade.people_removed()
 
 
 def copy_files(spec: ExtractSpec, staging: Path) -> list[TableReport]:
