@@ -270,33 +270,48 @@ def _not_utf8(path: Path, line: int | None = None) -> InputError:
 class _HashingFile(io.RawIOBase):
     """An owner-only output file that hashes what is written, so nothing is read back for the manifest.
 
-    Hashing runs on a thread of its own (hashlib releases the GIL), beside the encoder that writes.
+    Writing to disk and hashing run in order on a thread of their own (both release the GIL), so the
+    encoder that calls :meth:`write` never waits for either. The first failure is raised by the next
+    call, or by :meth:`close`.
     """
 
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY_FILE)
         self.digest = hashlib.sha256()
-        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-hasher")
-        self._hashed: Future[None] | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-file")
+        self._failure: BaseException | None = None
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
+        self._raise_failure()
         chunk = bytes(data)  # the writer may reuse its buffer once this returns
-        written = 0
-        while written < len(chunk):
-            written += os.write(self._fd, chunk[written:] if written else chunk)
-        self._hashed = self._hasher.submit(self.digest.update, chunk)
+        self._worker.submit(self._store, chunk)
         return len(chunk)
 
+    def _store(self, chunk: bytes) -> None:
+        if self._failure is not None:
+            return
+        try:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            self.digest.update(chunk)
+        except BaseException as exc:  # raised on the caller's thread
+            self._failure = exc
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
     def close(self) -> None:
-        if not self.closed:
-            self._hasher.shutdown(wait=True)
-            if self._hashed is not None:
-                self._hashed.result()
-            os.close(self._fd)
+        if self.closed:
+            return
+        self._worker.shutdown(wait=True)
+        os.close(self._fd)
         super().close()
+        self._raise_failure()
 
 
 class BatchWriter:

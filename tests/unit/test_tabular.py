@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from pathlib import Path
 
@@ -10,7 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from optout.tabular import dictionary_columns, map_ahead, read_batches, repetitive_text_columns, reused_memory
+from optout.tabular import (
+    BatchWriter,
+    dictionary_columns,
+    map_ahead,
+    read_batches,
+    repetitive_text_columns,
+    reused_memory,
+)
 
 
 def test_map_ahead_keeps_order_and_runs_the_first_item_alone() -> None:
@@ -87,3 +96,28 @@ def test_reused_memory_switches_the_pool_and_restores_it() -> None:
     with pytest.raises(RuntimeError), reused_memory():
         raise RuntimeError("a failed filter")
     assert pa.default_memory_pool().backend_name == before.backend_name
+
+
+def test_a_failed_disk_write_fails_the_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes happen on the file's own thread; a failure there still reaches the caller."""
+    batch = pa.record_batch({"n": np.arange(100_000)})
+    real_write = os.write
+
+    def full_disk(fd: int, data: object) -> int:
+        if len(memoryview(data)) > 1000:  # type: ignore[arg-type]
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError, match="No space left"), BatchWriter(tmp_path / "out.parquet", batch.schema) as writer:
+        for _ in range(40):
+            writer.write(batch)
+
+
+def test_the_hash_is_the_written_file(tmp_path: Path) -> None:
+    batch = pa.record_batch({"n": np.arange(300_000), "code": pa.array(np.resize(["a", "b"], 300_000))})
+    for name in ("out.parquet", "out.csv"):
+        with BatchWriter(tmp_path / name, batch.schema) as writer:
+            writer.write(batch, keep=np.arange(300_000) % 3 != 0)
+        assert writer.sha256 == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        assert writer.rows == 200_000

@@ -94,14 +94,21 @@ class KeySet:
         """Bool mask; a null key is never a member."""
         if self._size == 0 or len(keys) == 0:
             return np.zeros(len(keys), dtype=bool)
-        present = _present(keys)
         values = _to_numpy(keys)
         if self._bits is None:
-            return (self._index.get_indexer(values) >= 0) & present
+            return (self._index.get_indexer(values) >= 0) & _present(keys)
         offsets = values - self._low
-        inside = (offsets >= 0) & (offsets < len(self._bits) * 8) & present
-        offsets = np.where(inside, offsets, 0)
-        return ((self._bits[offsets >> 3] >> (offsets & 7).astype(np.uint8)) & 1).astype(bool) & inside
+        inside = offsets.view(np.uint64) < len(self._bits) * 8  # below the range wraps around to huge
+        if keys.null_count:
+            inside &= _present(keys)
+        offsets *= inside  # outside the range: look up bit 0, then drop
+        hit = self._bits.take(offsets >> 3)
+        offsets &= 7
+        hit >>= offsets.astype(np.uint8)
+        hit &= 1
+        found = hit.view(bool)
+        found &= inside
+        return found
 
 
 def _present(keys: pa.Array) -> np.ndarray:
