@@ -34,12 +34,10 @@ BATCH_ROWS = 1 << 20
 
 def generate(folder: Path, rows: int, people: int, opted_out: float, seed: int = 1) -> None:
     """A Parquet extract with valid NHS numbers (one per person), person keys, and some payload."""
-    from optout.nhs_number import check_digit_ok
+    from optout.nhs_number import synthetic
 
     rng = np.random.default_rng(seed)
-    prefixes = np.arange(900_000_000, 900_000_000 + people * 2, dtype=np.int64)
-    candidates = (prefixes[:, None] * 10 + np.arange(10)).ravel()
-    numbers = candidates[check_digit_ok(candidates)][:people]
+    numbers = synthetic(people, start=900_000_000)
     person = rng.integers(0, people, rows)
     codes = np.array(["E11.9", "I10", "J45", "K21.0", "M54.5"])
     table = pa.table(

@@ -32,13 +32,11 @@ KEY = "benchmark-key-not-a-secret"
 
 
 def generate(folder: Path, rows: int, people: int, opted_out: float) -> None:
-    from optout.nhs_number import check_digit_ok
+    from optout.nhs_number import synthetic
     from optout.pseudonym import Key, hash_numbers, hex_digests
 
     rng = np.random.default_rng(1)
-    prefixes = np.arange(900_000_000, 900_000_000 + people * 2, dtype=np.int64)
-    candidates = (prefixes[:, None] * 10 + np.arange(10)).ravel()
-    numbers = candidates[check_digit_ok(candidates)][:people]
+    numbers = synthetic(people, start=900_000_000)
     person = rng.integers(0, people, rows)
     payload = {
         "person_id": person.astype(np.int64),

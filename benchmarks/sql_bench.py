@@ -36,11 +36,9 @@ WORK_MEM = "256MB"
 
 
 def valid_numbers(count: int) -> np.ndarray:
-    from optout.nhs_number import check_digit_ok
+    from optout.nhs_number import synthetic
 
-    prefixes = np.arange(900_000_000, 900_000_000 + count * 2, dtype=np.int64)
-    candidates = (prefixes[:, None] * 10 + np.arange(10)).ravel()
-    return candidates[check_digit_ok(candidates)][:count]
+    return synthetic(count, start=900_000_000)
 
 
 def generate(url: str, folder: Path, rows: int, people: int, opted_out: float, text: bool) -> None:

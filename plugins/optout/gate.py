@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from optout.errors import VerificationFailed
-from optout.manifest import MANIFEST_NAME, Manifest, read_manifest
+from optout.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of
 from optout.purpose import Purpose
 
 if TYPE_CHECKING:
@@ -81,9 +81,10 @@ def check_before_send(
     sending = {} if in_database else _files(folder, manifest, files)
     validation = None
     if purpose.applies_opt_out:
+        # Re-hashes every output (files, or tables through the connection) against the manifest.
         validation = _require_validated(folder, connection)
         require_still_current(manifest, store, max_age=max_age, now=now)
-    if in_database:
+    elif in_database:
         from optout.validation import require_tables_unchanged
 
         require_tables_unchanged(manifest, connection, tables)
@@ -94,13 +95,11 @@ def check_before_send(
 
 def verify_files(manifest: Manifest, files: Mapping[str, Path]) -> None:
     """Each file's sha256 must be the manifest's: what is hashed here is what may be sent."""
-    from optout.validation import file_sha256
-
     expected = {table.file: table.sha256 for table in manifest.tables}
     for name, path in files.items():
         if not expected.get(name):
             raise VerificationFailed(f"the manifest has no sha256 for {name!r}: rerun the filter")
-        if file_sha256(path) != expected[name]:
+        if sha256_of(path) != expected[name]:
             raise VerificationFailed(
                 f"{name!r} changed after the filter wrote its manifest: nothing was sent; rerun the filter"
             )
@@ -143,10 +142,10 @@ def record_disclosure(
         recipient=recipient,
         version_id=manifest.version_id,  # None for an extract copied unfiltered (direct care, exemption)
         version_checked_at=manifest.checked_at,
-        rows_in=sum(table.rows_in for table in manifest.tables),
-        rows_out=sum(table.rows_out for table in manifest.tables),
+        rows_in=manifest.rows_in,
+        rows_out=manifest.rows_out,
         removed_rows=removed_rows,
-        removed_people=sum(manifest.people_removed.values()),
+        removed_people=manifest.people_removed_total,
         validation_ok=validation.ok if validation is not None else False,
         output_hashes=permit.hashes,
         legal_basis=manifest.legal_basis,

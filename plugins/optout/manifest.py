@@ -59,8 +59,20 @@ class Manifest:
     not_filtered_reason: str | None = None
 
     @property
+    def rows_in(self) -> int:
+        return sum(table.rows_in for table in self.tables)
+
+    @property
+    def rows_out(self) -> int:
+        return sum(table.rows_out for table in self.tables)
+
+    @property
     def rows_removed(self) -> int:
-        return sum(table.rows_in - table.rows_out for table in self.tables)
+        return self.rows_in - self.rows_out
+
+    @property
+    def people_removed_total(self) -> int:
+        return sum(self.people_removed.values())
 
     def table(self, name: str) -> TableReport:
         for table in self.tables:
@@ -95,7 +107,7 @@ class Manifest:
             lines = [f"not filtered: {self.not_filtered_reason}"]
         for table in self.tables:
             lines.append(f"  {table.name}: {table.rows_in} rows in, {table.rows_out} out{_why(table.removed)}")
-        lines.append(f"people removed: {sum(self.people_removed.values())}{_why(self.people_removed)}")
+        lines.append(f"people removed: {self.people_removed_total}{_why(self.people_removed)}")
         return lines
 
     @classmethod

@@ -16,6 +16,7 @@ Nothing here logs a number: only counts, message IDs and LocalIds.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import re
@@ -300,7 +301,9 @@ def send_request(
     data = ndop.build_request(cohort)
     local_id = _check_reference(local_id or new_local_id(settings.mailbox), "local_id")
     handshake(client)  # wrong credentials fail here, before anything is recorded
-    info = store.record_request(cohort, local_id=local_id, source=source)  # it de-duplicates
+    info = store.record_request(
+        cohort, local_id=local_id, source=source, request_sha256=hashlib.sha256(data).hexdigest()
+    )  # it de-duplicates
     message_id = send_file(
         client,
         settings.service_mailbox,

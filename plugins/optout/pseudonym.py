@@ -355,9 +355,8 @@ class PseudonymClearance:
             return np.full(len(digests), -1, dtype=np.int64)
         prefixes = _prefix(digests)
         at = cohort.find(prefixes)
-        hit = at >= 0
+        hit = at >= 0  # ``find`` matches prefixes exactly
         at = np.maximum(at, 0)
-        hit &= cohort.prefixes[at] == prefixes
         # The prefix is a 64-bit shortcut: a match counts only when all 32 bytes agree.
         mine, theirs = _words(digests[hit]), _words(cohort.digests[at[hit]])
         hit[hit] = (mine == theirs).all(axis=1)

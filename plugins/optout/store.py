@@ -148,9 +148,15 @@ class Store:
         self.url = url or config.store_url()
         self._engine: sa.Engine | None = None
 
-    def record_request(self, cohort: np.ndarray, *, local_id: str | None = None, source: str = "") -> VersionInfo:
-        """Record a request about to be sent as a pending version; its LocalId ties the reply to it."""
-        request_sha256 = ndop.request_sha256(cohort)  # refuses invalid numbers as the service would
+    def record_request(
+        self, cohort: np.ndarray, *, local_id: str | None = None, source: str = "", request_sha256: str | None = None
+    ) -> VersionInfo:
+        """Record a request about to be sent as a pending version; its LocalId ties the reply to it.
+
+        ``request_sha256`` is the hash of the request file when the caller has built it already.
+        """
+        # Building the request refuses invalid numbers, as the service would.
+        request_sha256 = request_sha256 or ndop.request_sha256(cohort)
         numbers = ndop.sorted_unique(np.asarray(cohort, dtype=np.int64))
         now = _now()
         local_id = local_id or f"optout-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"

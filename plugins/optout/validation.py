@@ -14,7 +14,6 @@ it: the extract folder holds exactly what the manifest hashes and the gated expo
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from optout import config
 from optout.atomic import staging_dir, write_bytes
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError, VerificationFailed
-from optout.manifest import MANIFEST_NAME, Manifest, TableReport, read_manifest
+from optout.manifest import MANIFEST_NAME, Manifest, TableReport, read_manifest, sha256_of
 from optout.tabular import count_rows, map_ahead, prefetch, read_batches, reused_memory
 
 if TYPE_CHECKING:
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 RESULT_NAME = "result.json"
 CHECKS = ("no_uncleared_number", "no_removed_person", "manifest_reconciles", "list_fresh_and_current")
 SUITE_NAME = "optout_proof"
-_HASH_BLOCK = 1 << 22
 # Values GX may list: none. SUMMARY keeps observed counts for Data Docs; every value list is switched off.
 _RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
 _NOT_GIVEN: Any = object()
@@ -122,7 +120,7 @@ def run_validation(
         index = docs_final / "index.html"
         record = ValidationRecord(
             ok=ok,
-            manifest_sha256=file_sha256(out_dir / MANIFEST_NAME),
+            manifest_sha256=sha256_of(out_dir / MANIFEST_NAME),
             validated_at=now,
             version_id=manifest.version_id,
             data_docs_index=str(index),
@@ -164,7 +162,7 @@ def require_validated(out_dir: str | Path, *, connection: str | None = None) -> 
     if not record.ok:
         failed = ", ".join(name for name, ok in record.checks.items() if not ok)
         raise VerificationFailed(f"{out_dir} failed validation ({failed}); do not send it")
-    if file_sha256(out_dir / MANIFEST_NAME) != record.manifest_sha256:
+    if sha256_of(out_dir / MANIFEST_NAME) != record.manifest_sha256:
         raise VerificationFailed(f"{out_dir}/{MANIFEST_NAME} changed after validation; filter and validate again")
     manifest = read_manifest(out_dir)
     expected = {table.file for table in manifest.tables} | {MANIFEST_NAME}
@@ -175,7 +173,7 @@ def require_validated(out_dir: str | Path, *, connection: str | None = None) -> 
         path = out_dir / table.file
         if table.file in in_database:
             continue
-        if not path.is_file() or file_sha256(path) != table.sha256:
+        if not path.is_file() or sha256_of(path) != table.sha256:
             raise VerificationFailed(f"{path} changed after validation; filter and validate again")
     return record
 
@@ -214,14 +212,6 @@ def require_tables_unchanged(
     return wanted
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _measure(
     spec: ExtractSpec, out_dir: Path, manifest: Manifest, check_result: CheckResultLike | None
 ) -> list[dict[str, Any]]:
@@ -235,7 +225,7 @@ def _measure(
     # hashlib releases the GIL: the outputs are hashed while their columns are read and checked.
     with reused_memory(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-hash") as pool:
         hashes = {
-            t.name: pool.submit(file_sha256, out_dir / t.output_name)
+            t.name: pool.submit(sha256_of, out_dir / t.output_name)
             for t in spec.tables
             if (out_dir / t.output_name).is_file()
         }
@@ -255,7 +245,7 @@ class _People:
     """
 
     def __init__(self, spec: ExtractSpec, check_result: CheckResultLike) -> None:
-        from optout.filtering.cascade import KeyKind, KeySet, key_types
+        from optout.filtering.cascade import KeyKind, KeySet, key_types, unique_keys
         from optout.pseudonym import PseudonymClearance, load_key
         from optout.tabular import schema_of
 
@@ -264,9 +254,10 @@ class _People:
             t.name: PseudonymClearance(check_result, load_key(t.pseudonymised)) if t.pseudonymised else plain
             for t in spec.tables
         }
-        keyed = [t for t in spec.tables if t.person_key]
-        schemas = {t.name: schema_of(_input_path(t)) for t in spec.tables}
-        self.kind = KeyKind.of(key_types(spec, schemas).values()) if keyed else KeyKind.INTEGER
+        self.kind = KeyKind.INTEGER
+        if any(t.person_key for t in spec.tables):  # without keys there is nobody to learn
+            schemas = {t.name: schema_of(_input_path(t)) for t in spec.tables}
+            self.kind = KeyKind.of(key_types(spec, schemas).values())
         bad: list[pa.Array] = []
         seen: list[pa.Array] = []
         needs_seen = any(t.person_key and not t.nhs_number for t in spec.tables)
@@ -278,9 +269,8 @@ class _People:
                 bad.append(removed)
                 if keys is not None:
                     seen.append(keys)
-        empty = pa.array([], type=pa.int64() if self.kind is KeyKind.INTEGER else pa.string())
-        self.removed = KeySet(pc.unique(pa.concat_arrays(bad)) if bad else empty)
-        self.known = KeySet(pc.unique(pa.concat_arrays(seen)) if seen else empty) if needs_seen else None
+        self.removed = KeySet(unique_keys(bad, self.kind))
+        self.known = KeySet(unique_keys(seen, self.kind)) if needs_seen else None
 
     def _keys_of(self, table: TableSpec, all_keys: bool, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array | None]:
         """A batch's distinct keys beside an uncleared number (and all its distinct keys, if asked)."""

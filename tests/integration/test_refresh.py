@@ -107,6 +107,16 @@ def states(tis: dict) -> dict[str, str]:  # type: ignore[type-arg]
     return {task_id: str(ti.state) for task_id, ti in tis.items()}
 
 
+def run_refused_import(load_dag, previous: int):  # type: ignore[no-untyped-def]
+    """Run the refresh, whose reply must be refused at import, once and with no retry, leaving the
+    previous version current; return the task instances and the request's LocalId."""
+    run, tis = run_refresh(load_dag)
+    assert run.state == "failed"
+    assert states(tis)["import_reply"] == "failed" and tis["import_reply"].try_number == 1
+    assert Store().current().id == previous
+    return tis, tis["send_request"].xcom_pull(task_ids="send_request")["local_id"]
+
+
 def cleared_list_events() -> int:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
@@ -225,14 +235,9 @@ def test_a_bad_reply_publishes_nothing_and_is_not_retried(
     cohort_db(cohort)
     stand_in(cohort[:6], behaviour=behaviour)
 
-    run, tis = run_refresh(load_dag)
+    tis, local_id = run_refused_import(load_dag, previous)
 
-    assert run.state == "failed"
-    assert states(tis)["import_reply"] == "failed" and tis["import_reply"].try_number == 1
-    store = Store()
-    assert store.current().id == previous
-    local_id = tis["send_request"].xcom_pull(task_ids="send_request")["local_id"]
-    assert store.find_request(local_id=local_id).status == "pending"
+    assert Store().find_request(local_id=local_id).status == "pending"
     assert not any(mesh.replies_dir().iterdir()), "a rejected reply must not be kept on disk"
     text = output()
     assert says in text
@@ -246,13 +251,9 @@ def test_suspicious_shrink_is_quarantined_then_approved(load_dag, mesh_connectio
     opt_outs = cohort[:120]  # 30%: a truncated or wrong reply looks like this
     stand_in(opt_outs)
 
-    run, tis = run_refresh(load_dag)
+    tis, local_id = run_refused_import(load_dag, previous)
 
-    assert run.state == "failed"
-    assert states(tis)["import_reply"] == "failed" and tis["import_reply"].try_number == 1
     store = Store()
-    assert store.current().id == previous
-    local_id = tis["send_request"].xcom_pull(task_ids="send_request")["local_id"]
     quarantined = store.find_request(local_id=local_id)
     assert quarantined.status == "quarantined"
     kept = mesh.replies_dir() / f"{local_id}.dat"

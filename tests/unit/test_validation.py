@@ -16,11 +16,11 @@ import pytest
 
 from optout.errors import VerificationFailed
 from optout.filtering import run_filter
-from optout.manifest import read_manifest
+from optout.manifest import read_manifest, sha256_of
 from optout.nhs_number import synthetic
 from optout.spec import load_spec
 from optout.store import Store
-from optout.validation import CHECKS, file_sha256, read_validation, require_validated, run_validation, validation_dir
+from optout.validation import CHECKS, read_validation, require_validated, run_validation, validation_dir
 
 pytestmark = pytest.mark.slow
 NOW = datetime.now(UTC)
@@ -110,7 +110,7 @@ def plant_row(ex: Extract, table: str, row: dict[str, str]) -> None:
     with open(path, "a", newline="") as handle:
         csv.writer(handle).writerow(row.values())
     tables = tuple(
-        dataclasses.replace(t, rows_in=t.rows_in + 1, rows_out=t.rows_out + 1, sha256=file_sha256(path))
+        dataclasses.replace(t, rows_in=t.rows_in + 1, rows_out=t.rows_out + 1, sha256=sha256_of(path))
         if t.name == table
         else t
         for t in manifest.tables

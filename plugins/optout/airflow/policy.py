@@ -63,9 +63,9 @@ def is_export(task: Any, names: frozenset[str]) -> bool:
     return any(cls.__name__ in names for cls in type(task).__mro__)
 
 
-def problems(dag: Any, names: frozenset[str] | None = None) -> list[str]:
+def problems(dag: Any) -> list[str]:
     """Every violation in ``dag``, one sentence each saying what to add."""
-    names = export_operators() if names is None else names
+    names = export_operators()
     found: list[str] = []
     for task in dag.tasks:
         try:

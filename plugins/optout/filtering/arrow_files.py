@@ -36,6 +36,7 @@ def _source(table: TableSpec) -> Path:
     return table.path
 
 
+@reused_memory()
 def filter_files(
     spec: ExtractSpec, staging: Path, check_result: CheckResultLike
 ) -> tuple[list[TableReport], dict[str, int]]:
@@ -46,18 +47,17 @@ def filter_files(
             kind = schemas[table.name].field(table.nhs_number).type
             require_number_column(kind, path=table.path, column=table.nhs_number)
     cascade = Cascade(spec, check_result, key_types(spec, schemas))
-    with reused_memory():
-        cascade.learn_all(lambda table: prefetch(read_batches(_source(table), columns=columns_of(table))))
-        hashes = {}
-        for table in spec.tables:
-            target = _target(staging, table)
-            with BatchWriter(target, schemas[table.name], like=table.path) as writer:
-                text = repetitive_text_columns(_source(table), exclude=columns_of(table))
-                for batch in prefetch(read_batches(_source(table), as_dictionary=text)):
-                    writer.write(batch, cascade.codes(table, batch) == KEEP)
-            hashes[table.name] = writer.sha256
-        reports = [replace(report, sha256=hashes[report.name]) for report in cascade.reports()]
-        return reports, cascade.people_removed()
+    cascade.learn_all(lambda table: prefetch(read_batches(_source(table), columns=columns_of(table))))
+    hashes = {}
+    for table in spec.tables:
+        target = _target(staging, table)
+        with BatchWriter(target, schemas[table.name], like=table.path) as writer:
+            text = repetitive_text_columns(_source(table), exclude=columns_of(table))
+            for batch in prefetch(read_batches(_source(table), as_dictionary=text)):
+                writer.write(batch, cascade.codes(table, batch) == KEEP)
+        hashes[table.name] = writer.sha256
+    reports = [replace(report, sha256=hashes[report.name]) for report in cascade.reports()]
+    return reports, cascade.people_removed()
 
 
 def copy_files(spec: ExtractSpec, staging: Path) -> list[TableReport]:

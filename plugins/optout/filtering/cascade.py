@@ -189,7 +189,7 @@ class Cascade:
             if self.learns_from(table):
                 for found in map_ahead(partial(self._examine, table), batches_of(table)):
                     self._note(table, found)
-        self.finish_learning()
+        self._finish_learning()
 
     def _examine(self, table: TableSpec, batch: pa.RecordBatch) -> _Examined:
         """The keys of rows whose number is not cleared (and every key, when a table carries only keys)."""
@@ -214,21 +214,21 @@ class Cascade:
             self._seen.append(found.seen)
             self._seen_rows += len(found.seen)
             if self._seen_rows >= _COMPACT_AT:
-                self._seen = [_unique(self._seen, self.kind)]
+                self._seen = [unique_keys(self._seen, self.kind)]
                 self._seen_rows = len(self._seen[0])
 
-    def finish_learning(self) -> None:
+    def _finish_learning(self) -> None:
         """Build the key indexes once, and count uncleared people by their first reason."""
         bad_keys, reasons = _first_reason(self._bad_keys, self._bad_codes, self.kind)
         self._people_by_key += count_codes(reasons)
         self._bad = KeySet(bad_keys)
-        self._known = KeySet(_unique(self._seen, self.kind)) if self._needs_seen else None
+        self._known = KeySet(unique_keys(self._seen, self.kind)) if self._needs_seen else None
         self._bad_keys, self._bad_codes, self._seen = [], [], []
 
     def codes(self, table: TableSpec, batch: pa.RecordBatch) -> np.ndarray:
         """Pass 2: the reason code of every row of a batch (0 = keep)."""
         if table.person_key and self._bad is None:
-            raise RuntimeError("finish_learning() must run before keyed tables are filtered")
+            raise RuntimeError("learn_all() must run before keyed tables are filtered")
         tally = self._tallies[table.name]
         numbers = batch.column(table.nhs_number) if table.nhs_number else None
         keys = self.kind.column(batch.column(table.person_key)) if table.person_key else None
@@ -290,7 +290,7 @@ class Cascade:
         """Distinct people removed by reason: by key, then by NHS number for rows without a key."""
         people = self._people_by_key.copy()
         if self._unseen:
-            people[Reason.UNCHECKED.code] += len(_unique(self._unseen, self.kind))
+            people[Reason.UNCHECKED.code] += len(unique_keys(self._unseen, self.kind))
         if self._bad_numbers:
             numbers = pa.array(np.concatenate(self._bad_numbers))
             valid = np.flatnonzero(numbers.to_numpy() != 0)
@@ -305,7 +305,8 @@ def _empty(kind: KeyKind) -> pa.Array:
     return pa.array([], type=pa.int64() if kind is KeyKind.INTEGER else pa.string())
 
 
-def _unique(chunks: list[pa.Array], kind: KeyKind) -> pa.Array:
+def unique_keys(chunks: list[pa.Array], kind: KeyKind) -> pa.Array:
+    """The distinct keys of all ``chunks`` (an empty array of the kind's type when there are none)."""
     return pc.unique(pa.concat_arrays(chunks)) if chunks else _empty(kind)
 
 

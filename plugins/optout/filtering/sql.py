@@ -245,7 +245,6 @@ class TableMeasure:
     table has no such column)."""
 
     name: str
-    output: str
     present: bool
     rows: int = 0
     rows_in: int = 0
@@ -473,11 +472,11 @@ class _Run:
             try:
                 outputs[source.index] = replace(_source(self.conn, as_input, source.index, None), spec=source.spec)
             except InputError:
-                measures.append(TableMeasure(source.spec.name, source.output, present=False))
+                measures.append(TableMeasure(source.spec.name, present=False))
                 continue
-            count, digest = content_hash(self.conn, _reflect(self.conn, source.output))
+            count, digest = content_hash(self.conn, outputs[source.index].selectable)
             rows_in = self.conn.execute(sa.select(sa.func.count()).select_from(source.selectable)).scalar_one()
-            measures.append(TableMeasure(source.spec.name, source.output, True, count, int(rows_in), digest))
+            measures.append(TableMeasure(source.spec.name, True, count, int(rows_in), digest))
         if rows and len(outputs) == len(self.sources):
             learnt = self.learn_all()
             measures = [
@@ -754,7 +753,7 @@ def _hex_lines(digests: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- content hash
 
 
-def content_hash(conn: sa.Connection, table: sa.Table) -> tuple[int, str]:
+def content_hash(conn: sa.Connection, table: sa.FromClause) -> tuple[int, str]:
     """Row count and a deterministic, order-independent hash of a table's content.
 
     Each row is written as text (every column cast to text, NULL as ``\\N``, joined by U+001F) and hashed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,13 @@ def filtered_dir(task: Any, spec: str, context: Context) -> Path:
     if not isinstance(pushed, dict) or "out_dir" not in pushed:
         raise AirflowFailException(f"filter {filters[0].task_id!r} left no extract in this run: rerun it")
     return Path(pushed["out_dir"])
+
+
+def parse_max_age(text: str | None) -> timedelta | None:
+    """An operator's ``max_age`` (such as ``"48h"``); None leaves the store's default."""
+    from optout import config
+
+    return config.parse_duration(text, field="max_age") if text else None
 
 
 def data_path(*parts: str) -> Path:

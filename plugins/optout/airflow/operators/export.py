@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir, spec_path
+from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir, parse_max_age, spec_path
 from optout.airflow.tagging import PurposeTag, as_operator, make_tag, read_tag, tag_task
 
 if TYPE_CHECKING:
@@ -23,23 +23,29 @@ if TYPE_CHECKING:
 
     from optout.gate import Permit
     from optout.ledger import LedgerEntry
+    from optout.store import Store
 
 
 class _Gate:
-    """The send-time check and the ledger entry for one task; settings only, so it is cheap to build."""
+    """The send-time check and the ledger entry for one task; settings only, so it is cheap to build
+    (the store is opened on first use, once)."""
 
-    def __init__(self, spec: str, recipient: str | None, store_url: str | None, max_age: str | None) -> None:
+    def __init__(self, spec: str, store_url: str | None, max_age: str | None) -> None:
         self.spec = spec
-        self.recipient = recipient
         self.store_url = store_url
         self.max_age = max_age
+
+    @cached_property
+    def store(self) -> Store:
+        from optout.store import Store
+
+        return Store(self.store_url)
 
     def check(self, task: Any, context: Context, files: list[str] | None = None) -> Permit:
         """Refuse (AirflowFailException, no retry) unless the extract may leave now."""
         from optout.airflow.hooks.connections import register_readers
         from optout.gate import check_before_send
         from optout.spec import load_spec
-        from optout.store import Store
 
         register_readers()  # a database extract's tables are re-hashed through the spec's connection
         out_dir = filtered_dir(task, self.spec, context)
@@ -50,8 +56,8 @@ class _Gate:
                 out_dir,
                 tag.purpose,
                 files=files,
-                store=Store(self.store_url),
-                max_age=self._max_age(),
+                store=self.store,
+                max_age=parse_max_age(self.max_age),
                 connection=connection,
             )
         task.log.info("Opt-out gate passed for %s: %d file(s), hashes match the manifest", out_dir, len(permit.files))
@@ -60,15 +66,9 @@ class _Gate:
     def still_current(self, permit: Permit) -> None:
         """After a slow copy: the list the extract was filtered with must still be current and fresh."""
         from optout.gate import require_still_current
-        from optout.store import Store
 
         if permit.purpose.applies_opt_out:
-            require_still_current(permit.manifest, Store(self.store_url), max_age=self._max_age())
-
-    def _max_age(self) -> timedelta | None:
-        from optout import config
-
-        return config.parse_duration(self.max_age, field="max_age") if self.max_age else None
+            require_still_current(permit.manifest, self.store, max_age=parse_max_age(self.max_age))
 
     def record(self, task: Any, context: Context, permit: Permit, recipient: str) -> LedgerEntry:
         from optout.gate import record_disclosure
@@ -144,7 +144,7 @@ class GatedExportOperator(BaseOperator):
         from optout.atomic import staging_dir
         from optout.gate import verify_files
 
-        check = _Gate(self.spec, self.recipient, self.store_url, self.max_age)
+        check = _Gate(self.spec, self.store_url, self.max_age)
         permit = check.check(self, context)
         destination = Path(self.destination) if self.destination else data_path("outbox", permit.manifest.spec_name)
         target = destination / permit.out_dir.name
@@ -182,7 +182,7 @@ def gate(
     """
     operator = as_operator(task)
     _tag_gated(operator, spec, purpose, legal_basis, reference)
-    check = _Gate(str(spec), recipient, store_url, max_age)
+    check = _Gate(str(spec), store_url, max_age)
     permits: dict[str, Permit] = {}
 
     def before(context: Context) -> None:

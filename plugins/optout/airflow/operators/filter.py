@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from optout.airflow.operators._extract import data_path, fail_closed, spec_path
+from optout.airflow.operators._extract import data_path, fail_closed, parse_max_age, spec_path
 from optout.airflow.tagging import ROLE_FILTER
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ class OptOutFilterOperator(BaseOperator):
         self.store_url = store_url
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from optout import config
         from optout.airflow.hooks.connections import register_readers
         from optout.filtering import run_filter
         from optout.spec import load_spec
@@ -62,24 +61,24 @@ class OptOutFilterOperator(BaseOperator):
             check_result = None
             if spec.filtered:
                 store = Store(self.store_url)
-                max_age = config.parse_duration(self.max_age, field="max_age") if self.max_age else None
-                version = store.require_current(max_age=max_age)
+                version = store.require_current(max_age=parse_max_age(self.max_age))
                 check_result = store.load(version.id)
                 self.log.info("Filtering %r with list version %s", spec.name, version.id)
             out_dir = Path(self.out_dir) if self.out_dir else data_path("extracts", spec.name, context["run_id"])
             manifest = run_filter(spec, out_dir, check_result)
-        rows_in, rows_out = _totals(manifest)
-        self.log.info("Wrote %s: %s rows in, %s out, %s removed", out_dir, rows_in, rows_out, manifest.rows_removed)
+        self.log.info(
+            "Wrote %s: %s rows in, %s out, %s removed",
+            out_dir,
+            manifest.rows_in,
+            manifest.rows_out,
+            manifest.rows_removed,
+        )
         return {
             "out_dir": str(out_dir),
             "manifest": str(out_dir / "manifest.json"),
             "version_id": manifest.version_id,
-            "rows_in": rows_in,
-            "rows_out": rows_out,
+            "rows_in": manifest.rows_in,
+            "rows_out": manifest.rows_out,
             "rows_removed": manifest.rows_removed,
-            "people_removed": sum(manifest.people_removed.values()),
+            "people_removed": manifest.people_removed_total,
         }
-
-
-def _totals(manifest: Any) -> tuple[int, int]:
-    return sum(t.rows_in for t in manifest.tables), sum(t.rows_out for t in manifest.tables)
