@@ -136,11 +136,60 @@ def _parquet_batches(
 ) -> Iterator[pa.RecordBatch]:
     parquet = _open_parquet(path, as_dictionary)
     _missing(path, parquet.schema_arrow.names, columns)
-    rows = min(batch_rows, max(4096, int(BATCH_BYTES / max(_bytes_per_row(parquet.metadata, columns), 1.0))))
+    rows = _rows_per_batch(parquet.metadata, columns, batch_rows)
+    yield from _iter_parquet(path, parquet, columns, rows)
+
+
+def _iter_parquet(
+    path: Path, parquet: pq.ParquetFile, columns: Sequence[str] | None, rows: int, row_groups: list[int] | None = None
+) -> Iterator[pa.RecordBatch]:
+    wanted = list(columns) if columns is not None else None
     try:
-        yield from parquet.iter_batches(batch_size=rows, columns=list(columns) if columns is not None else None)
+        yield from parquet.iter_batches(batch_size=rows, row_groups=row_groups, columns=wanted)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"Parquet file is damaged ({type(exc).__name__})", path=path) from None
+
+
+def _rows_per_batch(metadata: pq.FileMetaData, columns: Sequence[str] | None, batch_rows: int | None = None) -> int:
+    rows = int(BATCH_BYTES / max(_bytes_per_row(metadata, columns), 1.0))
+    return min(batch_rows or BATCH_ROWS, max(4096, rows))
+
+
+class ParquetParts:
+    """One open Parquet file, read in parts: runs of whole row groups of about one batch each.
+
+    Reads of a part yield batches of the same size whichever columns they name (set by all the
+    columns), so two passes over different columns line up batch by batch. Dictionary columns end a
+    batch at every row group (their dictionary changes there), so a file that has them is read one row
+    group per part. The file stays open between passes: one replaced meanwhile is not read half old,
+    half new.
+    """
+
+    def __init__(self, path: str | Path, as_dictionary: Sequence[str] = ()) -> None:
+        self.path = Path(path)
+        self._file = _open_parquet(self.path, as_dictionary)
+        self.schema = self._file.schema_arrow
+        metadata = self._file.metadata
+        self._rows = _rows_per_batch(metadata, None)
+        self.parts: list[list[int]] = []
+        self.part_rows: list[int] = []
+        dictionaries = bool(as_dictionary) or any(pa.types.is_dictionary(field.type) for field in self.schema)
+        for group in range(metadata.num_row_groups):
+            if not self.parts or self.part_rows[-1] >= self._rows or dictionaries:
+                self.parts.append([])
+                self.part_rows.append(0)
+            self.parts[-1].append(group)
+            self.part_rows[-1] += metadata.row_group(group).num_rows
+        self._metadata = metadata
+
+    def bytes_per_row(self, columns: Sequence[str]) -> float:
+        """Uncompressed bytes per row of ``columns``, from the footer (an estimate of their Arrow size)."""
+        return _bytes_per_row(self._metadata, columns)
+
+    def read(self, part: int, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The batches of one part, of the named columns (all when None)."""
+        _missing(self.path, self.schema.names, columns)
+        return _iter_parquet(self.path, self._file, columns, self._rows, self.parts[part])
 
 
 def _bytes_per_row(metadata: pq.FileMetaData, columns: Sequence[str] | None) -> float:
@@ -514,6 +563,7 @@ __all__ = [
     "BATCH_ROWS",
     "BatchWriter",
     "Format",
+    "ParquetParts",
     "count_rows",
     "format_of",
     "map_ahead",

@@ -178,13 +178,18 @@ def test_key_sets(members: list[object], probe: list[object], expected: list[int
 
 
 @pytest.mark.parametrize("store_schema", [True, False], ids=["arrow-schema", "parquet-types-only"])
-def test_parquet_output_keeps_every_column_type_and_value(tmp_path: Path, store_schema: bool) -> None:
+@pytest.mark.parametrize("person_key", [None, "pid"], ids=["numbers-only", "kept-for-pass-two"])
+def test_parquet_output_keeps_every_column_type_and_value(
+    tmp_path: Path, store_schema: bool, person_key: str | None
+) -> None:
     """Repetitive text is read and written as dictionary indices, near-unique columns skip the dictionary
-    attempt: neither may change what a reader of the output sees, whoever wrote the source."""
+    attempt, and with a person key pass 1's columns are kept and put back beside the others in pass 2:
+    none of it may change what a reader of the output sees, whoever wrote the source."""
     rows = 3000
     numbers = np.resize(N[:8], rows)  # opted-out and unchecked people among them
     table = pa.table(
         {
+            "pid": pa.array(np.resize(np.arange(8), rows)),  # one person per number
             "nhs": numbers.astype(str),
             "code": pa.array(np.resize(["E11", "I10", "J45"], rows)),
             "wide": pa.array(np.resize(["x" * 40, "y" * 40], rows), type=pa.large_string()),
@@ -198,10 +203,14 @@ def test_parquet_output_keeps_every_column_type_and_value(tmp_path: Path, store_
         },
         metadata={"source": "test"},
     )
+    table = table.cast(table.schema.set(0, table.schema.field("pid").with_nullable(False)))  # REQUIRED in Parquet
     folder = tmp_path / "in"
     folder.mkdir()
     pq.write_table(table, folder / "events.parquet", store_schema=store_schema, row_group_size=1000)
-    spec_text = "name: types\npurpose: research\ntables:\n  - {name: events, path: events.parquet, nhs_number: nhs}\n"
+    key = f", person_key: {person_key}" if person_key else ""
+    spec_text = (
+        f"name: types\npurpose: research\ntables:\n  - {{name: events, path: events.parquet, nhs_number: nhs{key}}}\n"
+    )
     (folder / "spec.yaml").write_text(spec_text)
     manifest = run_filter(load_spec(folder / "spec.yaml"), tmp_path / "out", check_result())
     source = pq.ParquetFile(folder / "events.parquet")
@@ -211,3 +220,70 @@ def test_parquet_output_keeps_every_column_type_and_value(tmp_path: Path, store_
     kept = np.isin(numbers, N[:6])
     assert manifest.table("events").rows_out == int(kept.sum()) == output.metadata.num_rows
     assert output.read().equals(source.read().filter(pa.array(kept)))
+
+
+def _parts_extract(folder: Path) -> Path:
+    """A Parquet table of several row groups, with a key-only table beside it."""
+    folder.mkdir()
+    rows = 5000
+    numbers = np.resize(N[:8], rows)
+    events = pa.table({"nhs": numbers, "pid": np.resize(np.arange(8), rows), "value": np.arange(rows) * 0.5})
+    pq.write_table(events, folder / "events.parquet", row_group_size=700)
+    pq.write_table(pa.table({"pid": np.arange(12)}), folder / "people.parquet")
+    (folder / "spec.yaml").write_text(
+        "name: parts\npurpose: research\ntables:\n  - {name: events, path: events.parquet, nhs_number: nhs, "
+        "person_key: pid}\n  - {name: people, path: people.parquet, person_key: pid}\n"
+    )
+    return folder / "spec.yaml"
+
+
+@pytest.mark.parametrize("budget", [0, 50_000, 10**9], ids=["none-kept", "some-kept", "all-kept"])
+def test_output_is_the_same_whatever_pass_one_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """Pass 2 puts kept columns beside freshly read ones: the bytes written must not depend on how many."""
+    from optout.filtering import arrow_files
+    from optout.tabular import BatchWriter
+
+    spec = load_spec(_parts_extract(tmp_path / "in"))
+    monkeypatch.setattr("optout.tabular.BATCH_ROWS", 1000)
+    reference = run_filter(spec, tmp_path / "reference", check_result())
+    written: list[int] = []
+    monkeypatch.setattr(BatchWriter, "write", _counting(BatchWriter.write, written))
+    monkeypatch.setattr(arrow_files, "KEPT_BYTES", budget)
+    manifest = run_filter(spec, tmp_path / "out", check_result())
+    assert [t.sha256 for t in manifest.tables] == [t.sha256 for t in reference.tables]
+    assert _counts(manifest) == _counts(reference)
+    assert sum(written) == 5000 + 12 and len(written) > 5  # batches of one part's size, not one per row group
+
+
+def _counting(write: object, written: list[int]) -> object:
+    def counted(self: object, batch: pa.RecordBatch, keep: object = None) -> None:
+        written.append(batch.num_rows)
+        write(self, batch, keep)  # type: ignore[operator]
+
+    return counted
+
+
+@pytest.mark.parametrize("budget", [0, 10**9], ids=["none-kept", "all-kept"])
+def test_a_table_replaced_between_the_passes_is_read_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """Both passes read the file opened first: rows of a replacement never meet pass 1's kept columns."""
+    from optout.filtering import arrow_files
+    from optout.filtering.cascade import Cascade
+
+    monkeypatch.setattr(arrow_files, "KEPT_BYTES", budget)
+    spec_path = _parts_extract(tmp_path / "in")
+    reference = run_filter(load_spec(spec_path), tmp_path / "reference", check_result())
+    finish = Cascade._finish_learning
+
+    def replace_file(self: Cascade) -> None:
+        finish(self)
+        swapped = tmp_path / "in" / "swap.parquet"
+        pq.write_table(pa.table({"nhs": [N[6]] * 5000, "pid": [0] * 5000, "value": [1.0] * 5000}), swapped)
+        swapped.replace(tmp_path / "in" / "events.parquet")
+
+    monkeypatch.setattr(Cascade, "_finish_learning", replace_file)
+    manifest = run_filter(load_spec(spec_path), tmp_path / "out", check_result())
+    assert [t.sha256 for t in manifest.tables] == [t.sha256 for t in reference.tables]

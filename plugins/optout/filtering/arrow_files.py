@@ -2,24 +2,33 @@
 
 Reading runs ahead on one thread and writing (with hashing) behind on another, so the Arrow work of
 both overlaps the decisions taken in between; pass 1 of the cascade examines batches on two threads.
-Arrow buffers come from the system allocator meanwhile (see :func:`optout.tabular.reused_memory`).
+Parquet tables keep pass 1's columns for pass 2 within a memory budget (see :class:`_Kept`). Arrow
+buffers come from the system allocator meanwhile (see :func:`optout.tabular.reused_memory`).
 """
 
 from __future__ import annotations
 
 import shutil
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
+
 from optout.atomic import OWNER_ONLY_DIR, OWNER_ONLY_FILE
 from optout.clearance import KEEP, CheckResultLike
-from optout.filtering.cascade import Cascade, columns_of, key_types, unfiltered_report
+from optout.errors import InputError
+from optout.filtering.cascade import TABLE_CHANGED, Cascade, columns_of, key_types, unfiltered_report
 from optout.manifest import TableReport, sha256_of
 from optout.nhs_number import require_number_column
 from optout.spec import ExtractSpec, TableSpec
 from optout.tabular import (
     BatchWriter,
+    Format,
+    ParquetParts,
     count_rows,
+    format_of,
     prefetch,
     read_batches,
     repetitive_text_columns,
@@ -28,6 +37,7 @@ from optout.tabular import (
 )
 
 ENGINE = "arrow_files"
+KEPT_BYTES = 256 << 20  # pass 1's number and key columns kept for pass 2, at most (10M rows of two int64: 160 MB)
 
 
 def _source(table: TableSpec) -> Path:
@@ -47,17 +57,102 @@ def filter_files(
             kind = schemas[table.name].field(table.nhs_number).type
             require_number_column(kind, path=table.path, column=table.nhs_number)
     cascade = Cascade(spec, check_result, key_types(spec, schemas))
-    cascade.learn_all(lambda table: prefetch(read_batches(_source(table), columns=columns_of(table))))
+    kept = _Kept(spec)
+    cascade.learn_all(lambda table: prefetch(kept.pass_one(table)))
     hashes = {}
     for table in spec.tables:
-        target = _target(staging, table)
-        with BatchWriter(target, schemas[table.name], like=table.path) as writer:
-            text = repetitive_text_columns(_source(table), exclude=columns_of(table))
-            for batch in prefetch(read_batches(_source(table), as_dictionary=text)):
+        with BatchWriter(_target(staging, table), schemas[table.name], like=table.path) as writer:
+            for batch in prefetch(kept.pass_two(table)):
                 writer.write(batch, cascade.codes(table, batch) == KEEP)
         hashes[table.name] = writer.sha256
     reports = [replace(report, sha256=hashes[report.name]) for report in cascade.reports()]
     return reports, cascade.people_removed()
+
+
+class _Kept:
+    """Pass 1's number and key columns of Parquet tables, kept for pass 2 while they fit in a budget.
+
+    Those columns are the costliest to decode (near-unique numbers and keys); kept, pass 2 decodes only
+    a table's other columns and puts the kept ones beside them, batch by batch. Kept parts are let go as
+    pass 2 uses them, and a part is kept only when its estimated size still fits, so memory stays
+    bounded whatever the size: beyond the budget, pass 2 reads every column as before. CSV is read
+    whole either way (the parser reads every column), so nothing of it is kept.
+    """
+
+    def __init__(self, spec: ExtractSpec) -> None:
+        self._room = KEPT_BYTES
+        self._parts: dict[str, ParquetParts] = {}
+        for table in spec.tables:
+            source = _source(table)
+            if format_of(source) is Format.PARQUET:
+                text = repetitive_text_columns(source, exclude=columns_of(table))
+                self._parts[table.name] = ParquetParts(source, as_dictionary=text)
+        self._kept: dict[tuple[str, int], list[pa.RecordBatch]] = {}
+
+    def pass_one(self, table: TableSpec) -> Iterator[pa.RecordBatch]:
+        """The number and key columns of ``table``, keeping the parts that fit."""
+        columns = columns_of(table)
+        parts = self._parts.get(table.name)
+        if parts is None:
+            yield from read_batches(_source(table), columns=columns)
+            return
+        estimate = max(parts.bytes_per_row(columns), 8.0 * len(columns))
+        for part, rows in enumerate(parts.part_rows):
+            keep: list[pa.RecordBatch] | None = [] if rows * estimate <= self._room else None
+            for batch in parts.read(part, columns):
+                if keep is not None:
+                    keep.append(batch)
+                    self._room -= batch.nbytes
+                yield batch
+            if keep is not None:
+                self._kept[table.name, part] = keep
+
+    def pass_two(self, table: TableSpec) -> Iterator[pa.RecordBatch]:
+        """Every column of ``table``, repetitive text as dictionaries, in the source's column order."""
+        parts = self._parts.get(table.name)
+        if parts is None:
+            yield from read_batches(_source(table))
+            return
+        others = [name for name in parts.schema.names if name not in columns_of(table)]
+        for part in range(len(parts.parts)):
+            kept = self._kept.pop((table.name, part), None)
+            if kept is None:
+                yield from parts.read(part)
+            elif not others:
+                yield from kept
+            else:
+                yield from _side_by_side(table, parts.schema.names, kept, parts.read(part, others))
+
+
+def _side_by_side(
+    table: TableSpec, names: list[str], kept: list[pa.RecordBatch], read: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """Kept batches beside freshly read ones of the same rows, in the source's column order.
+
+    Batches of the two reads usually match; where they do not, both are cut (without copying) so the
+    rows still line up. A row count that differs means the file is not the one pass 1 read.
+    """
+    pending = deque(kept)
+    kept.clear()  # each kept batch is let go once written
+    for batch in read:
+        start = 0
+        while start < batch.num_rows:
+            if not pending:
+                raise InputError(TABLE_CHANGED, path=table.path)
+            own = pending.popleft()
+            rows = min(own.num_rows, batch.num_rows - start)
+            if rows < own.num_rows:
+                pending.appendleft(own.slice(rows))
+            yield _joined(names, batch.slice(start, rows), own.slice(0, rows))
+            start += rows
+    if pending:
+        raise InputError(TABLE_CHANGED, path=table.path)
+
+
+def _joined(names: list[str], *batches: pa.RecordBatch) -> pa.RecordBatch:
+    fields = {field.name: (field, batch.column(field.name)) for batch in batches for field in batch.schema}
+    ordered = [fields[name] for name in names]
+    return pa.RecordBatch.from_arrays([column for _, column in ordered], schema=pa.schema([f for f, _ in ordered]))
 
 
 def copy_files(spec: ExtractSpec, staging: Path) -> list[TableReport]:

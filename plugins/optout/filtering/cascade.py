@@ -40,6 +40,7 @@ from optout.spec import ExtractSpec, TableSpec
 from optout.tabular import map_ahead
 
 _COMPACT_AT = 1 << 23  # seen keys are de-duplicated whenever this many wait
+TABLE_CHANGED = "the table changed while it was being filtered; rerun when nothing is writing to it"
 _BITMAP_KEYS_PER_KEY = 64  # a key bitmap may spend up to 8 bytes per key (a hash index spends more)
 
 
@@ -274,10 +275,7 @@ class Cascade:
         for tally in self._tallies.values():
             table = tally.table
             if self.learns_from(table) and tally.own_bad_seen != tally.own_bad_learned:
-                raise InputError(
-                    "the table changed while it was being filtered; rerun when nothing is writing to it",
-                    path=table.path,
-                )
+                raise InputError(TABLE_CHANGED, path=table.path)
             if table.pseudonymised is not None:
                 own = counts_by_reason(tally.codes)
                 kept = int(tally.codes[KEEP] + tally.codes[Reason.PERSON_REMOVED.code])
