@@ -42,9 +42,16 @@ class NumberSet:
         """
         numbers = np.asarray(numbers, dtype=np.int64)
         prefix = numbers // 10
-        inside = (prefix >= 0) & (prefix < _PREFIXES)
-        prefix = np.where(inside, prefix, 0)
-        hit = ((self._bits[prefix >> 3] >> (prefix & 7).astype(np.uint8)) & 1).astype(bool) & inside
+        inside = prefix.view(np.uint64) < _PREFIXES  # negatives wrap around to huge values
+        if not inside.all():
+            prefix *= inside  # outside: look up prefix 0, then drop
+        # In place where it can be: each full-size temporary costs fresh pages as well as time.
+        hit = self._bits.take(prefix >> 3)
+        prefix &= 7
+        hit >>= prefix.astype(np.uint8)
+        hit &= 1
+        found = hit.view(bool)
+        found &= inside
         if not known_valid:
-            hit &= check_digit_ok(numbers)
-        return hit
+            found &= check_digit_ok(numbers)
+        return found

@@ -77,14 +77,17 @@ def check_digit_ok(numbers: np.ndarray) -> np.ndarray:
     """
     numbers = np.asarray(numbers, dtype=np.int64)
     inside = numbers.view(np.uint64) <= HIGHEST  # negatives wrap around to huge values
-    digits = np.where(inside, numbers, 0)  # a new array: the in-place steps below leave the input alone
+    every = bool(inside.all())
+    digits = numbers if every else np.where(inside, numbers, 0)
     high = digits // 100_000
-    digits -= high * 100_000
+    low = high * 100_000  # the steps below work in place and leave the input alone
+    np.subtract(digits, low, out=low)
     total = _HIGH_RESIDUE.take(high)
-    total += _LOW_RESIDUE.take(digits)
+    total += _LOW_RESIDUE.take(low)
     ok = total == 0
     ok |= total == 11  # two residues sum to 0..20
-    ok &= inside
+    if not every:
+        ok &= inside
     return ok
 
 

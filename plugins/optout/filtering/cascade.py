@@ -14,6 +14,7 @@ pass 1 and 2 must agree, which also catches a file changed between the passes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import partial
@@ -173,7 +174,7 @@ class Cascade:
         self._bad_number_codes: list[np.ndarray] = []
         self._bad: KeySet | None = None
         self._known: KeySet | None = None
-        self._people_by_key = np.zeros(CODE_COUNT, dtype=np.int64)
+        self._people_by_key: Future[np.ndarray] | None = None
 
     @staticmethod
     def learns_from(table: TableSpec) -> bool:
@@ -219,11 +220,15 @@ class Cascade:
                 self._seen_rows = len(self._seen[0])
 
     def _finish_learning(self) -> None:
-        """Build the key indexes once, and count uncleared people by their first reason."""
-        bad_keys, reasons = _first_reason(self._bad_keys, self._bad_codes, self.kind)
-        self._people_by_key += count_codes(reasons)
-        self._bad = KeySet(bad_keys)
+        """Build the key indexes once; count uncleared people by their first reason on a thread of its own.
+
+        Pass 2 needs only the indexes: the count (a group-by over every uncleared row) runs beside it.
+        """
+        self._bad = KeySet(unique_keys(self._bad_keys, self.kind))
         self._known = KeySet(unique_keys(self._seen, self.kind)) if self._needs_seen else None
+        counting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-count")
+        self._people_by_key = counting.submit(_count_people, self._bad_keys, self._bad_codes, self.kind)
+        counting.shutdown(wait=False)  # the count still runs; people_removed() waits for it
         self._bad_keys, self._bad_codes, self._seen = [], [], []
 
     def codes(self, table: TableSpec, batch: pa.RecordBatch) -> np.ndarray:
@@ -286,7 +291,8 @@ class Cascade:
 
     def people_removed(self) -> dict[str, int]:
         """Distinct people removed by reason: by key, then by NHS number for rows without a key."""
-        people = self._people_by_key.copy()
+        learned = self._people_by_key
+        people = learned.result().copy() if learned is not None else np.zeros(CODE_COUNT, dtype=np.int64)
         if self._unseen:
             people[Reason.UNCHECKED.code] += len(unique_keys(self._unseen, self.kind))
         if self._bad_numbers:
@@ -301,6 +307,11 @@ class Cascade:
 
 def _empty(kind: KeyKind) -> pa.Array:
     return pa.array([], type=pa.int64() if kind is KeyKind.INTEGER else pa.string())
+
+
+def _count_people(keys: list[pa.Array], codes: list[np.ndarray], kind: KeyKind) -> np.ndarray:
+    """People (distinct keys) per code, each counted once under their highest-priority reason."""
+    return count_codes(_first_reason(keys, codes, kind)[1])
 
 
 def unique_keys(chunks: list[pa.Array], kind: KeyKind) -> pa.Array:
