@@ -42,16 +42,24 @@ class NumberSet:
         """
         numbers = np.asarray(numbers, dtype=np.int64)
         prefix = numbers // 10
-        inside = prefix.view(np.uint64) < _PREFIXES  # negatives wrap around to huge values
-        if not inside.all():
-            prefix *= inside  # outside: look up prefix 0, then drop
-        # In place where it can be: each full-size temporary costs fresh pages as well as time.
-        hit = self._bits.take(prefix >> 3)
-        prefix &= 7
-        hit >>= prefix.astype(np.uint8)
-        hit &= 1
-        found = hit.view(bool)
-        found &= inside
+        found = bits_at(self._bits, prefix, prefix.view(np.uint64) < _PREFIXES)  # negatives wrap to huge
         if not known_valid:
             found &= check_digit_ok(numbers)
         return found
+
+
+def bits_at(bits: np.ndarray, positions: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Whether the bit at each position of a bitmap is set; False where ``inside`` is not.
+
+    ``positions`` (int64) is used up: the steps work in place, since every full-size temporary costs
+    fresh pages as well as time.
+    """
+    if not inside.all():
+        positions *= inside  # outside: look up bit 0, then drop
+    hit = bits.take(positions >> 3)
+    positions &= 7
+    hit >>= positions.astype(np.uint8)
+    hit &= 1
+    found: np.ndarray = hit.view(bool)
+    found &= inside
+    return found

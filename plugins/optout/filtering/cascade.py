@@ -35,6 +35,7 @@ from optout.clearance import (
     no_removals,
 )
 from optout.errors import InputError, NoVersionError
+from optout.lookup import bits_at
 from optout.manifest import TableReport
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
 from optout.spec import ExtractSpec, TableSpec
@@ -103,14 +104,7 @@ class KeySet:
         inside = offsets.view(np.uint64) < len(self._bits) * 8  # below the range wraps around to huge
         if keys.null_count:
             inside &= _present(keys)
-        offsets *= inside  # outside the range: look up bit 0, then drop
-        hit = self._bits.take(offsets >> 3)
-        offsets &= 7
-        hit >>= offsets.astype(np.uint8)
-        hit &= 1
-        found = hit.view(bool)
-        found &= inside
-        return found
+        return bits_at(self._bits, offsets, inside)
 
 
 def _present(keys: pa.Array) -> np.ndarray:
