@@ -95,7 +95,7 @@ def is_valid_number(numbers: np.ndarray) -> np.ndarray:
     """True where an int64 is a valid NHS number as ten digits (range, not a placeholder, check digit)."""
     numbers = np.asarray(numbers, dtype=np.int64)
     in_range = (numbers > 0) & (numbers <= HIGHEST) & (numbers % PLACEHOLDER_STEP != 0)
-    return in_range & check_digit_ok(np.where(in_range, numbers, 0))
+    return in_range & check_digit_ok(numbers)  # which reads out-of-range values as failing
 
 
 def _from_integers(values: np.ndarray, null: np.ndarray) -> Normalised:

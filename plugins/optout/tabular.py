@@ -174,17 +174,21 @@ class ParquetParts:
         self._file = _open_parquet(self.path, as_dictionary)
         self.schema = self._file.schema_arrow
         metadata = self._file.metadata
+        self._metadata = metadata
         self._rows = _rows_per_batch(metadata, None)
         self.parts: list[list[int]] = []
-        self.part_rows: list[int] = []
         dictionaries = bool(as_dictionary) or any(pa.types.is_dictionary(field.type) for field in self.schema)
+        rows = 0  # in the last part
         for group in range(metadata.num_row_groups):
-            if not self.parts or self.part_rows[-1] >= self._rows or dictionaries:
+            if not self.parts or dictionaries or rows >= self._rows:
                 self.parts.append([])
-                self.part_rows.append(0)
+                rows = 0
             self.parts[-1].append(group)
-            self.part_rows[-1] += metadata.row_group(group).num_rows
-        self._metadata = metadata
+            rows += metadata.row_group(group).num_rows
+
+    def rows_in(self, part: int) -> int:
+        """Rows in one part, from the footer."""
+        return sum(self._metadata.row_group(group).num_rows for group in self.parts[part])
 
     def bytes_per_row(self, columns: Sequence[str]) -> float:
         """Uncompressed bytes per row of ``columns``, from the footer (an estimate of their Arrow size)."""

@@ -97,8 +97,8 @@ class _Kept:
             yield from read_batches(_source(table), columns=columns)
             return
         estimate = max(parts.bytes_per_row(columns), 8.0 * len(columns))
-        for part, rows in enumerate(parts.part_rows):
-            keep: list[pa.RecordBatch] | None = [] if rows * estimate <= self._room else None
+        for part in range(len(parts.parts)):
+            keep: list[pa.RecordBatch] | None = [] if parts.rows_in(part) * estimate <= self._room else None
             for batch in parts.read(part, columns):
                 if keep is not None:
                     keep.append(batch)

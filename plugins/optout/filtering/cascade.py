@@ -285,8 +285,9 @@ class Cascade:
 
     def people_removed(self) -> dict[str, int]:
         """Distinct people removed by reason: by key, then by NHS number for rows without a key."""
-        learned = self._people_by_key
-        people = learned.result().copy() if learned is not None else np.zeros(CODE_COUNT, dtype=np.int64)
+        if self._people_by_key is None:
+            raise RuntimeError("learn_all() must run before people are counted")
+        people = self._people_by_key.result().copy()
         if self._unseen:
             people[Reason.UNCHECKED.code] += len(unique_keys(self._unseen, self.kind))
         if self._bad_numbers:
