@@ -40,11 +40,13 @@ _CSV_BLOCK_BYTES = 16 << 20
 T = TypeVar("T")
 R = TypeVar("R")
 _DICTIONARY_SAMPLE_ROWS = 1 << 16
-_SINK_BUFFER_BYTES = 1 << 20
+_SINK_BUFFER_BYTES = 1 << 20  # gathered before each write to the file
+_IOV_MAX = os.sysconf("SC_IOV_MAX")  # pieces per write
 # Values the Parquet encoder takes per step (pyarrow: 1024). Larger steps cost less bookkeeping per value
 # (statistics, levels, page-size checks): 6% less encoding time here; a page may exceed its 1 MiB target
 # by one step at most (64 KiB of int64).
 _ENCODER_STEP_VALUES = 8192
+_PAGE_ROWS = 1 << 20
 
 
 class Format(StrEnum):
@@ -327,9 +329,11 @@ def _not_utf8(path: Path, line: int | None = None) -> InputError:
 class _HashingFile(io.RawIOBase):
     """An owner-only output file that hashes what is written, so nothing is read back for the manifest.
 
-    Writing to disk and hashing run in order on a thread of their own (both release the GIL), so the
-    encoder that calls :meth:`write` never waits for either. The first failure is raised by the next
-    call, or by :meth:`close`.
+    Encoders write many small pieces (page headers) and a few large ones (pages). Pieces are gathered
+    without copying (pyarrow hands over fresh ``bytes``) and stored about 1 MiB at a time: writing to
+    disk and hashing run in order on a thread of their own (both release the GIL), so the encoder that
+    calls :meth:`write` never waits for either. The first failure is raised by the next call, or by
+    :meth:`close`.
     """
 
     def __init__(self, path: Path) -> None:
@@ -337,24 +341,34 @@ class _HashingFile(io.RawIOBase):
         self.digest = hashlib.sha256()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-file")
         self._failure: BaseException | None = None
+        self._gathered: list[bytes] = []
+        self._gathered_bytes = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
         self._raise_failure()
-        chunk = bytes(data)  # the writer may reuse its buffer once this returns
-        self._worker.submit(self._store, chunk)
+        chunk = data if type(data) is bytes else bytes(data)  # a view's memory may be reused once this returns
+        if chunk:
+            self._gathered.append(chunk)
+            self._gathered_bytes += len(chunk)
+            if self._gathered_bytes >= _SINK_BUFFER_BYTES:
+                self.flush()
         return len(chunk)
 
-    def _store(self, chunk: bytes) -> None:
+    def flush(self) -> None:
+        if self._gathered:
+            self._worker.submit(self._store, self._gathered)
+            self._gathered, self._gathered_bytes = [], 0
+
+    def _store(self, chunks: list[bytes]) -> None:
         if self._failure is not None:
             return
         try:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            self.digest.update(chunk)
+            _write_all(self._fd, chunks)
+            for chunk in chunks:
+                self.digest.update(chunk)
         except BaseException as exc:  # raised on the caller's thread
             self._failure = exc
 
@@ -365,10 +379,26 @@ class _HashingFile(io.RawIOBase):
     def close(self) -> None:
         if self.closed:
             return
-        self._worker.shutdown(wait=True)
-        os.close(self._fd)
-        super().close()
+        try:
+            self.flush()
+        finally:
+            self._worker.shutdown(wait=True)
+            os.close(self._fd)
+            super().close()
         self._raise_failure()
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write non-empty ``chunks`` in order with few system calls, resuming after a short write."""
+    pending = deque(memoryview(chunk) for chunk in chunks)
+    while pending:
+        written = os.writev(fd, list(islice(pending, _IOV_MAX)))
+        while written:
+            if written >= len(pending[0]):
+                written -= len(pending.popleft())
+            else:
+                pending[0] = pending[0][written:]
+                written = 0
 
 
 class BatchWriter:
@@ -385,9 +415,7 @@ class BatchWriter:
         self.sha256 = ""
         self._schema = schema
         self._format = format_of(self.path)
-        self._file = _HashingFile(self.path)
-        # Encoders write many small pieces (page headers): gathered here, the file sees few large writes.
-        self._sink = io.BufferedWriter(self._file, buffer_size=_SINK_BUFFER_BYTES)
+        self._sink = _HashingFile(self.path)
         self._writer: Any = None
         self._compression = "snappy"
         self._stored: dict[bytes, bytes] | None = None
@@ -428,6 +456,7 @@ class BatchWriter:
             "compression": self._compression,
             "use_dictionary": dictionary,
             "write_batch_size": _ENCODER_STEP_VALUES,
+            "max_rows_per_page": _PAGE_ROWS,
         }
         self._writer = pq.ParquetWriter(self._sink, schema, store_schema=self._stored is None, **options)
         if self._stored:
@@ -446,8 +475,8 @@ class BatchWriter:
             if self._writer is None:
                 self._open_parquet(self._schema, True)  # no rows: the file still carries the schema
             self._writer.close()
-            self._sink.close()  # flushes, then closes the hashing file
-        self.sha256 = self._file.digest.hexdigest()
+            self._sink.close()
+        self.sha256 = self._sink.digest.hexdigest()
 
     def __enter__(self) -> BatchWriter:
         return self

@@ -101,17 +101,37 @@ def test_reused_memory_switches_the_pool_and_restores_it() -> None:
 def test_a_failed_disk_write_fails_the_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Writes happen on the file's own thread; a failure there still reaches the caller."""
     batch = pa.record_batch({"n": np.arange(100_000)})
-    real_write = os.write
 
-    def full_disk(fd: int, data: object) -> int:
-        if len(memoryview(data)) > 1000:  # type: ignore[arg-type]
-            raise OSError(28, "No space left on device")
-        return real_write(fd, data)  # type: ignore[arg-type]
+    def full_disk(fd: int, buffers: list[memoryview]) -> int:
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "write", full_disk)
+    monkeypatch.setattr(os, "writev", full_disk)
     with pytest.raises(OSError, match="No space left"), BatchWriter(tmp_path / "out.parquet", batch.schema) as writer:
         for _ in range(40):
             writer.write(batch)
+
+
+def test_short_writes_are_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may take part of a write (a pipe, a full quota nearly reached): the rest follows, in order."""
+    batch = pa.record_batch({"n": np.arange(300_000), "code": pa.array(np.resize(["a", "b", "c"], 300_000))})
+    with BatchWriter(tmp_path / "whole.parquet", batch.schema) as writer:
+        writer.write(batch)
+    real_writev = os.writev
+
+    def at_most_777_bytes(fd: int, buffers: list[memoryview]) -> int:
+        taken, left = [], 777
+        for buffer in buffers:
+            taken.append(buffer[:left])
+            left -= len(taken[-1])
+            if not left:
+                break
+        return real_writev(fd, taken)
+
+    monkeypatch.setattr(os, "writev", at_most_777_bytes)
+    with BatchWriter(tmp_path / "short.parquet", batch.schema) as short:
+        short.write(batch)
+    assert (tmp_path / "short.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    assert short.sha256 == writer.sha256
 
 
 def test_the_hash_is_the_written_file(tmp_path: Path) -> None:
