@@ -245,7 +245,7 @@ class _People:
     """
 
     def __init__(self, spec: ExtractSpec, check_result: CheckResultLike) -> None:
-        from optout.filtering.cascade import KeyKind, KeySet, key_types, unique_keys
+        from optout.filtering.cascade import KeyKind, KeySet, key_types
         from optout.pseudonym import PseudonymClearance, load_key
         from optout.tabular import schema_of
 
@@ -269,8 +269,8 @@ class _People:
                 bad.append(removed)
                 if keys is not None:
                     seen.append(keys)
-        self.removed = KeySet(unique_keys(bad, self.kind))
-        self.known = KeySet(unique_keys(seen, self.kind)) if needs_seen else None
+        self.removed = KeySet(bad, self.kind)
+        self.known = KeySet(seen, self.kind) if needs_seen else None
 
     def _keys_of(self, table: TableSpec, all_keys: bool, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array | None]:
         """A batch's distinct keys beside an uncleared number (and all its distinct keys, if asked)."""

@@ -166,6 +166,8 @@ def test_integer_person_keys(tmp_path: Path) -> None:
     [
         ([3, 5, 2**40], [3, 5, 2**40, None, 4, 2**41], [1, 1, 1, 0, 0, 0]),  # sparse: hash index
         ([3, 5, 9], [3, 5, 9, None, 4, -1, 10], [1, 1, 1, 0, 0, 0, 0]),  # dense: bitmap
+        ([9, 3, 9, None, 5, 3], [3, 5, 9, None, 4], [1, 1, 1, 0, 0]),  # repeats and no key, as pass 1 hands them
+        (["b", "a", "b", None], ["a", "b", "c"], [1, 1, 0]),
         (["a", " b", "c"], ["a", "b", "c ", None, "", "d"], [1, 1, 1, 0, 0, 0]),  # text, trimmed
     ],
 )
@@ -173,8 +175,20 @@ def test_key_sets(members: list[object], probe: list[object], expected: list[int
     from optout.filtering.cascade import KeyKind, KeySet
 
     kind = KeyKind.of([pa.array(members).type])
-    keys = KeySet(kind.column(pa.array(members)))
+    keys = KeySet([kind.column(pa.array(members))], kind)
     assert keys.contains(kind.column(pa.array(probe))).tolist() == [bool(e) for e in expected]
+
+
+def test_key_bitmaps_built_in_windows_match_one_built_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optout.filtering import cascade
+
+    offsets = np.random.default_rng(3).integers(0, 5000, 3000)
+    whole = cascade._bitmap(offsets, 5001)
+    monkeypatch.setattr(cascade, "_BITMAP_WINDOW_BITS", 64)
+    assert np.array_equal(cascade._bitmap(offsets, 5001), whole)
+    expected = np.zeros(5001, dtype=bool)
+    expected[offsets] = True
+    assert np.array_equal(np.unpackbits(whole, bitorder="little")[:5001], expected)
 
 
 @pytest.mark.parametrize("store_schema", [True, False], ids=["arrow-schema", "parquet-types-only"])

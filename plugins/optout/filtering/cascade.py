@@ -13,7 +13,7 @@ pass 1 and 2 must agree, which also catches a file changed between the passes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -44,6 +44,7 @@ from optout.tabular import map_ahead
 _COMPACT_AT = 1 << 23  # seen keys are de-duplicated whenever this many wait
 TABLE_CHANGED = "the table changed while it was being filtered; rerun when nothing is writing to it"
 _BITMAP_KEYS_PER_KEY = 64  # a key bitmap may spend up to 8 bytes per key (a hash index spends more)
+_BITMAP_WINDOW_BITS = 1 << 26  # a key bitmap is built 64 Mi keys (64 MiB of scratch) at a time
 
 
 class KeyKind(StrEnum):
@@ -73,29 +74,26 @@ class KeySet:
     per row. Other keys get a hash index (a pandas Index) built once.
     """
 
-    def __init__(self, keys: pa.Array) -> None:
-        self._size = len(keys)
+    def __init__(self, chunks: Sequence[pa.Array], kind: KeyKind) -> None:
+        """The keys of ``chunks`` (nulls are no key); they may repeat, so pass 1 need not de-duplicate them."""
+        keys = pa.concat_arrays(list(chunks)).drop_null() if chunks else _empty(kind)
+        self._none = len(keys) == 0
         self._bits: np.ndarray | None = None
         self._index: Any = None
-        values = _to_numpy(keys)
-        if pa.types.is_integer(keys.type) and self._size:
+        if pa.types.is_integer(keys.type) and not self._none:
+            values = keys.to_numpy()
             self._low = int(values.min())
             span = int(values.max()) - self._low + 1
-            if span <= max(_BITMAP_KEYS_PER_KEY * self._size, 1 << 20):
-                offsets = values - self._low
-                self._bits = np.zeros(span // 8 + 1, dtype=np.uint8)
-                np.bitwise_or.at(self._bits, offsets >> 3, (1 << (offsets & 7)).astype(np.uint8))
+            if span <= max(_BITMAP_KEYS_PER_KEY * len(keys), 1 << 20):
+                self._bits = _bitmap(values - self._low, span)
                 return
         import pandas as pd
 
-        self._index = pd.Index(values)
-
-    def __len__(self) -> int:
-        return self._size
+        self._index = pd.Index(pc.unique(keys).to_numpy(zero_copy_only=False))
 
     def contains(self, keys: pa.Array) -> np.ndarray:
         """Bool mask; a null key is never a member."""
-        if self._size == 0 or len(keys) == 0:
+        if self._none or len(keys) == 0:
             return np.zeros(len(keys), dtype=bool)
         values = _to_numpy(keys)
         if self._bits is None:
@@ -105,6 +103,23 @@ class KeySet:
         if keys.null_count:
             inside &= _present(keys)
         return bits_at(self._bits, offsets, inside)
+
+
+def _bitmap(offsets: np.ndarray, span: int) -> np.ndarray:
+    """Bits (little-endian in each byte) set at ``offsets``, which may repeat, all in ``range(span)``.
+
+    A bool per bit is set by scattering, then packed: ten times quicker than OR-ing bits in place one
+    offset at a time. The bools are made window by window, so the scratch stays small however wide
+    the range.
+    """
+    bits = np.empty((span + 7) // 8, dtype=np.uint8)
+    for start in range(0, span, _BITMAP_WINDOW_BITS):
+        stop = min(start + _BITMAP_WINDOW_BITS, span)
+        inside = offsets if stop - start == span else offsets[(offsets >= start) & (offsets < stop)] - start
+        flags = np.zeros(stop - start, dtype=bool)
+        flags[inside] = True
+        bits[start // 8 : (stop + 7) // 8] = np.packbits(flags, bitorder="little")
+    return bits
 
 
 def _present(keys: pa.Array) -> np.ndarray:
@@ -218,8 +233,8 @@ class Cascade:
 
         Pass 2 needs only the indexes: the count (a group-by over every uncleared row) runs beside it.
         """
-        self._bad = KeySet(unique_keys(self._bad_keys, self.kind))
-        self._known = KeySet(unique_keys(self._seen, self.kind)) if self._needs_seen else None
+        self._bad = KeySet(self._bad_keys, self.kind)
+        self._known = KeySet(self._seen, self.kind) if self._needs_seen else None
         counting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-count")
         self._people_by_key = counting.submit(_count_people, self._bad_keys, self._bad_codes, self.kind)
         counting.shutdown(wait=False)  # the count still runs; people_removed() waits for it
