@@ -177,7 +177,7 @@ class ParquetParts:
         self._file = _open_parquet(self.path, as_dictionary)
         self.schema = self._file.schema_arrow
         metadata = self._file.metadata
-        self._metadata = metadata
+        self.metadata = metadata
         self._rows = _rows_per_batch(metadata, None)
         self.parts: list[list[int]] = []
         dictionaries = bool(as_dictionary) or any(pa.types.is_dictionary(field.type) for field in self.schema)
@@ -191,11 +191,11 @@ class ParquetParts:
 
     def rows_in(self, part: int) -> int:
         """Rows in one part, from the footer."""
-        return sum(self._metadata.row_group(group).num_rows for group in self.parts[part])
+        return sum(self.metadata.row_group(group).num_rows for group in self.parts[part])
 
     def bytes_per_row(self, columns: Sequence[str]) -> float:
         """Uncompressed bytes per row of ``columns``, from the footer (an estimate of their Arrow size)."""
-        return _bytes_per_row(self._metadata, columns)
+        return _bytes_per_row(self.metadata, columns)
 
     def read(self, part: int, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         """The batches of one part, of the named columns (all when None)."""
@@ -405,12 +405,15 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
 class BatchWriter:
     """Write record batches to a CSV or Parquet file, the format taken from ``path``'s extension.
 
-    Parquet copies the compression of ``like`` (the source file) when given. Writes run on a
-    background thread so encoding (the slowest step, on one core) overlaps the caller's work; errors
-    surface at the next call. ``sha256`` is the file's hash once closed.
+    Parquet copies the compression of ``like`` (the source file, or its footer as read before),
+    column by column, when given.
+    Writes run on a background thread so encoding (the slowest step, on one core) overlaps the
+    caller's work; errors surface at the next call. ``sha256`` is the file's hash once closed.
     """
 
-    def __init__(self, path: str | Path, schema: pa.Schema, *, like: str | Path | None = None) -> None:
+    def __init__(
+        self, path: str | Path, schema: pa.Schema, *, like: str | Path | pq.FileMetaData | None = None
+    ) -> None:
         self.path = Path(path)
         self.rows = 0
         self.sha256 = ""
@@ -418,7 +421,7 @@ class BatchWriter:
         self._format = format_of(self.path)
         self._sink = _HashingFile(self.path)
         self._writer: Any = None
-        self._compression = "snappy"
+        self._compression: str | dict[str, str] = "snappy"
         self._stored: dict[bytes, bytes] | None = None
         if self._format is Format.PARQUET:
             self._compression, self._stored = _settings_of(like)
@@ -520,15 +523,27 @@ def _repeats(column: pa.Array) -> bool:
     return distinct * 2 <= len(column)
 
 
-def _settings_of(like: str | Path | None) -> tuple[str, dict[bytes, bytes] | None]:
-    """The compression and key-value metadata of a Parquet source (None: not a Parquet source)."""
-    if like is None or format_of(like) is not Format.PARQUET:
+def _settings_of(
+    like: str | Path | pq.FileMetaData | None,
+) -> tuple[str | dict[str, str], dict[bytes, bytes] | None]:
+    """The compression (per column) and key-value metadata of a Parquet source (None: not a Parquet source)."""
+    if isinstance(like, pq.FileMetaData):
+        metadata = like
+    elif like is None or format_of(like) is not Format.PARQUET:
         return "snappy", None
-    metadata = _open_parquet(Path(like)).metadata
+    else:
+        metadata = _open_parquet(Path(like)).metadata
     stored = dict(metadata.metadata or {})
     if metadata.num_row_groups == 0 or metadata.num_columns == 0:
         return "snappy", stored
-    return str(metadata.row_group(0).column(0).compression).lower(), stored
+    first = metadata.row_group(0)
+    columns = (first.column(index) for index in range(first.num_columns))
+    return {column.path_in_schema: _codec(column.compression) for column in columns}, stored
+
+
+def _codec(name: str) -> str:
+    """The writer's name for a codec as a footer names it."""
+    return "none" if name == "UNCOMPRESSED" else name.lower()
 
 
 def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:

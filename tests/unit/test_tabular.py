@@ -86,6 +86,26 @@ def test_repetitive_text_columns_are_read_as_dictionaries(tmp_path: Path) -> Non
     assert batch.column("code").cast(pa.string()).to_pylist() == table.column("code").to_pylist()
 
 
+def test_parquet_keeps_the_codec_of_each_column(tmp_path: Path) -> None:
+    rows = 50_000
+    source = pa.table(
+        {
+            "code": pa.array(np.resize(["E11.9", "I10", "J45"], rows)),
+            "measure": np.random.default_rng(1).normal(size=rows),
+            "count": np.zeros(rows, dtype=np.int64),
+        }
+    )
+    codecs = {"code": "gzip", "measure": "none", "count": "zstd"}
+    pq.write_table(source, tmp_path / "source.parquet", compression=codecs)
+    with BatchWriter(tmp_path / "out.parquet", source.schema, like=tmp_path / "source.parquet") as writer:
+        for batch in source.to_batches():
+            writer.write(batch)
+    first = pq.ParquetFile(tmp_path / "out.parquet").metadata.row_group(0)
+    written = {first.column(index).path_in_schema: first.column(index).compression for index in range(3)}
+    assert written == {"code": "GZIP", "measure": "UNCOMPRESSED", "count": "ZSTD"}  # not the first column's for all
+    assert pq.read_table(tmp_path / "out.parquet").equals(source)
+
+
 def test_reused_memory_switches_the_pool_and_restores_it() -> None:
     before = pa.default_memory_pool()
     with reused_memory():

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from optout.atomic import OWNER_ONLY_DIR, OWNER_ONLY_FILE
 from optout.clearance import KEEP, CheckResultLike
@@ -61,7 +62,7 @@ def filter_files(
     cascade.learn_all(lambda table: prefetch(kept.pass_one(table)))
     hashes = {}
     for table in spec.tables:
-        with BatchWriter(_target(staging, table), schemas[table.name], like=table.path) as writer:
+        with BatchWriter(_target(staging, table), schemas[table.name], like=kept.settings_of(table)) as writer:
             for batch in prefetch(kept.pass_two(table)):
                 writer.write(batch, cascade.codes(table, batch) == KEEP)
         hashes[table.name] = writer.sha256
@@ -88,6 +89,11 @@ class _Kept:
                 text = repetitive_text_columns(source, exclude=columns_of(table))
                 self._parts[table.name] = ParquetParts(source, as_dictionary=text)
         self._kept: dict[tuple[str, int], list[pa.RecordBatch]] = {}
+
+    def settings_of(self, table: TableSpec) -> Path | pq.FileMetaData:
+        """What the output copies its settings from: the footer both passes read, for Parquet tables."""
+        parts = self._parts.get(table.name)
+        return parts.metadata if parts is not None else _source(table)
 
     def pass_one(self, table: TableSpec) -> Iterator[pa.RecordBatch]:
         """The number and key columns of ``table``, keeping the parts that fit."""
