@@ -47,6 +47,8 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX")  # pieces per write
 # (statistics, levels, page-size checks): 6% less encoding time here; a page may exceed its 1 MiB target
 # by one step at most (64 KiB of int64).
 _ENCODER_STEP_VALUES = 8192
+# Rows per data page at most (pyarrow: 20,000, which cut 50 pages per column chunk of 1M rows): pages
+# still end at 1 MiB, and fewer of them cost 5-7% less encoding time (headers, statistics, compression calls).
 _PAGE_ROWS = 1 << 20
 
 
@@ -406,9 +408,9 @@ class BatchWriter:
     """Write record batches to a CSV or Parquet file, the format taken from ``path``'s extension.
 
     Parquet copies the compression of ``like`` (the source file, or its footer as read before),
-    column by column, when given.
-    Writes run on a background thread so encoding (the slowest step, on one core) overlaps the
-    caller's work; errors surface at the next call. ``sha256`` is the file's hash once closed.
+    column by column, when given. Writes run on a background thread so encoding (the slowest step,
+    on one core) overlaps the caller's work; errors surface at the next call. ``sha256`` is the
+    file's hash once closed.
     """
 
     def __init__(
