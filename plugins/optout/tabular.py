@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from optout.atomic import OWNER_ONLY_FILE
 from optout.errors import InputError
+from optout.parquet_footer import MAGIC, JoinedFooter, split
 
 BATCH_ROWS = 1 << 20  # one default Parquet row group: large enough to amortise per-batch overhead
 BATCH_BYTES = 32 << 20  # ...but wide rows (long text, many columns) get fewer rows, so memory stays bounded
@@ -50,6 +51,7 @@ _ENCODER_STEP_VALUES = 8192
 # Rows per data page at most (pyarrow: 20,000, which cut 50 pages per column chunk of 1M rows): pages
 # still end at 1 MiB, and fewer of them cost 5-7% less encoding time (headers, statistics, compression calls).
 _PAGE_ROWS = 1 << 20
+_ENCODERS = 2  # row groups encoded at once, each on its own thread, then joined in order
 
 
 class Format(StrEnum):
@@ -344,7 +346,7 @@ class _HashingFile(io.RawIOBase):
         self.digest = hashlib.sha256()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-file")
         self._failure: BaseException | None = None
-        self._gathered: list[bytes] = []
+        self._gathered: list[bytes | memoryview] = []
         self._gathered_bytes = 0
 
     def writable(self) -> bool:
@@ -353,19 +355,27 @@ class _HashingFile(io.RawIOBase):
     def write(self, data: Any) -> int:
         self._raise_failure()
         chunk = data if type(data) is bytes else bytes(data)  # a view's memory may be reused once this returns
-        if chunk:
+        self._gather(chunk)
+        return len(chunk)
+
+    def _gather(self, chunk: bytes | memoryview) -> None:
+        if len(chunk):
             self._gathered.append(chunk)
             self._gathered_bytes += len(chunk)
             if self._gathered_bytes >= _SINK_BUFFER_BYTES:
                 self.flush()
-        return len(chunk)
+
+    def write_unchanging(self, data: memoryview) -> None:
+        """Write memory that nobody changes afterwards (an encoded row group), without copying it."""
+        self._raise_failure()
+        self._gather(data)
 
     def flush(self) -> None:
         if self._gathered:
             self._worker.submit(self._store, self._gathered)
             self._gathered, self._gathered_bytes = [], 0
 
-    def _store(self, chunks: list[bytes]) -> None:
+    def _store(self, chunks: list[bytes | memoryview]) -> None:
         if self._failure is not None:
             return
         try:
@@ -391,7 +401,22 @@ class _HashingFile(io.RawIOBase):
         self._raise_failure()
 
 
-def _write_all(fd: int, chunks: list[bytes]) -> None:
+class _Pieces(io.RawIOBase):
+    """An in-memory file kept as the ``bytes`` pyarrow writes: no buffer grows and copies itself."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if len(data):
+            self.pieces.append(data if type(data) is bytes else bytes(data))
+        return len(data)
+
+
+def _write_all(fd: int, chunks: list[bytes | memoryview]) -> None:
     """Write non-empty ``chunks`` in order with few system calls, resuming after a short write."""
     pending = deque(memoryview(chunk) for chunk in chunks)
     while pending:
@@ -408,9 +433,10 @@ class BatchWriter:
     """Write record batches to a CSV or Parquet file, the format taken from ``path``'s extension.
 
     Parquet copies the compression of ``like`` (the source file, or its footer as read before),
-    column by column, when given. Writes run on a background thread so encoding (the slowest step,
-    on one core) overlaps the caller's work; errors surface at the next call. ``sha256`` is the
-    file's hash once closed.
+    column by column, when given. Encoding (the slowest step) runs behind the caller: Parquet row
+    groups are encoded two at a time, each on a thread of its own as a small file, and joined in order
+    (see :mod:`optout.parquet_footer`), since pyarrow's encoder uses one core; CSV is written on one
+    thread. Errors surface at a later call. ``sha256`` is the file's hash once closed.
     """
 
     def __init__(
@@ -430,57 +456,91 @@ class BatchWriter:
         else:
             options = pacsv.WriteOptions(quoting_style="needed")
             self._writer = pacsv.CSVWriter(self._sink, schema, write_options=options)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-writer")
-        self._pending: Future[None] | None = None
+        workers = _ENCODERS if self._format is Format.PARQUET else 1
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="optout-writer")
+        self._pending: deque[Future[Any]] = deque()
+        self._options: dict[str, Any] | None = None
+        self._footer = JoinedFooter()
+        self._position = 0
 
     def write(self, batch: pa.RecordBatch, keep: np.ndarray | None = None) -> None:
         """Write ``batch``, or only its rows where the bool mask ``keep`` is true.
 
-        The rows are selected here, while the previous batch is still being encoded.
+        The rows are selected here, while earlier batches are still being encoded.
         """
         if keep is not None and not keep.all():
             batch = batch.filter(pa.array(keep))
-        self._wait()
         self.rows += batch.num_rows
-        self._pending = self._pool.submit(self._write_now, batch)
-
-    def _write_now(self, batch: pa.RecordBatch) -> None:
         if self._format is Format.CSV:
-            self._writer.write_batch(batch)
+            self._wait()
+            self._pending.append(self._pool.submit(self._writer.write_batch, batch))
             return
-        if self._writer is None:
-            self._open_parquet(batch.schema, dictionary_columns(batch))
-        self._writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
+        if self._options is None:
+            self._options = self._parquet_options(dictionary_columns(batch))
+            self._schema = batch.schema  # every row group's: the footers are joined
+        self._pending.append(self._pool.submit(self._encode, batch))
+        while len(self._pending) > _ENCODERS:
+            self._append(self._pending.popleft().result())
 
-    def _open_parquet(self, schema: pa.Schema, dictionary: list[str] | bool) -> None:
-        """Open the Parquet writer for batches of ``schema``.
+    def _parquet_options(self, dictionary: list[str] | bool) -> dict[str, Any]:
+        """The Parquet writer's settings.
 
         With a Parquet source, the output carries the source's own key-value metadata, Arrow schema
         included, so readers see the source's column types even where batches were read as dictionaries.
         """
-        options = {
+        return {
             "compression": self._compression,
             "use_dictionary": dictionary,
             "write_batch_size": _ENCODER_STEP_VALUES,
             "max_rows_per_page": _PAGE_ROWS,
+            "store_schema": self._stored is None,
         }
-        self._writer = pq.ParquetWriter(self._sink, schema, store_schema=self._stored is None, **options)
-        if self._stored:
-            self._writer.add_key_value_metadata(self._stored)
+
+    def _encode(self, batch: pa.RecordBatch) -> list[bytes]:
+        """One row group as a Parquet file of its own, in memory, in the pieces pyarrow wrote (any thread)."""
+        encoded = _Pieces()
+        self._write_file(encoded, self._schema, batch)
+        return encoded.pieces
+
+    def _write_file(self, sink: Any, schema: pa.Schema, batch: pa.RecordBatch | None) -> None:
+        assert self._options is not None
+        with pq.ParquetWriter(sink, schema, **self._options) as writer:
+            if self._stored:
+                writer.add_key_value_metadata(self._stored)
+            if batch is not None:
+                writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
+
+    def _append(self, encoded: list[bytes]) -> None:
+        """Put a row group encoded apart at the end of the file, in order (see :mod:`optout.parquet_footer`)."""
+        body, footer = split(encoded)
+        if not self._position:
+            self._sink.write(MAGIC)
+            self._position = len(MAGIC)
+        self._footer.add(footer, shift=self._position - len(MAGIC))
+        for view in body:
+            self._sink.write_unchanging(view)
+            self._position += len(view)
 
     def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+        while self._pending:
+            self._pending.popleft().result()
 
     def close(self) -> None:
         try:
-            self._wait()
+            while self._pending:
+                result = self._pending.popleft().result()
+                if self._format is Format.PARQUET:
+                    self._append(result)
         finally:
             self._pool.shutdown()
-            if self._writer is None:
-                self._open_parquet(self._schema, True)  # no rows: the file still carries the schema
-            self._writer.close()
+            if self._format is Format.CSV:
+                self._writer.close()
+            elif self._position:
+                self._sink.write(self._footer.tail())
+            else:  # no rows: the file still carries the schema
+                if self._options is None:
+                    self._options = self._parquet_options(True)
+                self._write_file(self._sink, self._schema, None)
             self._sink.close()
         self.sha256 = self._sink.digest.hexdigest()
 

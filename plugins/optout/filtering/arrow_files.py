@@ -1,6 +1,6 @@
 """The CSV/Parquet engine: streams each table in batches, so memory stays bounded whatever the size.
 
-Reading runs ahead on one thread and writing (with hashing) behind on another, so the Arrow work of
+Reading runs ahead on one thread and writing (with hashing) behind on others, so the Arrow work of
 both overlaps the decisions taken in between; pass 1 of the cascade examines batches on two threads.
 Parquet tables keep pass 1's columns for pass 2 within a memory budget (see :class:`_Kept`). Arrow
 buffers come from the system allocator meanwhile (see :func:`optout.tabular.reused_memory`).
