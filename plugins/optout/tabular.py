@@ -52,6 +52,7 @@ _ENCODER_STEP_VALUES = 8192
 # still end at 1 MiB, and fewer of them cost 5-7% less encoding time (headers, statistics, compression calls).
 _PAGE_ROWS = 1 << 20
 _ENCODERS = 2  # row groups encoded at once, each on its own thread, then joined in order
+_JOINED_MIN_ROWS = 1 << 17  # smaller row groups are encoded one after another, into the file itself
 
 
 class Format(StrEnum):
@@ -434,9 +435,10 @@ class BatchWriter:
 
     Parquet copies the compression of ``like`` (the source file, or its footer as read before),
     column by column, when given. Encoding (the slowest step) runs behind the caller: Parquet row
-    groups are encoded two at a time, each on a thread of its own as a small file, and joined in order
-    (see :mod:`optout.parquet_footer`), since pyarrow's encoder uses one core; CSV is written on one
-    thread. Errors surface at a later call. ``sha256`` is the file's hash once closed.
+    groups of at least :data:`_JOINED_MIN_ROWS` are encoded two at a time, each on a thread of its own
+    as a small file, and joined in order (see :mod:`optout.parquet_footer`), since pyarrow's encoder
+    uses one core; smaller ones, and CSV, are written on one thread. Errors surface at a later call.
+    ``sha256`` is the file's hash once closed.
     """
 
     def __init__(
@@ -471,16 +473,24 @@ class BatchWriter:
         if keep is not None and not keep.all():
             batch = batch.filter(pa.array(keep))
         self.rows += batch.num_rows
-        if self._format is Format.CSV:
-            self._wait()
-            self._pending.append(self._pool.submit(self._writer.write_batch, batch))
-            return
-        if self._options is None:
+        if self._format is Format.PARQUET and self._options is None:
             self._options = self._parquet_options(dictionary_columns(batch))
             self._schema = batch.schema  # every row group's: the footers are joined
+            if batch.num_rows < _JOINED_MIN_ROWS:  # joining costs about 1.5 ms a row group (of 3 columns)
+                self._writer = self._parquet_writer(self._sink)
+        if self._writer is not None:  # CSV, or Parquet in small batches: one at a time
+            self._wait()
+            self._pending.append(self._pool.submit(self._write_batch, batch))
+            return
         self._pending.append(self._pool.submit(self._encode, batch))
         while len(self._pending) > _ENCODERS:
             self._append(self._pending.popleft().result())
+
+    def _write_batch(self, batch: pa.RecordBatch) -> None:
+        if self._format is Format.CSV:
+            self._writer.write_batch(batch)
+        else:
+            self._writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
 
     def _parquet_options(self, dictionary: list[str] | bool) -> dict[str, Any]:
         """The Parquet writer's settings.
@@ -499,16 +509,16 @@ class BatchWriter:
     def _encode(self, batch: pa.RecordBatch) -> list[bytes]:
         """One row group as a Parquet file of its own, in memory, in the pieces pyarrow wrote (any thread)."""
         encoded = _Pieces()
-        self._write_file(encoded, self._schema, batch)
+        with self._parquet_writer(encoded) as writer:
+            writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
         return encoded.pieces
 
-    def _write_file(self, sink: Any, schema: pa.Schema, batch: pa.RecordBatch | None) -> None:
+    def _parquet_writer(self, sink: Any) -> pq.ParquetWriter:
         assert self._options is not None
-        with pq.ParquetWriter(sink, schema, **self._options) as writer:
-            if self._stored:
-                writer.add_key_value_metadata(self._stored)
-            if batch is not None:
-                writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
+        writer = pq.ParquetWriter(sink, self._schema, **self._options)
+        if self._stored:
+            writer.add_key_value_metadata(self._stored)
+        return writer
 
     def _append(self, encoded: list[bytes]) -> None:
         """Put a row group encoded apart at the end of the file, in order (see :mod:`optout.parquet_footer`)."""
@@ -529,18 +539,17 @@ class BatchWriter:
         try:
             while self._pending:
                 result = self._pending.popleft().result()
-                if self._format is Format.PARQUET:
+                if self._writer is None:  # joined row groups
                     self._append(result)
         finally:
             self._pool.shutdown()
-            if self._format is Format.CSV:
+            if self._writer is not None:
                 self._writer.close()
             elif self._position:
                 self._sink.write(self._footer.tail())
-            else:  # no rows: the file still carries the schema
-                if self._options is None:
-                    self._options = self._parquet_options(True)
-                self._write_file(self._sink, self._schema, None)
+            else:  # no batches: the file still carries the schema
+                self._options = self._parquet_options(True)
+                self._parquet_writer(self._sink).close()
             self._sink.close()
         self.sha256 = self._sink.digest.hexdigest()
 

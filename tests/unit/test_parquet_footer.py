@@ -16,6 +16,14 @@ from optout.tabular import BatchWriter
 ROWS = 3000
 
 
+@pytest.fixture(autouse=True)
+def _join_small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches here are small: join them all the same (the writer joins from 128K rows up)."""
+    from optout import tabular
+
+    monkeypatch.setattr(tabular, "_JOINED_MIN_ROWS", 1)
+
+
 def _every_type() -> pa.Table:
     return pa.table(
         {
@@ -84,6 +92,19 @@ def test_batches_left_empty_by_the_filter_add_no_rows(tmp_path: Path, rows: list
         for count in rows:
             writer.write(pa.record_batch({"n": np.arange(count)}))
     assert pq.read_table(tmp_path / "out.parquet").column("n").to_pylist() == [*range(5), *range(3)][: sum(rows)]
+
+
+def test_small_batches_are_written_into_the_file_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from optout import parquet_footer, tabular
+
+    monkeypatch.setattr(tabular, "_JOINED_MIN_ROWS", 1000)
+    monkeypatch.setattr(parquet_footer, "_decode", None)  # never reached
+    table = _every_type()
+    with BatchWriter(tmp_path / "out.parquet", table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=999):
+            writer.write(batch)
+    assert pq.read_table(tmp_path / "out.parquet").equals(table)
+    assert pq.ParquetFile(tmp_path / "out.parquet").metadata.num_row_groups == 4
 
 
 def test_batches_of_another_schema_are_refused(tmp_path: Path) -> None:
