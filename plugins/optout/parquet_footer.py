@@ -30,13 +30,13 @@ Fields = list[list[Any]]  # [field id, Thrift type, value] in the order written
 
 
 def split(pieces: list[bytes]) -> tuple[list[memoryview], bytes]:
-    """The body (row groups, after ``PAR1``) and the footer of a whole Parquet file written in ``pieces``.
+    """The body (row groups, after ``PAR1``) and the footer of a whole Parquet file, in non-empty ``pieces``.
 
     The body comes as views of the pieces, so nothing is copied.
     """
     total = sum(len(piece) for piece in pieces)
     ending = _last(pieces, _TAIL)
-    if total < 12 or bytes(_first(pieces, 4)) != MAGIC or ending[4:] != MAGIC:
+    if total < 12 or _first(pieces, 4) != MAGIC or ending[4:] != MAGIC:
         raise ValueError("not a whole Parquet file")
     (length,) = struct.unpack("<i", ending[:4])
     end = total - _TAIL - length
@@ -53,7 +53,7 @@ def split(pieces: list[bytes]) -> tuple[list[memoryview], bytes]:
 
 
 def _first(pieces: list[bytes], size: int) -> bytes:
-    return b"".join(pieces[:size])[:size]  # pieces are never empty, so ``size`` of them hold ``size`` bytes
+    return b"".join(pieces[:size])[:size]  # ``size`` non-empty pieces hold ``size`` bytes at least
 
 
 def _last(pieces: list[bytes], size: int) -> bytes:
