@@ -181,8 +181,7 @@ class ParquetParts:
         self.path = Path(path)
         self._file = _open_parquet(self.path, as_dictionary)
         self.schema = self._file.schema_arrow
-        metadata = self._file.metadata
-        self.metadata = metadata
+        self.metadata = metadata = self._file.metadata
         self._rows = _rows_per_batch(metadata, None)
         self.parts: list[list[int]] = []
         dictionaries = bool(as_dictionary) or any(pa.types.is_dictionary(field.type) for field in self.schema)
@@ -479,12 +478,11 @@ class BatchWriter:
             if batch.num_rows < _JOINED_MIN_ROWS:  # joining costs about 1.5 ms a row group (of 3 columns)
                 self._writer = self._parquet_writer(self._sink)
         if self._writer is not None:  # CSV, or Parquet in small batches: one at a time
-            self._wait()
+            self._drain()
             self._pending.append(self._pool.submit(self._write_batch, batch))
-            return
-        self._pending.append(self._pool.submit(self._encode, batch))
-        while len(self._pending) > _ENCODERS:
-            self._append(self._pending.popleft().result())
+        else:
+            self._pending.append(self._pool.submit(self._encode, batch))
+            self._drain(leave=_ENCODERS)
 
     def _write_batch(self, batch: pa.RecordBatch) -> None:
         if self._format is Format.CSV:
@@ -531,16 +529,16 @@ class BatchWriter:
             self._sink.write_unchanging(view)
             self._position += len(view)
 
-    def _wait(self) -> None:
-        while self._pending:
-            self._pending.popleft().result()
+    def _drain(self, leave: int = 0) -> None:
+        """Wait for the oldest writes until ``leave`` are left; row groups encoded apart join the file."""
+        while len(self._pending) > leave:
+            result = self._pending.popleft().result()
+            if self._writer is None:
+                self._append(result)
 
     def close(self) -> None:
         try:
-            while self._pending:
-                result = self._pending.popleft().result()
-                if self._writer is None:  # joined row groups
-                    self._append(result)
+            self._drain()
         finally:
             self._pool.shutdown()
             if self._writer is not None:
