@@ -74,7 +74,7 @@ def main() -> None:
                 sent = mesh.send_request(client, store, cohort, settings=ours)
             thread = stand_in.start_thread()
             with timed("stand-in reply + wait (sensor pokes)"):
-                while not (message_id := mesh.find_reply(client, sent.local_id)):
+                while not (message_id := mesh.find_reply(client, store, sent.local_id)):
                     time.sleep(0.05)
             with timed("receive_reply: download + parse + gates + import"):
                 info = mesh.receive_reply(client, store, sent.local_id, message_id)

@@ -62,7 +62,6 @@ with DAG(
         "id_column": Param("nhs_number", type="string", description="Column of NHS numbers in those files"),
         "cohort_sql": Param(None, type=["null", "string"], description="Query whose first column is the NHS number"),
         "cohort_sql_conn_id": Param(None, type=["null", "string"], description="Airflow connection for the query"),
-        "max_share_jump": Param(0.05, type="number", description="Largest change of the opted-out share accepted"),
     },
     tags=["optout", "mesh"],
     doc_md=__doc__,
@@ -77,6 +76,7 @@ with DAG(
     wait = MeshReplySensor(
         task_id="wait_for_reply",
         local_id="{{ ti.xcom_pull(task_ids='send_request')['local_id'] }}",
+        sent_message_id="{{ ti.xcom_pull(task_ids='send_request')['message_id'] }}",
         # The service replies within hours: 5-minute pokes. The local demo's stand-in replies in seconds.
         poke_interval=float(os.environ.get("OPTOUT_REPLY_POKE_SECONDS", "300")),
     )
@@ -84,7 +84,6 @@ with DAG(
         task_id="import_reply",
         local_id="{{ ti.xcom_pull(task_ids='send_request')['local_id'] }}",
         message_id="{{ ti.xcom_pull(task_ids='wait_for_reply') }}",
-        max_share_jump="{{ params.max_share_jump }}",
         outlets=[CLEARED_LIST],
     )
     send >> wait >> receive

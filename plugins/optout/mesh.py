@@ -30,13 +30,15 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from optout import config, ndop
+from optout import config, inbox, ndop
 from optout.atomic import atomic_file
 from optout.errors import InputError, OptOutError, SuspiciousReplyError
+from optout.store import PENDING
 
 if TYPE_CHECKING:
     from mesh_client import MeshClient
 
+    from optout.quarantine import Thresholds
     from optout.store import Store, VersionInfo
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,6 @@ WORKFLOW_ID = "SPINE_NTT_UPHOLDING"
 # The service drops messages whose Subject or LocalId hold anything but letters, digits, "-" and "_".
 _SAFE_REFERENCE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _READ_BLOCK = 4 * 1024 * 1024
-_PEEK = 4096
 _RETRYABLE_4XX = (408, 425, 429)
 
 
@@ -171,33 +172,29 @@ def send_file(
     subject: str,
     workflow_id: str = WORKFLOW_ID,
     filename: str | None = None,
+    content_type: str | None = None,
+    max_chunk_size: int | None = None,
 ) -> str:
-    """Send one message (mesh-client chunks it); returns the MESH message ID."""
+    """Send one message (mesh-client chunks it, ``max_chunk_size`` bytes a chunk); returns its MESH message ID.
+
+    ``data`` may be bytes or a binary file object: mesh-client reads a file chunk by chunk.
+    """
     _check_reference(local_id, "local_id")
     _check_reference(subject, "subject")
+    extra: dict[str, Any] = {"content_type": content_type} if content_type else {}
     with mesh_errors("send"):
         return str(
             client.send_message(
                 recipient,
                 data,
+                max_chunk_size=max_chunk_size,
                 workflow_id=workflow_id,
                 subject=subject,
                 local_id=local_id,
                 filename=filename or f"{local_id}.dat",
+                **extra,
             )
         )
-
-
-@dataclass(frozen=True)
-class InboxMessage:
-    """What the headers say about one inbox message (never its content)."""
-
-    message_id: str
-    local_id: str | None
-    workflow_id: str | None
-    subject: str | None
-    sender: str | None
-    job_created: bool
 
 
 def list_inbox(client: MeshClient, workflow_id: str | None = WORKFLOW_ID) -> list[str]:
@@ -206,22 +203,30 @@ def list_inbox(client: MeshClient, workflow_id: str | None = WORKFLOW_ID) -> lis
         return list(client.iterate_message_ids(workflow_filter=workflow_id))
 
 
-def peek(client: MeshClient, message_id: str) -> InboxMessage:
-    """Read a message's headers and first bytes (to tell "job created" from a reply), then let it go."""
+def headers(client: MeshClient, message_id: str) -> inbox.Headers | None:
+    """A message's headers only (MESH's ``HEAD`` of the message): no body is downloaded.
+
+    None when the message has gone meanwhile (another process acknowledged it, or it expired).
+    mesh-client has no call for this, so its authenticated session is used directly.
+    """
+    from urllib.parse import quote
+
+    with mesh_errors("header check"):
+        response = client._session.head(f"{client.mailbox_url}/inbox/{quote(message_id)}", timeout=client._timeout)
+        if response.status_code in (404, 410):
+            return None
+        response.raise_for_status()
+    return inbox.Headers.from_http(message_id, response.headers)
+
+
+def read_status(client: MeshClient, message_id: str) -> bytes:
+    """The first bytes of a status message (a few hundred bytes; never more than 64 KiB are read)."""
     with mesh_errors("download"):
         message = client.retrieve_message(message_id)
         try:
-            head = message.read(_PEEK)
+            return bytes(message.read(inbox.STATUS_READ_LIMIT))
         finally:
             message.close()
-    return InboxMessage(
-        message_id=message_id,
-        local_id=message.local_id,
-        workflow_id=message.workflow_id,
-        subject=message.subject,
-        sender=message.sender,
-        job_created=ndop.is_job_created(head),
-    )
 
 
 def download(client: MeshClient, message_id: str, path: str | Path) -> int:
@@ -245,22 +250,101 @@ def acknowledge(client: MeshClient, message_id: str) -> None:
         client.acknowledge_message(message_id)
 
 
-def find_reply(client: MeshClient, local_id: str, *, workflow_id: str = WORKFLOW_ID) -> str | None:
-    """The message ID of the reply to ``local_id``, or None while it has not come.
+class ServiceRejectedError(InputError):
+    """The national service rejected the request (one invalid number rejects the whole file)."""
 
-    The service's "job created" message for this LocalId is acknowledged and skipped: it is never the
-    list. Messages for other LocalIds (another run, another system) are not touched.
+
+class MeshReportError(InputError):
+    """MESH reported that our request was not delivered, expired uncollected, or failed."""
+
+
+@dataclass
+class InboxCheck:
+    """What one look at the inbox found for our requests: the reply to wait for, and what else was there."""
+
+    reply: str | None = None
+    job_created: int = 0
+    others: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    late: list[tuple[str, str]] = field(default_factory=list)  # (LocalId, message ID) of older requests
+
+
+def check_inbox(
+    client: MeshClient,
+    store: Store,
+    local_id: str | None,
+    *,
+    workflow_id: str = WORKFLOW_ID,
+    sent_message_id: str | None = None,
+) -> InboxCheck:
+    """Classify every inbox message from its headers and act on what concerns our requests.
+
+    "Job created" is acknowledged. A rejection or a MESH report fails its request in the store (with
+    the reason) and is acknowledged; for ``local_id`` it raises :class:`ServiceRejectedError` or
+    :class:`MeshReportError`. A reply to a request already answered is a duplicate: acknowledged and
+    recorded, never imported. Replies to older pending requests are returned as ``late`` (see
+    :func:`collect_late_replies`); the reply to ``local_id`` as ``reply``. Everything else is left in
+    the inbox and counted. No body is read but a status message's few bytes.
     """
-    for message_id in list_inbox(client, workflow_id):
-        info = peek(client, message_id)
-        if info.local_id != local_id:
-            continue
-        if info.job_created:
-            log.info("MESH message %s is the service's 'job created' notice for %s: acknowledged", message_id, local_id)
-            acknowledge(client, message_id)
-            continue
-        return message_id
-    return None
+    found = InboxCheck()
+    seen = [h for h in (headers(client, mid) for mid in list_inbox(client, None)) if h is not None]
+    requests = store.find_requests([h.local_id for h in seen if h.local_id])
+    for item in seen:
+        message = inbox.classify(
+            item,
+            workflow_id=workflow_id,
+            local_ids=requests,
+            sent_message_ids={sent_message_id} if sent_message_id else set(),
+        )
+        if message.kind is inbox.Kind.STATUS:
+            message = inbox.classify_body(message, read_status(client, message.message_id))
+        request = requests.get(message.local_id or local_id or "")
+        if message.kind is inbox.Kind.OTHER or request is None:
+            found.others += 1
+        elif message.kind is inbox.Kind.JOB_CREATED:
+            log.info(
+                "MESH message %s is the service's 'job created' notice for %s: acknowledged",
+                item.message_id,
+                request.local_id,
+            )
+            acknowledge(client, message.message_id)
+            found.job_created += 1
+        elif message.kind in (inbox.Kind.JOB_REJECTED, inbox.Kind.REPORT):
+            _fail(client, store, request, message, current=request.local_id == local_id)
+        elif request.status != PENDING:
+            log.warning(
+                "MESH message %s repeats the reply to %s (version %d is %s): acknowledged, not imported",
+                message.message_id,
+                request.local_id,
+                request.id,
+                request.status,
+            )
+            acknowledge(client, message.message_id)
+            found.duplicates.append(message.message_id)
+        elif request.local_id == local_id:
+            found.reply = found.reply or message.message_id
+        else:
+            found.late.append((request.local_id, message.message_id))
+    if found.others:
+        log.info("%d other message(s) in the inbox were left untouched", found.others)
+    return found
+
+
+def _fail(client: MeshClient, store: Store, request: VersionInfo, message: inbox.Classified, *, current: bool) -> None:
+    what = "the service rejected" if message.kind is inbox.Kind.JOB_REJECTED else f"MESH reported ({message.report})"
+    reason = f"{what} request {request.local_id}: {message.reason}"
+    if request.status == PENDING:
+        store.fail_request(request.id, reason)
+    acknowledge(client, message.message_id)
+    log.error("%s; version %d is failed and will never be used", reason, request.id)
+    if current:
+        error = ServiceRejectedError if message.kind is inbox.Kind.JOB_REJECTED else MeshReportError
+        raise error(f"{reason}. Nothing was published; the previous version stays current")
+
+
+def find_reply(client: MeshClient, store: Store, local_id: str, *, workflow_id: str = WORKFLOW_ID) -> str | None:
+    """The message ID of the reply to ``local_id``, or None while it has not come (see :func:`check_inbox`)."""
+    return check_inbox(client, store, local_id, workflow_id=workflow_id).reply
 
 
 @dataclass(frozen=True)
@@ -296,11 +380,13 @@ def send_request(
     """Build the request file from ``cohort`` (valid numbers only), record it pending, send it.
 
     It is recorded before it is sent: a reply can then always be matched, and a send that fails leaves
-    only a pending version that never becomes current.
+    only a pending version that never becomes current. A late reply to the previous request is
+    collected first (:func:`collect_late_replies`), while that request is still the newest.
     """
     data = ndop.build_request(cohort)
     local_id = _check_reference(local_id or new_local_id(settings.mailbox), "local_id")
     handshake(client)  # wrong credentials fail here, before anything is recorded
+    collect_late_replies(client, store, workflow_id=settings.workflow_id)  # while the last request is the newest
     info = store.record_request(
         cohort, local_id=local_id, source=source, request_sha256=hashlib.sha256(data).hexdigest()
     )  # it de-duplicates
@@ -337,18 +423,24 @@ def import_reply(
     *,
     name: str | None = None,
     checked_at: datetime | None = None,
-    max_share_jump: float = 0.05,
+    thresholds: Thresholds | None = None,
 ) -> VersionInfo:
     """Parse a reply against the request recorded as ``version_id`` and import it with the store's gates.
 
+    Its age counts from its request (``checked_at`` defaults to the request's time): the service checked
+    some time after we asked, and we cannot know when, so the list is taken to be as old as the question.
     Raises :class:`InputError` (malformed, or a number never requested; nothing recorded) or
     :class:`SuspiciousReplyError` (kept as a quarantined version for a governance officer).
     """
-    requested = store.load(version_id).cohort
-    cleared = ndop.parse_reply(reply, requested, name=name)
+    pending = store.load(version_id)
+    cleared = ndop.parse_reply(reply, pending.cohort, name=name)
     return store.import_reply(
-        version_id, cleared, checked_at=checked_at or datetime.now(UTC), max_share_jump=max_share_jump
+        version_id, cleared, checked_at=checked_at or pending.info.requested_at, thresholds=thresholds
     )
+
+
+class ReplyNotReady(RuntimeError):
+    """The message we took for the reply was the service's "job created" notice: the task retries later."""
 
 
 def receive_reply(
@@ -357,21 +449,46 @@ def receive_reply(
     local_id: str,
     message_id: str,
     *,
-    max_share_jump: float = 0.05,
+    thresholds: Thresholds | None = None,
 ) -> VersionInfo:
     """Download the reply, import it, then acknowledge it.
 
     A published reply's file is deleted (the store holds the numbers). A quarantined one is kept
     owner-only in :func:`replies_dir` for inspection. A malformed reply is deleted and left
-    unacknowledged in MESH (until MESH expires it) so it can be fetched again to investigate.
+    unacknowledged in MESH (until MESH expires it) so it can be fetched again to investigate. A reply to
+    a request already answered is a duplicate: acknowledged, never imported twice. A body that is the
+    service's status rather than a list is handled as that status (:func:`optout.inbox.classify_body`).
     """
     pending = store.find_request(local_id=local_id)
     if pending is None:
         raise InputError(f"no request with LocalId {local_id} was recorded in this store", field="local_id")
+    if pending.status != PENDING:
+        log.warning(
+            "MESH message %s repeats the reply to %s (version %d is %s): acknowledged, not imported",
+            message_id,
+            local_id,
+            pending.id,
+            pending.status,
+        )
+        acknowledge(client, message_id)
+        return pending
     path = replies_dir() / f"{local_id}.dat"
     size = download(client, message_id, path)
+    with open(path, "rb") as handle:
+        head = handle.read(inbox.STATUS_READ_LIMIT)
+    message = inbox.classify_body(inbox.Classified(inbox.Kind.REPLY, message_id, local_id), head)
+    if message.kind is not inbox.Kind.REPLY:
+        path.unlink(missing_ok=True)
+        if message.kind is inbox.Kind.JOB_CREATED:
+            acknowledge(client, message_id)
+            raise ReplyNotReady(
+                f"MESH message {message_id} was the 'job created' notice for {local_id}; the reply is still to come"
+            )
+        if message.kind is inbox.Kind.JOB_REJECTED:
+            _fail(client, store, pending, message, current=True)
+        raise InputError(f"MESH message {message_id} is {message.reason}, not the reply; it is left in the inbox")
     try:
-        info = import_reply(store, pending.id, path, name=f"MESH message {message_id}", max_share_jump=max_share_jump)
+        info = import_reply(store, pending.id, path, name=f"MESH message {message_id}", thresholds=thresholds)
     except SuspiciousReplyError as exc:
         acknowledge(client, message_id)
         raise SuspiciousReplyError(f"{exc}. The reply file is kept for that at {path} (owner-only)") from None
@@ -382,3 +499,37 @@ def receive_reply(
     acknowledge(client, message_id)
     log.info("imported reply %s (%d bytes): version %d is %s", local_id, size, info.id, info.status)
     return info
+
+
+def collect_late_replies(
+    client: MeshClient, store: Store, *, workflow_id: str = WORKFLOW_ID, thresholds: Thresholds | None = None
+) -> list[VersionInfo]:
+    """Import replies that came after their wait ended, if their request is still the newest one.
+
+    Run before a new request is recorded. A late reply to the newest request is imported as any reply
+    (its age counts from its request, so an old answer is never taken for a fresh one); a late reply to
+    an older request is acknowledged and its request failed as superseded. A late reply that is
+    refused (malformed, quarantined) is reported in the log and does not stop tonight's request.
+    """
+    found = check_inbox(client, store, None, workflow_id=workflow_id)
+    newest = store.newest_request()
+    imported = []
+    for local_id, message_id in found.late:
+        request = store.find_request(local_id=local_id)
+        if request is None:
+            continue
+        if newest is not None and request.id != newest.id:
+            acknowledge(client, message_id)
+            store.fail_request(
+                request.id, f"superseded: its reply came after request {newest.local_id} was sent, and was not imported"
+            )
+            log.warning(
+                "late reply to %s (version %d) acknowledged, not imported: a newer request exists", local_id, request.id
+            )
+            continue
+        try:
+            imported.append(receive_reply(client, store, local_id, message_id, thresholds=thresholds))
+            log.info("late reply to %s imported: version %d", local_id, request.id)
+        except (OptOutError, ReplyNotReady) as exc:
+            log.warning("late reply to %s was not imported: %s", local_id, exc)
+    return imported

@@ -33,11 +33,12 @@ from optout import config, ndop
 from optout.atomic import OWNER_ONLY_DIR, OWNER_ONLY_FILE
 from optout.errors import ConcurrentUpdateError, InputError, NoVersionError, StaleListError, SuspiciousReplyError
 from optout.lookup import NumberSet
+from optout.quarantine import Share, Thresholds, hold_reason
 
 PENDING, PUBLISHED, QUARANTINED, REJECTED = "pending", "published", "quarantined", "rejected"
+FAILED = "failed"  # the service rejected the request, MESH reported it undelivered, or a newer one superseded it
 COHORT, CLEARED = "cohort", "cleared"
 CHUNK = 1 << 20
-MAX_OPTED_OUT_SHARE = 0.25  # nationally about 5-6% of people opt out; far more means a broken reply
 PENDING_GRACE = timedelta(days=1)  # a reply can still arrive for a younger pending request
 _HEADER = struct.Struct("<qB")  # first number, bytes per delta
 _PG_LOCK = 0x6F70746F7574  # "optout": serialises table creation across processes
@@ -96,7 +97,7 @@ class VersionInfo:
 
     id: int
     local_id: str
-    status: str  # pending | published | quarantined | rejected
+    status: str  # pending | published | quarantined | rejected | failed
     request_sha256: str
     requested_at: datetime
     checked_at: datetime | None
@@ -198,15 +199,15 @@ class Store:
         cleared: np.ndarray,
         *,
         checked_at: datetime | None = None,
-        max_share_jump: float = 0.05,
-        max_share: float = MAX_OPTED_OUT_SHARE,
+        thresholds: Thresholds | None = None,
     ) -> VersionInfo:
         """Store a reply's cleared numbers and publish the version, in one transaction.
 
-        When the opted-out share moves by more than ``max_share_jump`` (absolute) from the current
-        version, or exceeds ``max_share`` (an empty or truncated reply, even with no version before it),
-        the version is stored as quarantined instead and :class:`SuspiciousReplyError` is raised: a
-        wrong reply must not silently change who may be used.
+        When :func:`optout.quarantine.hold_reason` finds the opted-out share implausible, or moved from
+        the current version's by more than chance explains for the cohorts' sizes (``thresholds``,
+        default from the settings), the version is stored as quarantined with that reason as its
+        ``note`` and :class:`SuspiciousReplyError` is raised: a wrong reply must not silently change
+        who may be used.
         """
         now = _now()
         checked_at = _aware(checked_at, "checked_at") if checked_at is not None else now
@@ -225,21 +226,15 @@ class Store:
                 f"{strangers} cleared number(s) are not in version {version_id}'s cohort; "
                 "is this the reply to another request?"
             )
-        share = 1 - len(cleared) / len(pending.cohort)
+        new = Share(len(pending.cohort) - len(cleared), len(pending.cohort))
+        thresholds = thresholds or Thresholds.from_env()
         with self._write() as conn:
             previous = _current(conn)
-            status, note = PUBLISHED, None
-            if share > max_share:
-                status = QUARANTINED
-                note = f"opted-out share {share:.2%} is above the {max_share:.2%} any real reply shows"
-            elif previous is not None and previous.opted_out_share is not None:
-                jump = abs(share - previous.opted_out_share)
-                if jump > max_share_jump:
-                    status = QUARANTINED
-                    note = (
-                        f"opted-out share {share:.2%} against {previous.opted_out_share:.2%} in version "
-                        f"{previous.id}: a change of {jump:.2%}, more than the {max_share_jump:.2%} allowed"
-                    )
+            before = None
+            if previous is not None and previous.opted_out_count is not None:
+                before = Share(previous.opted_out_count, previous.cohort_count)
+            note = hold_reason(new, before, thresholds, previous_version=previous.id if previous else None)
+            status = QUARANTINED if note else PUBLISHED
             claimed = conn.execute(
                 versions_table.update()
                 .where(versions_table.c.id == version_id, versions_table.c.status == PENDING)
@@ -264,6 +259,28 @@ class Store:
                 f"`optout check reject {version_id}` to discard it"
             )
         return info
+
+    def find_requests(self, local_ids: list[str]) -> dict[str, VersionInfo]:
+        """The versions recorded under these LocalIds (those never recorded are missing from the result)."""
+        if not local_ids:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(sa.select(versions_table).where(versions_table.c.local_id.in_(set(local_ids)))).all()
+        return {row.local_id: _to_info(row) for row in rows}
+
+    def newest_request(self) -> VersionInfo | None:
+        """The request recorded last, whatever its status: only its reply may still become current."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(versions_table).order_by(versions_table.c.id.desc()).limit(1)).first()
+        return _to_info(row) if row else None
+
+    def fail_request(self, version_id: int, reason: str) -> VersionInfo:
+        """Mark a pending request failed, keeping ``reason`` (counts and words only) as its note.
+
+        For a request the service rejected, that MESH reported undelivered or expired, or whose reply
+        came after a newer request was recorded. It is never used; ``prune`` removes it later.
+        """
+        return self._move(version_id, PENDING, "only a pending request can fail", status=FAILED, note=reason)
 
     def approve(self, version_id: int) -> VersionInfo:
         """Publish a quarantined version after a governance officer inspected it."""
@@ -325,8 +342,8 @@ class Store:
         """Delete versions no longer needed; return how many.
 
         Kept: the newest ``keep`` published (the current one among them), every quarantined version
-        (awaiting a decision), rejected versions checked since the oldest kept one, and pending requests
-        younger than a day (their reply may still come).
+        (awaiting a decision), rejected versions checked since the oldest kept one, and pending or failed
+        requests younger than a day (a pending one's reply may still come).
         """
         if keep < 1:
             raise InputError("keep at least one version (the current one)", field="keep")
@@ -341,7 +358,8 @@ class Store:
                 oldest_kept = published[keep - 1].checked_at
                 rejected = sa.select(v.id).where(v.status == REJECTED, v.checked_at < oldest_kept)
                 doomed += conn.execute(rejected).scalars().all()
-            doomed += conn.execute(sa.select(v.id).where(v.status == PENDING, v.requested_at < cutoff)).scalars().all()
+            stale = sa.select(v.id).where(v.status.in_([PENDING, FAILED]), v.requested_at < cutoff)
+            doomed += conn.execute(stale).scalars().all()
             if doomed:
                 conn.execute(numbers_table.delete().where(numbers_table.c.version_id.in_(doomed)))
                 conn.execute(versions_table.delete().where(v.id.in_(doomed)))
@@ -353,16 +371,22 @@ class Store:
             self._engine.dispose()
 
     def _decide(self, version_id: int, status: str) -> VersionInfo:
+        published_at = _now() if status == PUBLISHED else None
+        rule = "only a quarantined version can be approved or rejected"
+        return self._move(version_id, QUARANTINED, rule, status=status, published_at=published_at)
+
+    def _move(self, version_id: int, from_status: str, rule: str, **values: Any) -> VersionInfo:
+        """Change a version's row if it is ``from_status``; otherwise refuse, saying ``rule``."""
         with self._write() as conn:
-            decided = conn.execute(
+            moved = conn.execute(
                 versions_table.update()
-                .where(versions_table.c.id == version_id, versions_table.c.status == QUARANTINED)
-                .values(status=status, published_at=_now() if status == PUBLISHED else None)
+                .where(versions_table.c.id == version_id, versions_table.c.status == from_status)
+                .values(**values)
             ).rowcount
-            if decided != 1:
+            if moved != 1:
                 row = conn.execute(sa.select(versions_table.c.status).where(versions_table.c.id == version_id)).first()
                 what = f"is {row.status}" if row else "does not exist"
-                raise InputError(f"version {version_id} {what}; only a quarantined version can be approved or rejected")
+                raise InputError(f"version {version_id} {what}; {rule}")
         return self._info(version_id)
 
     def _info(self, version_id: int) -> VersionInfo:

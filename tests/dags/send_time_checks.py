@@ -50,12 +50,13 @@ def _tamper(context: Any, when: str) -> None:
     elif action == "replace" and when == "late":
         import numpy as np
 
+        from optout.quarantine import ANY_SHARE
         from optout.store import Store
 
         store = Store()
         cohort = store.load().cohort
         newer = store.record_request(cohort, local_id="replacement")
-        store.import_reply(newer.id, cohort[np.arange(cohort.size) % 7 != 0], max_share_jump=1.0)
+        store.import_reply(newer.id, cohort[np.arange(cohort.size) % 7 != 0], thresholds=ANY_SHARE)
 
 
 @task(trigger_rule="all_done")

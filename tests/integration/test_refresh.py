@@ -171,7 +171,7 @@ def test_round_trip_publishes_the_cleared_set_and_ignores_job_created(
     assert cleared_list_events() == events_before + 1
     # "job created" came first: it was acknowledged and never read as the list; nothing is left behind.
     with mesh.connect(mesh_sandbox.settings()) as client:
-        assert mesh.find_reply(client, sent["local_id"]) is None
+        assert mesh.find_reply(client, Store(), sent["local_id"]) is None
     text = output()
     assert "'job created' notice" in text
     assert_no_numbers_leaked(cohort, text, xcom_text(tis))
@@ -279,7 +279,7 @@ def test_two_refreshes_racing_leave_one_consistent_version(mesh_sandbox, stand_i
             with mesh.connect(mesh_sandbox.settings()) as client:
                 sent = mesh.send_request(client, store, cohort, settings=mesh_sandbox.settings())
                 for _ in range(100):
-                    if message_id := mesh.find_reply(client, sent.local_id):
+                    if message_id := mesh.find_reply(client, store, sent.local_id):
                         mesh.receive_reply(client, store, sent.local_id, message_id)
                         return
                     threading.Event().wait(0.1)

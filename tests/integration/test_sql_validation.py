@@ -18,6 +18,7 @@ from optout.filtering import run_filter
 from optout.gate import check_before_send
 from optout.manifest import read_manifest
 from optout.purpose import Purpose
+from optout.quarantine import ANY_SHARE
 from optout.spec import ExtractSpec, load_spec
 from optout.store import Store
 from optout.validation import CHECKS, read_validation, require_validated, run_validation, validation_dir
@@ -32,7 +33,9 @@ def _store(tmp_path: Path) -> Store:
     """A list store with one fresh version: N[0..5] cleared, N[6], N[7] opted out."""
     store = Store(f"sqlite:///{tmp_path / 'list.sqlite'}")
     version = store.record_request(np.sort(N[:8]))
-    store.import_reply(version.id, np.sort(N[:6]), checked_at=datetime.now(UTC) - timedelta(hours=1), max_share_jump=1)
+    store.import_reply(
+        version.id, np.sort(N[:6]), checked_at=datetime.now(UTC) - timedelta(hours=1), thresholds=ANY_SHARE
+    )
     return store
 
 
@@ -111,7 +114,7 @@ def test_a_table_changed_or_dropped_after_validation_blocks_the_send(db_url: str
 def test_a_superseded_list_fails_the_proof(db_url: str, tmp_path: Path) -> None:
     spec, out_dir, store = _filtered(tmp_path, db_url)
     newer = store.record_request(np.sort(N[:8]))
-    store.import_reply(newer.id, np.sort(N[:6]), max_share_jump=1)
+    store.import_reply(newer.id, np.sort(N[:6]), thresholds=ANY_SHARE)
     checks = _validate(spec, out_dir, store)
     assert checks["list_fresh_and_current"] is False
     assert checks["no_uncleared_number"] and checks["no_removed_person"] and checks["manifest_reconciles"]

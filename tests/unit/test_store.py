@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from optout import ndop, store
 from optout.errors import ConcurrentUpdateError, InputError, NoVersionError, StaleListError, SuspiciousReplyError
+from optout.quarantine import Thresholds
 from optout.store import Store
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -83,7 +84,7 @@ def test_numbers_survive_chunking_and_any_spacing(db: Store, monkeypatch: pytest
     far = valid_numbers(5, start=9_900_000_000)  # a gap beyond 32 bits
     cohort = np.concatenate([leading_zeros, valid_numbers(2500), far])
     version = db.record_request(cohort)
-    db.import_reply(version.id, cohort[1::2], checked_at=NOW, max_share=1.0)
+    db.import_reply(version.id, cohort[1::2], checked_at=NOW, thresholds=Thresholds(max_share=1.0))
     result = db.load(version.id)
     assert result.cohort.tolist() == cohort.tolist()
     assert result.cleared.tolist() == cohort[1::2].tolist()
@@ -136,7 +137,8 @@ def test_a_small_change_publishes_and_the_gate_can_be_widened(db: Store) -> None
     publish(db, cohort, 0.05, NOW - timedelta(hours=3))
     publish(db, cohort, 0.09, NOW - timedelta(hours=2))
     assert (
-        publish(db, cohort, 0.5, NOW - timedelta(hours=1), max_share_jump=0.5, max_share=1.0) == db.require_current().id
+        publish(db, cohort, 0.5, NOW - timedelta(hours=1), thresholds=Thresholds(floor=0.5, max_share=1.0))
+        == db.require_current().id
     )
 
 

@@ -18,6 +18,7 @@ from optout.errors import VerificationFailed
 from optout.filtering import run_filter
 from optout.manifest import read_manifest, sha256_of
 from optout.nhs_number import synthetic
+from optout.quarantine import ANY_SHARE
 from optout.spec import load_spec
 from optout.store import Store
 from optout.validation import CHECKS, read_validation, require_validated, run_validation, validation_dir
@@ -187,7 +188,7 @@ def test_a_file_altered_after_validation_blocks_the_export(extract: Extract) -> 
 def test_a_stale_or_superseded_list_fails(extract: Extract) -> None:
     assert failed(validate(extract, now=NOW + timedelta(days=3))) == {"list_fresh_and_current"}
     newer = extract.store.record_request(np.sort(extract.numbers[:5]))
-    extract.store.import_reply(newer.id, extract.numbers[:5], checked_at=NOW, max_share_jump=1.0)
+    extract.store.import_reply(newer.id, extract.numbers[:5], checked_at=NOW, thresholds=ANY_SHARE)
     assert failed(validate(extract)) == {"list_fresh_and_current"}
 
 

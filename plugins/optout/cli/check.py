@@ -47,14 +47,11 @@ def import_(
     checked_at: Annotated[
         datetime | None, typer.Option("--checked-at", help="When the service checked (ISO-8601); default now.")
     ] = None,
-    max_share_jump: Annotated[
-        float, typer.Option(help="Quarantine a reply whose opted-out share rises more than this (0.05 = 5 points).")
-    ] = 0.05,
-    max_share: Annotated[
-        float, typer.Option(help="Quarantine a reply whose opted-out share is above this, whatever came before.")
-    ] = 0.25,
 ) -> None:
-    """Import the reply to a recorded request; it becomes the current version when it passes the gates."""
+    """Import the reply to a recorded request; it becomes the current version when it passes the gates.
+
+    The quarantine thresholds are settings (OPTOUT_QUARANTINE_Z, _FLOOR, _MAX_SHARE; see docs/mesh.md).
+    """
     from optout.ndop import parse_reply, read_request
     from optout.store import Store
 
@@ -66,7 +63,7 @@ def import_(
         raise InputError("this request was not recorded here; build it with `optout check request`", path=request_file)
     cleared = parse_reply(reply_file, requested, name=str(reply_file))
     when = _utc(checked_at) if checked_at else datetime.now(UTC)
-    info = store.import_reply(pending.id, cleared, checked_at=when, max_share_jump=max_share_jump, max_share=max_share)
+    info = store.import_reply(pending.id, cleared, checked_at=when)
     typer.echo(version_line(info))
 
 

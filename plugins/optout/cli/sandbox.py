@@ -63,7 +63,15 @@ def env() -> None:
 def serve(
     opt_outs: Annotated[Path, typer.Option("--opt-outs", help="NHS numbers to treat as opted out, one a line.")],
     delay: Annotated[float, typer.Option(help="Seconds between 'job created' and the reply.")] = 0.0,
-    behaviour: Annotated[str, typer.Option(help="normal, crlf, malformed, unrequested or silent.")] = "normal",
+    behaviour: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "normal, crlf, malformed, unrequested, silent, rejected, non_delivery, late (replies held "
+                "until Ctrl-C), duplicate, unknown_local_id or chunked."
+            )
+        ),
+    ] = "normal",
     job_created: Annotated[bool, typer.Option(help="Send the JSON 'job created' message first.")] = True,
     count: Annotated[int | None, typer.Option(help="Exit after this many replies; default run until Ctrl-C.")] = None,
     url: Annotated[

@@ -139,18 +139,18 @@ class MeshImportReplyOperator(BaseOperator):
     """Download the reply matched on LocalId, import it through the store's sanity gates, acknowledge it.
 
     On publish the task succeeds and emits ``optout://cleared-list``. A reply that is malformed or holds
-    a number never requested publishes nothing; a suspicious one (opted-out share moved by more than
-    ``max_share_jump``) is quarantined with its file kept owner-only for a governance officer. Both fail
-    the task without retry.
+    a number never requested publishes nothing; a suspicious one (see :mod:`optout.quarantine`; its
+    thresholds are settings, not parameters) is quarantined with its file kept owner-only for a
+    governance officer. Both fail the task without retry. A message that turns out to be the service's
+    "job created" notice is acknowledged and the task retries later; its rejection fails at once.
 
     :param local_id: the request's LocalId (from the send task's XCom).
     :param message_id: the reply's MESH message ID (from the sensor); looked up again when empty.
     :param mesh_conn_id: the MESH connection (type ``mesh``).
     :param store_url: the store's SQLAlchemy URL; default ``OPTOUT_STORE_URL`` or the per-user SQLite file.
-    :param max_share_jump: largest allowed change of the opted-out share against the current version.
     """
 
-    template_fields: Sequence[str] = ("local_id", "message_id", "max_share_jump")
+    template_fields: Sequence[str] = ("local_id", "message_id")
     ui_color = "#d9ecff"
 
     def __init__(
@@ -160,7 +160,6 @@ class MeshImportReplyOperator(BaseOperator):
         message_id: str | None = None,
         mesh_conn_id: str = MeshHook.default_conn_name,
         store_url: str | None = None,
-        max_share_jump: float | str = 0.05,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("outlets", [CLEARED_LIST])
@@ -169,7 +168,6 @@ class MeshImportReplyOperator(BaseOperator):
         self.message_id = message_id
         self.mesh_conn_id = mesh_conn_id
         self.store_url = store_url
-        self.max_share_jump = max_share_jump
 
     @cached_property
     def hook(self) -> MeshHook:
@@ -181,13 +179,12 @@ class MeshImportReplyOperator(BaseOperator):
 
         with fail_unless_transient():
             try:
-                client = self.hook.get_conn()
-                message_id = self.message_id or find_reply(client, self.local_id)
+                client, store = self.hook.get_conn(), Store(self.store_url)
+                workflow = self.hook.settings.workflow_id
+                message_id = self.message_id or find_reply(client, store, self.local_id, workflow_id=workflow)
                 if not message_id:
                     raise AirflowFailException(f"no reply to {self.local_id} in the MESH inbox")
-                info = receive_reply(
-                    client, Store(self.store_url), self.local_id, message_id, max_share_jump=float(self.max_share_jump)
-                )
+                info = receive_reply(client, store, self.local_id, message_id)
             finally:
                 self.hook.close()
         self.log.info(
