@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from optout.cli import check, extract, ledger, sandbox
+from optout.cli import check, extract, flows, ledger, sandbox
 from optout.errors import OptOutError
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(check.app, name="check")
+app.add_typer(flows.app, name="flows")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(sandbox.app, name="sandbox")
 extract.register(app)

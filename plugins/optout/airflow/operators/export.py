@@ -51,6 +51,7 @@ class _Gate:
         out_dir = filtered_dir(task, self.spec, context)
         tag = _tag(task)
         with fail_closed():
+            self.require_flow_reviewed(task)
             connection = load_spec(spec_path(task, self.spec)).connection
             permit = check_before_send(
                 out_dir,
@@ -62,6 +63,14 @@ class _Gate:
             )
         task.log.info("Opt-out gate passed for %s: %d file(s), hashes match the manifest", out_dir, len(permit.files))
         return permit
+
+    def require_flow_reviewed(self, task: Any) -> None:
+        """With ``[optout] block_overdue_flows``: a flow past its review date (or never reviewed) may not send."""
+        from optout.governance.flows import require_reviewed
+        from optout.governance.settings import block_overdue_flows
+
+        if block_overdue_flows():
+            require_reviewed(task.dag_id, task.task_id, self.store_url)
 
     def still_current(self, permit: Permit) -> None:
         """After a slow copy: the list the extract was filtered with must still be current and fresh."""

@@ -1,0 +1,69 @@
+"""What the DAGs declare about their flows, read from Airflow's serialized DAGs (what the scheduler runs).
+
+A flow is a task tagged with an opt-out purpose and sent through the gate (``params["optout"]["gated"]``);
+its recipient is the operator's ``recipient`` template field when it has one (``GatedExportOperator``),
+otherwise the register takes it from the flow's last ledger entry. Only the raw serialized JSON is
+read: no DAG file is imported and no operator is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from optout.airflow.tagging import CPI_TAG, PARAM
+from optout.governance.flows import DeclaredFlow
+
+
+def declared_flows(serialized: Iterable[Mapping[str, Any]]) -> list[DeclaredFlow]:
+    """The gated export tasks of serialized DAGs (``DagSerialization.to_dict`` form, or the table's JSON)."""
+    flows = []
+    for data in serialized:
+        dag = data.get("dag", data)
+        tags = dag.get("tags") or []
+        scope = "confidential patient information" if CPI_TAG in tags else "not declared"
+        for item in dag.get("tasks") or []:
+            task = item.get("__var", item)
+            tag = _tag(task.get("params"))
+            if tag is None or not tag.get("gated"):
+                continue
+            flows.append(
+                DeclaredFlow(
+                    dag_id=str(dag["dag_id"]),
+                    task_id=str(task["task_id"]),
+                    purpose=str(tag.get("purpose")),
+                    extract=tag.get("extract"),
+                    legal_basis=tag.get("legal_basis"),
+                    legal_reference=tag.get("legal_reference"),
+                    recipient=task.get("recipient") if isinstance(task.get("recipient"), str) else None,
+                    scope=scope,
+                )
+            )
+    return flows
+
+
+def read_declared_flows() -> list[DeclaredFlow]:
+    """The flows of every DAG Airflow knows (not stale), from its metadata database."""
+    import sqlalchemy as sa
+    from airflow.models.dag import DagModel
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        dag_ids = list(session.scalars(sa.select(DagModel.dag_id).where(~DagModel.is_stale)))
+        rows = SerializedDagModel.get_latest_serialized_dags(dag_ids=dag_ids, session=session)
+        return declared_flows(row.data for row in rows if isinstance(row.data, dict))
+
+
+def _tag(params: Any) -> dict[str, Any] | None:
+    """The ``optout`` param's stored value, from the serialized ``[(name, {"default": ...}), ...]`` list."""
+    if isinstance(params, Mapping):
+        params = params.items()
+    for name, param in params or ():
+        if name != PARAM or not isinstance(param, Mapping):
+            continue
+        value = param.get("default", param.get("value"))
+        if isinstance(value, Mapping) and "__var" in value:
+            value = value["__var"]
+        return dict(value) if isinstance(value, Mapping) else None
+    return None
