@@ -349,3 +349,135 @@ def test_cohort_from_csv_files(load_dag, mesh_connection, stand_in, output, tmp_
     assert run.state == "success", states(tis)
     assert np.array_equal(Store().load().cleared, cohort[2:])
     assert_no_numbers_leaked(cohort, output(), xcom_text(tis))
+
+
+def page_text() -> str:
+    from optout.governance import overview, render
+
+    return render(overview())
+
+
+def inbox_headers(mesh_sandbox) -> list:  # type: ignore[no-untyped-def,type-arg]
+    with mesh.connect(mesh_sandbox.settings()) as client:
+        return [mesh.headers(client, message_id) for message_id in mesh.list_inbox(client, None)]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "says"),
+    [
+        (Behaviour.REJECTED, "the service rejected request"),
+        (Behaviour.NON_DELIVERY, "MESH reported (non_delivery) request"),
+    ],
+)
+def test_a_rejection_or_a_mesh_report_fails_the_run_at_once_with_the_reason(
+    load_dag, mesh_sandbox, mesh_connection, cohort_db, stand_in, output, behaviour, says
+):  # type: ignore[no-untyped-def]
+    cohort = cohort_numbers(200, offset=100_000)
+    previous = seed_version(cohort, cohort[:4])
+    cohort_db(cohort)
+    stand_in(cohort[:4], behaviour=behaviour)
+
+    run, tis = run_refresh(load_dag, poke_interval=0.3, timeout=30)
+
+    assert run.state == "failed"
+    assert states(tis) == {"send_request": "success", "wait_for_reply": "failed", "import_reply": "upstream_failed"}
+    assert tis["wait_for_reply"].try_number == 1, "a rejection does not get better by retrying"
+    local_id = tis["send_request"].xcom_pull(task_ids="send_request")["local_id"]
+    failed = Store().find_request(local_id=local_id)
+    assert failed.status == "failed" and says in failed.note
+    if behaviour is Behaviour.REJECTED:
+        assert "The file contains one or more invalid NHS Numbers." in failed.note
+    else:
+        assert "MESH code 14: Message not collected by recipient after 5 days" in failed.note
+    assert Store().current().id == previous
+    assert inbox_headers(mesh_sandbox) == [], "the status or report is acknowledged"
+    assert "<td>failed</td>" in page_text()
+    text = output()
+    assert says in text
+    assert_no_numbers_leaked(cohort, text, xcom_text(tis))
+
+
+def test_a_duplicate_reply_is_acknowledged_and_never_imported_twice(
+    load_dag, mesh_sandbox, mesh_connection, cohort_db, stand_in, output
+):  # type: ignore[no-untyped-def]
+    cohort = cohort_numbers(200, offset=110_000)
+    cohort_db(cohort)
+    stand_in(cohort[:5], behaviour=Behaviour.DUPLICATE)
+
+    first, tis = run_refresh(load_dag)
+    assert first.state == "success", states(tis)
+    # The second copy waits in the inbox; the next run acknowledges it and imports only its own reply.
+    second, tis = run_refresh(load_dag)
+    assert second.state == "success", states(tis)
+
+    versions = Store().versions()
+    assert [v.status for v in versions] == ["published", "published"]
+    assert all(v.cleared_count == len(cohort) - 5 for v in versions)
+    left = inbox_headers(mesh_sandbox)
+    assert [h.local_id for h in left] == [versions[0].local_id], "only the second run's own copy is left"
+    with mesh.connect(mesh_sandbox.settings()) as client:
+        assert mesh.check_inbox(client, Store(), None).duplicates == [left[0].message_id]
+    text = output()
+    assert f"repeats the reply to {versions[1].local_id}" in text
+    assert_no_numbers_leaked(cohort, text, xcom_text(tis))
+
+
+def test_a_reply_with_a_local_id_nobody_sent_is_left_untouched(
+    load_dag, mesh_sandbox, mesh_connection, cohort_db, stand_in, output
+):  # type: ignore[no-untyped-def]
+    from optout.sandbox.standin import STRANGER_LOCAL_ID
+
+    cohort = cohort_numbers(150, offset=120_000)
+    cohort_db(cohort)
+    stand_in(cohort[:3], behaviour=Behaviour.UNKNOWN_LOCAL_ID)
+
+    run, tis = run_refresh(load_dag)
+
+    assert run.state == "success", states(tis)
+    assert np.array_equal(Store().load().cleared, cohort[3:])
+    assert [h.local_id for h in inbox_headers(mesh_sandbox)] == [STRANGER_LOCAL_ID]
+    text = output()
+    assert "other message(s) in the inbox were left untouched" in text
+    assert_no_numbers_leaked(cohort, text, xcom_text(tis))
+
+
+def test_a_late_reply_is_imported_by_the_next_run_and_is_as_old_as_its_request(
+    load_dag, mesh_sandbox, mesh_connection, cohort_db, stand_in, output
+):  # type: ignore[no-untyped-def]
+    cohort = cohort_numbers(200, offset=130_000)
+    cohort_db(cohort)
+    service = stand_in(cohort[:6], behaviour=Behaviour.LATE)
+
+    late, tis = run_refresh(load_dag, poke_interval=0.5, timeout=2)
+    assert late.state == "failed" and states(tis)["wait_for_reply"] == "failed"
+    local_id = tis["send_request"].xcom_pull(task_ids="send_request")["local_id"]
+    service.release()
+    for _ in range(100):
+        if any(h.local_id == local_id and h.message_type == "DATA" for h in inbox_headers(mesh_sandbox)):
+            break
+        threading.Event().wait(0.1)
+
+    run, tis = run_refresh(load_dag)
+
+    assert run.state == "success", states(tis)
+    store = Store()
+    first = store.find_request(local_id=local_id)
+    assert first.status == "published", "the late reply was imported: its request was still the newest"
+    assert first.checked_at == first.requested_at, "its age counts from its request"
+    newest = store.current()
+    assert newest.id != first.id and newest.status == "published"
+    text = output()
+    assert f"late reply to {local_id} imported" in text
+    assert_no_numbers_leaked(cohort, text, xcom_text(tis))
+
+
+def test_a_chunked_reply_is_reassembled(load_dag, mesh_connection, cohort_db, stand_in, output):  # type: ignore[no-untyped-def]
+    cohort = cohort_numbers(20_000, offset=140_000)  # 240 kB: four 64 KiB MESH chunks
+    cohort_db(cohort)
+    stand_in(cohort[::50], behaviour=Behaviour.CHUNKED)
+
+    run, tis = run_refresh(load_dag)
+
+    assert run.state == "success", states(tis)
+    assert np.array_equal(Store().load().cleared, np.setdiff1d(cohort, cohort[::50]))
+    assert_no_numbers_leaked(cohort, output(), xcom_text(tis))
