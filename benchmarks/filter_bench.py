@@ -92,7 +92,7 @@ def run_duckdb(folder: Path) -> dict[str, float]:
 def run_optout(folder: Path) -> dict[str, float]:
     from filter_data import make_check_result
 
-    from optout.filtering import run_filter
+    from optout.filter import run_filter
     from optout.spec import load_spec
 
     started = time.perf_counter()
@@ -115,7 +115,7 @@ def child(name: str, folder: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
     import filter_data  # noqa: F401  (the store, SQLAlchemy included)
 
-    import optout.filtering.arrow_files
+    import optout.homes.files.engine
     import optout.spec  # noqa: F401
 
     started = time.perf_counter()

@@ -61,7 +61,7 @@ def generate(folder: Path, rows: int, people: int, opted_out: float) -> None:
 def child(name: str, folder: Path) -> dict[str, float]:
     from contender import check_result
 
-    from optout.filtering import run_filter
+    from optout.filter import run_filter
     from optout.pseudonym import Key, hashed_cohort
     from optout.spec import load_spec
 

@@ -108,7 +108,7 @@ def run_optout(url: str, folder: Path, text: bool) -> dict[str, Any]:
     import sqlalchemy as sa
     from contender import check_result
 
-    from optout.filtering.sql import filter_sql
+    from optout.homes.sql.engine import filter_sql
     from optout.spec import load_spec
 
     check: Any = check_result(folder, lookups=False)

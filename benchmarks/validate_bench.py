@@ -47,7 +47,7 @@ def check_result(folder: Path):  # type: ignore[no-untyped-def]
 
 
 def run_filter(folder: Path, result) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    from optout.filtering import run_filter as filter_extract
+    from optout.filter import run_filter as filter_extract
     from optout.spec import load_spec
 
     manifest = filter_extract(load_spec(folder / DATA / "spec.yaml"), folder / "out", result)
@@ -112,7 +112,7 @@ def child(name: str, folder: Path) -> None:
     import great_expectations  # noqa: F401
     import pandas  # noqa: F401
 
-    import optout.filtering.arrow_files  # noqa: F401
+    import optout.homes.files.engine  # noqa: F401
 
     imported = time.perf_counter() - started
     result = check_result(folder)

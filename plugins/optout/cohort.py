@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optout import tabular
 from optout.errors import InputError
+from optout.homes.files.read import read_batches
 from optout.ndop import sorted_unique
 from optout.nhs_number import Normalised, Status, normalise, require_number_column
 
@@ -43,7 +43,7 @@ def read_cohort(paths: str | Path | Sequence[str | Path], id_column: str) -> Coh
 
     def columns() -> Iterator[Normalised]:
         for path in files:
-            for batch in tabular.read_batches(path, columns=[id_column]):
+            for batch in read_batches(path, columns=[id_column]):
                 require_number_column(batch.schema.field(0).type, path=path, column=id_column)
                 yield normalise(batch.column(0))
 
@@ -54,18 +54,15 @@ def read_sql_cohort(url: str, query: str, batch_rows: int = 100_000) -> Cohort:
     """The first column of ``query``'s rows, streamed from the database in batches."""
     import sqlalchemy as sa
 
-    engine = sa.create_engine(url)
+    from optout import db
 
     def columns() -> Iterator[Normalised]:
-        with engine.connect() as conn:
+        with db.bound(url) as engine, db.transaction(engine, snapshot=True) as conn:
             result = conn.execution_options(stream_results=True).execute(sa.text(query))
             for rows in result.partitions(batch_rows):
                 yield normalise([row[0] for row in rows])
 
-    try:
-        return _collect(columns())
-    finally:
-        engine.dispose()
+    return _collect(columns())
 
 
 def combine(cohorts: Sequence[Cohort]) -> Cohort:

@@ -193,7 +193,7 @@ def _require_validated(folder: Path, connection: str | None) -> ValidationRecord
 
 
 def _in_database(manifest: Manifest) -> bool:
-    from optout.filtering.sql import FORMAT
+    from optout.homes.sql.run import FORMAT
 
     return any(table.format == FORMAT for table in manifest.tables)
 

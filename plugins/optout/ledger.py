@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 import sqlalchemy as sa
 
-from optout import config
+from optout import config, db
 from optout.errors import InputError, OptOutError
 from optout.nhs_number import check_digit_ok
 
@@ -124,7 +124,7 @@ class Ledger:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or config.store_url()
-        self._engine = sa.create_engine(self.url)
+        self._engine = db.engine(self.url)
         self._ensure_schema()
 
     def append(self, d: Disclosure, *, now: datetime | None = None) -> LedgerEntry:
@@ -132,17 +132,15 @@ class Ledger:
         _check_disclosure(d)
         recorded_at = _utc(now or datetime.now(UTC), "now")
         for _ in range(_APPEND_ATTEMPTS):
-            with self._engine.connect() as conn:
-                last = conn.execute(sa.select(table.c.id, table.c.entry_hash).order_by(table.c.id.desc()).limit(1))
-                row = last.first()
-                prev_id, prev_hash = (row.id, row.entry_hash) if row else (0, GENESIS)
-                values = _to_row(d, prev_id + 1, recorded_at, prev_hash)
-                try:
+            try:
+                with db.transaction(self._engine, write=True) as conn:
+                    last = conn.execute(sa.select(table.c.id, table.c.entry_hash).order_by(table.c.id.desc()).limit(1))
+                    row = last.first()
+                    prev_id, prev_hash = (row.id, row.entry_hash) if row else (0, GENESIS)
+                    values = _to_row(d, prev_id + 1, recorded_at, prev_hash)
                     conn.execute(table.insert().values(**values))
-                    conn.commit()
-                except sa.exc.IntegrityError:
-                    conn.rollback()
-                    continue
+            except sa.exc.IntegrityError:  # another process appended the same id first: read the chain again
+                continue
             return _from_row(values)
         raise LedgerError(f"could not append to the ledger after {_APPEND_ATTEMPTS} attempts; rerun the export")
 
@@ -153,12 +151,12 @@ class Ledger:
             query = query.where(table.c.recorded_at >= _iso(_utc(since, "since")))
         if limit is not None:
             query = query.limit(limit)
-        with self._engine.connect() as conn:
+        with db.transaction(self._engine, snapshot=True) as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         return [_from_row(r) for r in reversed(rows)]
 
     def entry(self, entry_id: int) -> LedgerEntry | None:
-        with self._engine.connect() as conn:
+        with db.transaction(self._engine) as conn:
             row = conn.execute(sa.select(table).where(table.c.id == entry_id)).first()
         return _from_row(dict(row._mapping)) if row else None
 
@@ -189,15 +187,15 @@ class Ledger:
         self._engine.dispose()
 
     def _rows(self) -> Iterator[dict[str, Any]]:
-        with self._engine.connect() as conn:
+        with db.transaction(self._engine, snapshot=True) as conn:
             for r in conn.execute(sa.select(table).order_by(table.c.id)):
                 yield dict(r._mapping)
 
     def _ensure_schema(self) -> None:
-        with self._engine.begin() as conn:
+        with db.transaction(self._engine, write=True) as conn:
+            db.serialise(conn, table.name)
             metadata.create_all(conn)
             if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('disclosure_ledger'))"))
                 conn.execute(sa.text(_PG_FUNCTION))
                 present = set(
                     conn.execute(

@@ -27,7 +27,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,14 +37,13 @@ from optout.clearance import KEEP, CheckResultLike, Reason
 from optout.connections import secret_reader
 from optout.errors import InputError
 from optout.nhs_number import NULL_TOKENS, to_text
+from optout.spec import Pseudonymisation
 
-SCHEMES = ("hmac-sha256",)
 DIGEST_BYTES = 32
 HEX_CHARS = 2 * DIGEST_BYTES
 MIN_MATCH_SHARE = 0.5  # below this share of non-missing ids matching the cohort, the key is wrong
 _PARALLEL_FROM = 200_000  # fewer numbers than this hash faster in one process than the pool starts
 _BLOCK = 64  # SHA-256 block size: HMAC pads the key to it
-_KEYS = ("scheme", "key_env", "key_conn")
 
 # Hex digit value per byte, 255 where the byte is not a hex digit (either case is accepted).
 _HEX_VALUE = np.full(256, 255, dtype=np.uint8)
@@ -56,52 +54,6 @@ for _index, _char in enumerate(b"0123456789abcdef"):
 
 class PseudonymKeyError(InputError):
     """The key does not match the data (or cannot be found); nothing was written."""
-
-
-@dataclass(frozen=True)
-class Pseudonymisation:
-    """How a table's identifier column was hashed: the scheme and where the key lives.
-
-    Exactly one of ``key_env`` (an environment variable name) and ``key_conn`` (an Airflow connection id,
-    whose password is the key) is set.
-    """
-
-    scheme: str = "hmac-sha256"
-    key_env: str | None = None
-    key_conn: str | None = None
-
-    @classmethod
-    def parse(cls, value: Any, *, path: str | Path | None = None, field: str = "pseudonymised") -> Pseudonymisation:
-        """Validate the spec's ``pseudonymised:`` mapping; a key written into the spec itself is refused."""
-        if not isinstance(value, Mapping):
-            raise InputError("expected a mapping: {scheme: hmac-sha256, key_env: NAME}", path=path, field=field)
-        for name in value:
-            if name in ("key", "secret", "password"):
-                raise InputError(
-                    "a key never goes in the spec file: name an environment variable (key_env) "
-                    "or an Airflow connection (key_conn) that holds it",
-                    path=path,
-                    field=f"{field}.{name}",
-                )
-            if name not in _KEYS:
-                allowed = ", ".join(_KEYS)
-                raise InputError(f"unknown key {name!r}; allowed: {allowed}", path=path, field=f"{field}.{name}")
-        scheme = str(value.get("scheme", SCHEMES[0])).strip().lower()
-        if scheme not in SCHEMES:
-            supported = ", ".join(SCHEMES)
-            raise InputError(f"unknown scheme {scheme!r}; supported: {supported}", path=path, field=f"{field}.scheme")
-        key_env, key_conn = value.get("key_env"), value.get("key_conn")
-        if (key_env is None) == (key_conn is None):
-            raise InputError("give exactly one of key_env and key_conn", path=path, field=field)
-        for name, given in (("key_env", key_env), ("key_conn", key_conn)):
-            if given is not None and (not isinstance(given, str) or not given.strip()):
-                raise InputError("expected a non-empty name", path=path, field=f"{field}.{name}")
-        return cls(scheme, key_env.strip() if key_env else None, key_conn.strip() if key_conn else None)
-
-    @property
-    def key_source(self) -> str:
-        """Where the key comes from, for messages (a name, never the key)."""
-        return f"environment variable {self.key_env}" if self.key_env else f"Airflow connection {self.key_conn!r}"
 
 
 class Key:

@@ -11,26 +11,20 @@ a second on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import os
 import secrets
-import sqlite3
 import struct
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from optout import config, ndop
-from optout.atomic import OWNER_ONLY_DIR, OWNER_ONLY_FILE
+from optout import config, db, ndop
 from optout.errors import ConcurrentUpdateError, InputError, NoVersionError, StaleListError, SuspiciousReplyError
 from optout.lookup import NumberSet
 from optout.quarantine import Share, Thresholds, hold_reason
@@ -41,7 +35,6 @@ COHORT, CLEARED = "cohort", "cleared"
 CHUNK = 1 << 20
 PENDING_GRACE = timedelta(days=1)  # a reply can still arrive for a younger pending request
 _HEADER = struct.Struct("<qB")  # first number, bytes per delta
-_PG_LOCK = 0x6F70746F7574  # "optout": serialises table creation across processes
 
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -397,75 +390,23 @@ class Store:
     def _ready(self) -> sa.Engine:
         """The engine, with the tables created on first use (serialised, so two processes may race)."""
         if self._engine is None:
-            engine = _create_engine(self.url)
-            with engine.connect() as conn:
-                conn.execution_options(optout_write=True)
-                with conn.begin():
-                    if engine.dialect.name == "postgresql":
-                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK)))
-                    metadata.create_all(conn)
+            engine = db.engine(self.url)
+            with db.transaction(engine, write=True) as conn:
+                db.serialise(conn, versions_table.name)
+                metadata.create_all(conn)
             self._engine = engine
         return self._engine
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sa.Connection]:
         """One snapshot: a version row and its numbers are read consistently."""
-        engine = self._ready()
-        with engine.connect() as conn:
-            if engine.dialect.name == "postgresql":
-                conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
+        with db.transaction(self._ready(), snapshot=True) as conn:
+            yield conn
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        with self._ready().connect() as conn:
-            conn.execution_options(optout_write=True)
-            with conn.begin():
-                yield conn
-
-
-def _create_engine(url: str) -> sa.Engine:
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-        _create_owner_only(Path(parsed.database))
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
-    sa.event.listen(engine, "connect", _sqlite_connect)
-    sa.event.listen(engine, "begin", _sqlite_begin)
-    return engine
-
-
-def _create_owner_only(path: Path) -> None:
-    """Create an empty (valid) SQLite file readable by its owner only; SQLite gives its WAL the same mode."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=OWNER_ONLY_DIR)
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, OWNER_ONLY_FILE))
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # We issue BEGIN ourselves (below): pysqlite's own handling would not make DDL transactional.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout = 30000")
-    # A reader never blocks the writer, nor the reverse. Switching a new file to WAL needs it to itself,
-    # and SQLite answers "locked" at once (no busy wait) while another process is doing the same.
-    for attempt in itertools.count(1):
-        try:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt >= 200:
-                raise
-            time.sleep(0.05)
-    cursor.close()
-
-
-def _sqlite_begin(conn: sa.Connection) -> None:
-    # A writer takes the write lock up front, so two writers queue instead of failing on upgrade.
-    immediate = conn.get_execution_options().get("optout_write")
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        with db.transaction(self._ready(), write=True) as conn:
+            yield conn
 
 
 def _current(conn: sa.Connection) -> VersionInfo | None:

@@ -33,8 +33,9 @@ from optout import config
 from optout.atomic import staging_dir, write_bytes
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError, VerificationFailed
+from optout.homes.files.read import count_rows, read_batches
 from optout.manifest import MANIFEST_NAME, Manifest, TableReport, read_manifest, sha256_of
-from optout.tabular import count_rows, map_ahead, prefetch, read_batches, reused_memory
+from optout.streams import map_ahead, prefetch, reused_memory
 
 if TYPE_CHECKING:
     from optout.spec import ExtractSpec, TableSpec
@@ -186,7 +187,7 @@ def require_tables_unchanged(
 
     :raises VerificationFailed: a table changed or is missing, or no connection was given to reach them.
     """
-    from optout.filtering.sql import FORMAT
+    from optout.homes.sql.run import FORMAT
 
     listed = {table.file: table.sha256 for table in manifest.tables if table.format == FORMAT}
     wanted = set(listed) if names is None else set(names)
@@ -198,7 +199,7 @@ def require_tables_unchanged(
             "be hashed again before sending"
         )
     from optout.connections import database_url
-    from optout.filtering.sql import table_hashes
+    from optout.homes.sql.engine import table_hashes
 
     now = table_hashes(database_url(connection), sorted(wanted))
     for name in sorted(wanted):
@@ -245,9 +246,9 @@ class _People:
     """
 
     def __init__(self, spec: ExtractSpec, check_result: CheckResultLike) -> None:
-        from optout.filtering.cascade import KeyKind, KeySet, key_types
+        from optout.cascade import KeyKind, KeySet, key_types
+        from optout.homes.files.read import schema_of
         from optout.pseudonym import PseudonymClearance, load_key
-        from optout.tabular import schema_of
 
         plain = Clearance(check_result)
         self._clearances: dict[str, Any] = {
@@ -369,10 +370,10 @@ def _measure_database(
     spec: ExtractSpec, manifest: Manifest, check_result: CheckResultLike | None, unexpected_files: int
 ) -> list[dict[str, Any]]:
     """Tables in a database: the same counts, as SQL aggregates computed in the database
-    (:func:`optout.filtering.sql.measure_tables`, people learnt again from the input tables there).
+    (:func:`optout.homes.sql.engine.measure_tables`, people learnt again from the input tables there).
     Only counts and content hashes come back; GX sees the same one-row-per-table frame as for files."""
     from optout.connections import database_url, secret_reader
-    from optout.filtering.sql import measure_tables
+    from optout.homes.sql.engine import measure_tables
 
     given = check_result if manifest.filtered else None
     measured = measure_tables(

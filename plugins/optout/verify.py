@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from optout.cascade import Cascade, columns_of, key_types
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError
-from optout.filtering.cascade import Cascade, columns_of, key_types
+from optout.homes.files.read import read_batches, schema_of
 from optout.manifest import Manifest, TableReport, read_manifest, sha256_of
 from optout.spec import ExtractSpec, TableSpec
-from optout.tabular import read_batches, schema_of
 
 
 class Check(NamedTuple):
@@ -75,9 +75,9 @@ def verify(spec: ExtractSpec, out_dir: str | Path, check_result: CheckResultLike
 def _verify_in_database(
     report: VerifyReport, spec: ExtractSpec, manifest: Manifest, check_result: CheckResultLike | None
 ) -> VerifyReport:
-    """Tables in a database: the same checks, made there (:func:`optout.filtering.sql.verify_tables`)."""
+    """Tables in a database: the same checks, made there (:func:`optout.homes.sql.engine.verify_tables`)."""
     from optout.connections import database_url
-    from optout.filtering.sql import verify_tables
+    from optout.homes.sql.engine import verify_tables
 
     if manifest.filtered and check_result is not None:
         given = check_result.info.id

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from optout.errors import InputError
-from optout.filtering import run_filter
-from optout.filtering.sql import content_hash
+from optout.filter import run_filter
+from optout.homes.sql.content_hash import content_hash
 from optout.manifest import Manifest, read_manifest
 from optout.pseudonym import Key, PseudonymKeyError, hash_numbers, hex_digests
 from optout.spec import load_spec

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from optout.errors import VerificationFailed
-from optout.filtering import run_filter
+from optout.filter import run_filter
 from optout.gate import check_before_send
 from optout.manifest import read_manifest
 from optout.purpose import Purpose

@@ -14,11 +14,11 @@ import pytest
 from filter_data import EVENTS, NOTES, PATIENTS, SPEC, N, check_result, write_extract
 
 from optout.errors import InputError, NoVersionError
-from optout.filtering import run_filter
-from optout.filtering.frames import filter_frames
+from optout.filter import run_filter
+from optout.homes.files.read import read_batches
+from optout.homes.frames import filter_frames
 from optout.manifest import Manifest, read_manifest
 from optout.spec import load_spec
-from optout.tabular import read_batches
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_integer_person_keys(tmp_path: Path) -> None:
     ],
 )
 def test_key_sets(members: list[object], probe: list[object], expected: list[int]) -> None:
-    from optout.filtering.cascade import KeyKind, KeySet
+    from optout.cascade import KeyKind, KeySet
 
     kind = KeyKind.of([pa.array(members).type])
     keys = KeySet([kind.column(pa.array(members))], kind)
@@ -180,7 +180,7 @@ def test_key_sets(members: list[object], probe: list[object], expected: list[int
 
 
 def test_key_bitmaps_built_in_windows_match_one_built_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    from optout.filtering import cascade
+    from optout import cascade
 
     offsets = np.random.default_rng(3).integers(0, 5000, 3000)
     whole = cascade._bitmap(offsets, 5001)
@@ -256,11 +256,11 @@ def test_output_is_the_same_whatever_pass_one_keeps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
 ) -> None:
     """Pass 2 puts kept columns beside freshly read ones: the bytes written must not depend on how many."""
-    from optout.filtering import arrow_files
-    from optout.tabular import BatchWriter
+    from optout.homes.files import engine as arrow_files
+    from optout.homes.files.parquet_write import BatchWriter
 
     spec = load_spec(_parts_extract(tmp_path / "in"))
-    monkeypatch.setattr("optout.tabular.BATCH_ROWS", 1000)
+    monkeypatch.setattr("optout.homes.files.parquet_read.BATCH_ROWS", 1000)
     reference = run_filter(spec, tmp_path / "reference", check_result())
     written: list[int] = []
     monkeypatch.setattr(BatchWriter, "write", _counting(BatchWriter.write, written))
@@ -284,8 +284,8 @@ def test_a_table_replaced_between_the_passes_is_read_as_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
 ) -> None:
     """Both passes read the file opened first: rows of a replacement never meet pass 1's kept columns."""
-    from optout.filtering import arrow_files
-    from optout.filtering.cascade import Cascade
+    from optout.cascade import Cascade
+    from optout.homes.files import engine as arrow_files
 
     monkeypatch.setattr(arrow_files, "KEPT_BYTES", budget)
     spec_path = _parts_extract(tmp_path / "in")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from optout.errors import NoVersionError, StaleListError, VerificationFailed
-from optout.filtering import run_filter
+from optout.filter import run_filter
 from optout.gate import check_before_send, record_disclosure, require_still_current
 from optout.ledger import Ledger
 from optout.purpose import Purpose

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from optout.parquet_footer import _decode, _encode, split
-from optout.tabular import BatchWriter
+from optout.homes.files.parquet_footer import _decode, _encode, split
+from optout.homes.files.parquet_write import BatchWriter
 
 ROWS = 3000
 
@@ -19,7 +19,7 @@ ROWS = 3000
 @pytest.fixture(autouse=True)
 def _join_small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches here are small: join them all the same (the writer joins from 128K rows up)."""
-    from optout import tabular
+    from optout.homes.files import parquet_write as tabular
 
     monkeypatch.setattr(tabular, "_JOINED_MIN_ROWS", 1)
 
@@ -95,7 +95,8 @@ def test_batches_left_empty_by_the_filter_add_no_rows(tmp_path: Path, rows: list
 
 
 def test_small_batches_are_written_into_the_file_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from optout import parquet_footer, tabular
+    from optout.homes.files import parquet_footer
+    from optout.homes.files import parquet_write as tabular
 
     monkeypatch.setattr(tabular, "_JOINED_MIN_ROWS", 1000)
     monkeypatch.setattr(parquet_footer, "_decode", None)  # never reached

@@ -17,7 +17,6 @@ from optout.nhs_number import check_digit_ok
 from optout.pseudonym import (
     Key,
     PseudonymClearance,
-    Pseudonymisation,
     PseudonymKeyError,
     check_matches,
     decode_hex,
@@ -25,6 +24,7 @@ from optout.pseudonym import (
     hex_digests,
     load_key,
 )
+from optout.spec import Pseudonymisation
 from optout.store import CheckResult
 
 SECRET = "not-a-real-key-0123456789"

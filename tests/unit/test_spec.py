@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from optout.errors import InputError
+from optout.homes.files.formats import Format
 from optout.purpose import LegalBasis, Purpose
 from optout.spec import ExtractSpec, TableSpec, load_spec
-from optout.tabular import Format
 
 GOOD = """\
 name: cohort study
@@ -105,3 +108,18 @@ def test_built_in_code() -> None:
     with pytest.raises(InputError) as caught:
         ExtractSpec("frames", Purpose.PLANNING, (TableSpec("t"),))
     assert caught.value.field == "tables[0]"
+
+
+def test_loading_a_spec_imports_nothing_heavy(tmp_path: Path) -> None:
+    """Reading a spec (the CLI's first step, and the policy's) loads no Arrow, NumPy, Thrift or pandas."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: light\npurpose: research\ntables:\n  - {name: t, path: t.parquet, nhs_number: nhs,"
+        " pseudonymised: {scheme: hmac-sha256, key_env: OPTOUT_KEY}}\n"
+    )
+    probe = (
+        "import json, sys\nfrom optout.spec import load_spec\nload_spec(sys.argv[1])\n"
+        "print(json.dumps([m for m in ('pyarrow', 'numpy', 'thrift', 'pandas') if m in sys.modules]))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe, str(spec)], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == []

@@ -12,14 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from optout.tabular import (
-    BatchWriter,
-    dictionary_columns,
-    map_ahead,
-    read_batches,
-    repetitive_text_columns,
-    reused_memory,
-)
+from optout.homes.files.parquet_read import repetitive_text_columns
+from optout.homes.files.parquet_write import BatchWriter, dictionary_columns
+from optout.homes.files.read import read_batches
+from optout.streams import map_ahead, reused_memory
 
 
 def test_map_ahead_keeps_order_and_runs_the_first_item_alone() -> None:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from optout.errors import VerificationFailed
-from optout.filtering import run_filter
+from optout.filter import run_filter
 from optout.manifest import read_manifest, sha256_of
 from optout.nhs_number import synthetic
 from optout.quarantine import ANY_SHARE

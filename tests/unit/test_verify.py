@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from filter_data import N, check_result, write_extract
 
-from optout.filtering import run_filter
+from optout.filter import run_filter
 from optout.spec import ExtractSpec, load_spec
 from optout.verify import verify
 

@@ -29,7 +29,7 @@ def filter_(
     version: Annotated[int | None, typer.Option("--version", help="Refuse unless this is the current version.")] = None,
 ) -> None:
     """Remove every record of every person who may not be used; write the extract and its manifest."""
-    from optout.filtering import run_filter
+    from optout.filter import run_filter
     from optout.spec import load_spec
 
     spec = load_spec(spec_path)

@@ -51,7 +51,7 @@ class OptOutFilterOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from optout.airflow.hooks.connections import register_readers
-        from optout.filtering import run_filter
+        from optout.filter import run_filter
         from optout.spec import load_spec
         from optout.store import Store
 

@@ -39,7 +39,7 @@ from optout.lookup import bits_at
 from optout.manifest import TableReport
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
 from optout.spec import ExtractSpec, TableSpec
-from optout.tabular import map_ahead
+from optout.streams import map_ahead
 
 _COMPACT_AT = 1 << 23  # seen keys are de-duplicated whenever this many wait
 TABLE_CHANGED = "the table changed while it was being filtered; rerun when nothing is writing to it"

@@ -3,7 +3,7 @@
 Reading runs ahead on one thread and writing (with hashing) behind on others, so the Arrow work of
 both overlaps the decisions taken in between; pass 1 of the cascade examines batches on two threads.
 Parquet tables keep pass 1's columns for pass 2 within a memory budget (see :class:`_Kept`). Arrow
-buffers come from the system allocator meanwhile (see :func:`optout.tabular.reused_memory`).
+buffers come from the system allocator meanwhile (see :func:`optout.streams.reused_memory`).
 """
 
 from __future__ import annotations
@@ -18,24 +18,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from optout.atomic import OWNER_ONLY_DIR, OWNER_ONLY_FILE
+from optout.cascade import TABLE_CHANGED, Cascade, columns_of, key_types, unfiltered_report
 from optout.clearance import KEEP, CheckResultLike
 from optout.errors import InputError
-from optout.filtering.cascade import TABLE_CHANGED, Cascade, columns_of, key_types, unfiltered_report
+from optout.homes.files.formats import Format, format_of
+from optout.homes.files.parquet_read import ParquetParts, repetitive_text_columns
+from optout.homes.files.parquet_write import BatchWriter
+from optout.homes.files.read import count_rows, read_batches, schema_of
 from optout.manifest import TableReport, sha256_of
 from optout.nhs_number import require_number_column
 from optout.spec import ExtractSpec, TableSpec
-from optout.tabular import (
-    BatchWriter,
-    Format,
-    ParquetParts,
-    count_rows,
-    format_of,
-    prefetch,
-    read_batches,
-    repetitive_text_columns,
-    reused_memory,
-    schema_of,
-)
+from optout.streams import prefetch, reused_memory
 
 ENGINE = "arrow_files"
 KEPT_BYTES = 256 << 20  # pass 1's number and key columns kept for pass 2, at most (10M rows of two int64: 160 MB)

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from optout.cascade import Cascade, columns_of, key_types, require_check, unfiltered_report
 from optout.clearance import KEEP, CheckResultLike, no_removals
 from optout.errors import InputError
-from optout.filtering.cascade import Cascade, columns_of, key_types, require_check, unfiltered_report
+from optout.homes.files.formats import BATCH_ROWS
 from optout.manifest import Manifest, new_manifest
 from optout.spec import ExtractSpec
-from optout.tabular import BATCH_ROWS
 
 ENGINE = "frames"
 

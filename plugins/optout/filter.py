@@ -1,9 +1,10 @@
 """Remove every row that may not be used, with one semantics whatever holds the data.
 
 ``run_filter`` writes the filtered tables and ``manifest.json`` into a staging folder that replaces
-``out_dir`` only when every table succeeded. Engines: ``arrow_files`` (CSV/Parquet, streamed) and
-``frames`` (pandas DataFrames, see :func:`optout.filtering.frames.filter_frames`) and ``sql`` (tables in a
-database, filtered there; only ``manifest.json`` is written to ``out_dir``).
+``out_dir`` only when every table succeeded. Engines: ``arrow_files`` (CSV/Parquet, streamed, see
+:mod:`optout.homes.files.engine`), ``frames`` (pandas DataFrames, see :func:`optout.homes.frames.filter_frames`)
+and ``sql`` (tables in a database, filtered there, see :mod:`optout.homes.sql.engine`; only ``manifest.json``
+is written to ``out_dir``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from optout.atomic import staging_dir
+from optout.cascade import require_check
 from optout.clearance import CheckResultLike, no_removals
 from optout.errors import InputError
-from optout.filtering.cascade import require_check
 from optout.manifest import Manifest, new_manifest
 
 if TYPE_CHECKING:
@@ -75,18 +76,18 @@ def _run(
         return _write_frames(spec, staging, check_result, frames)
     if spec.connection is not None:
         from optout.connections import database_url
-        from optout.filtering import sql
+        from optout.homes.sql import engine as sql
 
         reports, people = sql.filter_sql(spec, check_result, engine=database_url(spec.connection))
         return new_manifest(spec, check_result, engine=sql.ENGINE, tables=reports, people_removed=people)
-    from optout.filtering import arrow_files
+    from optout.homes.files import engine as files
 
     if check_result is not None and spec.filtered:
-        reports, people = arrow_files.filter_files(spec, staging, check_result)
+        reports, people = files.filter_files(spec, staging, check_result)
     else:
-        reports = arrow_files.copy_files(spec, staging)
+        reports = files.copy_files(spec, staging)
         people = no_removals()
-    return new_manifest(spec, check_result, engine=arrow_files.ENGINE, tables=reports, people_removed=people)
+    return new_manifest(spec, check_result, engine=files.ENGINE, tables=reports, people_removed=people)
 
 
 def _write_frames(
@@ -94,8 +95,8 @@ def _write_frames(
 ) -> Manifest:
     import pyarrow as pa
 
-    from optout.filtering.frames import filter_frames
-    from optout.tabular import write_table
+    from optout.homes.files.parquet_write import write_table
+    from optout.homes.frames import filter_frames
 
     kept, manifest = filter_frames(spec, frames, check_result)
     tables = []

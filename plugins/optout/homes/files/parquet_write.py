@@ -1,0 +1,210 @@
+"""Write record batches back as CSV or Parquet, with the source's format, columns and types.
+
+Parquet keeps the source's compression column by column and its key-value metadata (Arrow schema
+included); repetitive text is written as dictionary indices, near-unique columns get no dictionary
+attempt, and data pages hold up to 1M rows rather than pyarrow's 20,000. Row groups are encoded two at
+a time into in-memory files and joined (:mod:`optout.homes.files.parquet_footer`); the output file
+(:class:`optout.homes.files.sinks.HashingFile`) is written and hashed on its own thread.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from optout.homes.files.csv_io import csv_writer
+from optout.homes.files.formats import BATCH_ROWS, Format, format_of
+from optout.homes.files.parquet_footer import MAGIC, JoinedFooter, split
+from optout.homes.files.parquet_read import DICTIONARY_SAMPLE_ROWS, open_parquet, repeats
+from optout.homes.files.sinks import HashingFile, Pieces
+
+# Values the Parquet encoder takes per step (pyarrow: 1024). Larger steps cost less bookkeeping per value
+# (statistics, levels, page-size checks): 6% less encoding time here; a page may exceed its 1 MiB target
+# by one step at most (64 KiB of int64).
+_ENCODER_STEP_VALUES = 8192
+# Rows per data page at most (pyarrow: 20,000, which cut 50 pages per column chunk of 1M rows): pages
+# still end at 1 MiB, and fewer of them cost 5-7% less encoding time (headers, statistics, compression calls).
+_PAGE_ROWS = 1 << 20
+_ENCODERS = 2  # row groups encoded at once, each on its own thread, then joined in order
+_JOINED_MIN_ROWS = 1 << 17  # smaller row groups are encoded one after another, into the file itself
+
+
+class BatchWriter:
+    """Write record batches to a CSV or Parquet file, the format taken from ``path``'s extension.
+
+    Parquet copies the compression of ``like`` (the source file, or its footer as read before),
+    column by column, when given. Encoding (the slowest step) runs behind the caller: Parquet row
+    groups of at least :data:`_JOINED_MIN_ROWS` are encoded two at a time, each on a thread of its own
+    as a small file, and joined in order (see :mod:`optout.homes.files.parquet_footer`), since pyarrow's encoder
+    uses one core; smaller ones, and CSV, are written on one thread. Errors surface at a later call.
+    ``sha256`` is the file's hash once closed.
+    """
+
+    def __init__(
+        self, path: str | Path, schema: pa.Schema, *, like: str | Path | pq.FileMetaData | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.rows = 0
+        self.sha256 = ""
+        self._schema = schema
+        self._format = format_of(self.path)
+        self._sink = HashingFile(self.path)
+        self._writer: Any = None
+        self._compression: str | dict[str, str] = "snappy"
+        self._stored: dict[bytes, bytes] | None = None
+        if self._format is Format.PARQUET:
+            self._compression, self._stored = _settings_of(like)
+        else:
+            self._writer = csv_writer(self._sink, schema)
+        workers = _ENCODERS if self._format is Format.PARQUET else 1
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="optout-writer")
+        self._pending: deque[Future[Any]] = deque()
+        self._options: dict[str, Any] | None = None
+        self._footer = JoinedFooter()
+        self._position = 0
+
+    def write(self, batch: pa.RecordBatch, keep: np.ndarray | None = None) -> None:
+        """Write ``batch``, or only its rows where the bool mask ``keep`` is true.
+
+        The rows are selected here, while earlier batches are still being encoded.
+        """
+        if keep is not None and not keep.all():
+            batch = batch.filter(pa.array(keep))
+        self.rows += batch.num_rows
+        if self._format is Format.PARQUET and self._options is None:
+            self._options = self._parquet_options(dictionary_columns(batch))
+            self._schema = batch.schema  # every row group's: the footers are joined
+            if batch.num_rows < _JOINED_MIN_ROWS:  # joining costs about 1.5 ms a row group (of 3 columns)
+                self._writer = self._parquet_writer(self._sink)
+        if self._writer is not None:  # CSV, or Parquet in small batches: one at a time
+            self._drain()
+            self._pending.append(self._pool.submit(self._write_batch, batch))
+        else:
+            self._pending.append(self._pool.submit(self._encode, batch))
+            self._drain(leave=_ENCODERS)
+
+    def _write_batch(self, batch: pa.RecordBatch) -> None:
+        if self._format is Format.CSV:
+            self._writer.write_batch(batch)
+        else:
+            self._writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
+
+    def _parquet_options(self, dictionary: list[str] | bool) -> dict[str, Any]:
+        """The Parquet writer's settings.
+
+        With a Parquet source, the output carries the source's own key-value metadata, Arrow schema
+        included, so readers see the source's column types even where batches were read as dictionaries.
+        """
+        return {
+            "compression": self._compression,
+            "use_dictionary": dictionary,
+            "write_batch_size": _ENCODER_STEP_VALUES,
+            "max_rows_per_page": _PAGE_ROWS,
+            "store_schema": self._stored is None,
+        }
+
+    def _encode(self, batch: pa.RecordBatch) -> list[bytes]:
+        """One row group as a Parquet file of its own, in memory, in the pieces pyarrow wrote (any thread)."""
+        encoded = Pieces()
+        with self._parquet_writer(encoded) as writer:
+            writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
+        return encoded.pieces
+
+    def _parquet_writer(self, sink: Any) -> pq.ParquetWriter:
+        assert self._options is not None
+        writer = pq.ParquetWriter(sink, self._schema, **self._options)
+        if self._stored:
+            writer.add_key_value_metadata(self._stored)
+        return writer
+
+    def _append(self, encoded: list[bytes]) -> None:
+        """Put a row group encoded apart at the end of the file, in order (see :mod:`.parquet_footer`)."""
+        body, footer = split(encoded)
+        if not self._position:
+            self._sink.write(MAGIC)
+            self._position = len(MAGIC)
+        self._footer.add(footer, shift=self._position - len(MAGIC))
+        for view in body:
+            self._sink.write_unchanging(view)
+            self._position += len(view)
+
+    def _drain(self, leave: int = 0) -> None:
+        """Wait for the oldest writes until ``leave`` are left; row groups encoded apart join the file."""
+        while len(self._pending) > leave:
+            result = self._pending.popleft().result()
+            if self._writer is None:
+                self._append(result)
+
+    def close(self) -> None:
+        try:
+            self._drain()
+        finally:
+            self._pool.shutdown()
+            if self._writer is not None:
+                self._writer.close()
+            elif self._position:
+                self._sink.write(self._footer.tail())
+            else:  # no batches: the file still carries the schema
+                self._options = self._parquet_options(True)
+                self._parquet_writer(self._sink).close()
+            self._sink.close()
+        self.sha256 = self._sink.digest.hexdigest()
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def dictionary_columns(batch: pa.RecordBatch) -> list[str]:
+    """The columns worth dictionary-encoding in Parquet: dictionary arrays, and those whose first rows
+    repeat their values.
+
+    pyarrow tries a dictionary for every column and falls back to plain encoding once it passes 1 MiB
+    in a row group; for near-unique columns (NHS numbers, keys, measurements) the attempt costs about a
+    third of the encoding time and saves nothing. A sample of the first rows decides once per file.
+    """
+    sample = batch.slice(0, DICTIONARY_SAMPLE_ROWS)
+    return [
+        name
+        for name, column in zip(sample.schema.names, sample.columns, strict=True)
+        if pa.types.is_dictionary(column.type) or repeats(column)
+    ]
+
+
+def _settings_of(
+    like: str | Path | pq.FileMetaData | None,
+) -> tuple[str | dict[str, str], dict[bytes, bytes] | None]:
+    """The compression (per column) and key-value metadata of a Parquet source (None: not a Parquet source)."""
+    if isinstance(like, pq.FileMetaData):
+        metadata = like
+    elif like is None or format_of(like) is not Format.PARQUET:
+        return "snappy", None
+    else:
+        metadata = open_parquet(Path(like)).metadata
+    stored = dict(metadata.metadata or {})
+    if metadata.num_row_groups == 0 or metadata.num_columns == 0:
+        return "snappy", stored
+    first = metadata.row_group(0)
+    columns = (first.column(index) for index in range(first.num_columns))
+    return {column.path_in_schema: _codec(column.compression) for column in columns}, stored
+
+
+def _codec(name: str) -> str:
+    """The writer's name for a codec as a footer names it."""
+    return "none" if name == "UNCOMPRESSED" else name.lower()
+
+
+def write_table(path: str | Path, table: pa.Table) -> str:
+    """Write a whole table (the pandas engine's output) in the format ``path`` names; return its sha256."""
+    with BatchWriter(path, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+            writer.write(batch)
+    return writer.sha256

@@ -1,0 +1,87 @@
+"""What differs between databases, in one class per database, chosen once per engine.
+
+:class:`Dialect` spells everything in portable SQLAlchemy Core; a database's subclass overrides only
+what it does differently or better (a one-call digit test, unlogged scratch tables, a bulk loader,
+session settings, its row hash). Adding a database is one subclass and one line in
+:mod:`optout.homes.sql.dialects`. Nothing outside this package asks a connection for its dialect name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import sqlalchemy as sa
+
+from optout.errors import InputError
+from optout.homes.sql.expressions import TRIM, Kind, strip
+
+INSERT_CHUNK = 50_000
+
+
+class Dialect:
+    """One database's SQL for the filter; every method has a portable default.
+
+    :param name: SQLAlchemy's name for the database (``engine.dialect.name``).
+    :param scratch_prefix: how the run's scratch tables are created (``TEMPORARY``: private to the
+        session, gone at its end).
+    :param indexed_sets: whether the staged sets and the uncleared keys get a primary key (an index
+        for lookups); a database that hash-joins them saves the index's build.
+    """
+
+    name: ClassVar[str] = "portable"
+    scratch_prefix: ClassVar[str] = "TEMPORARY"
+    indexed_sets: ClassVar[bool] = True
+
+    def begin(self, conn: sa.Connection) -> None:
+        """Settings for one run's transaction (memory, planner, stable text forms); none by default."""
+
+    def trim(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        """``value`` as text without the leading and trailing spaces Arrow trims."""
+        return sa.func.trim(sa.cast(value, sa.Text), TRIM)
+
+    def only(self, value: sa.ColumnElement[str], alphabet: str) -> sa.ColumnElement[bool]:
+        """True when ``value`` has no character outside ``alphabet`` (the caller checks the length)."""
+        return strip(value, alphabet) == ""
+
+    def create_scratch_as(self, query: sa.Select[Any], name: str) -> sa.Executable:
+        """``CREATE ... TABLE name AS query`` for a scratch table (one statement, so it may run in parallel)."""
+        return sa.CreateTableAs(query, name, temporary=True)
+
+    def load(self, conn: sa.Connection, table: sa.Table, values: np.ndarray) -> None:
+        """Bulk-load int64 numbers, or text lines (an (n, width) uint8 array, each ending in a newline),
+        into the one column ``n`` of a scratch table: executemany inserts in chunks."""
+        numbers = values.ndim == 1
+        width = 0 if numbers else values.shape[1] - 1
+        text = "" if numbers else values[:, :-1].tobytes().decode("ascii")
+        for start in range(0, len(values), INSERT_CHUNK):
+            end = min(start + INSERT_CHUNK, len(values))
+            chunk = (
+                values[start:end].tolist()
+                if numbers
+                else [text[i * width : (i + 1) * width] for i in range(start, end)]
+            )
+            conn.execute(table.insert(), [{"n": v} for v in chunk])
+
+    def analyse(self, conn: sa.Connection, table: sa.Table) -> None:
+        """Give the planner statistics of a freshly filled scratch table (nothing by default)."""
+
+    @contextlib.contextmanager
+    def whole_list_join(self, conn: sa.Connection) -> Iterator[None]:
+        """Around the one join against the whole cleared set (settings for it; nothing by default)."""
+        yield
+
+    def query_kind(self, type_code: Any) -> Kind:
+        """A query column's kind from the driver's type code; text when unknown."""
+        return Kind.TEXT
+
+    def row_hash_sum(self, conn: sa.Connection, row: sa.ColumnElement[str]) -> tuple[str, sa.ColumnElement[Any]]:
+        """The name of the row hash used and an aggregate: the exact sum of each row text's signed 64-bit
+        hash (see :func:`optout.homes.sql.content_hash.content_hash`)."""
+        raise InputError(f"content hashes are not implemented for {self.name} databases")
+
+    def quoted(self, conn: sa.Connection, table: sa.Table) -> str:
+        """The table's name as this database quotes it."""
+        return conn.dialect.identifier_preparer.format_table(table)
