@@ -30,11 +30,13 @@ demo: install
 airflow: install
 	$(BIN)/python include/airflow_standalone.py
 
-# The governance page is tested in a real headless Chromium (Debian's, with its driver).
+# The governance page is tested in a real headless Chromium (Debian's, with its driver); the evidence
+# pack's PDF is read back with poppler's pdftotext (no NHS number in it).
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-	  echo "installing Debian's chromium and chromium-driver for the browser test"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v pdftotext >/dev/null || { \
+	  echo "installing Debian's chromium, chromium-driver and poppler-utils for the browser and PDF tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	    poppler-utils >/dev/null; }
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

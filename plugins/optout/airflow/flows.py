@@ -9,6 +9,7 @@ read: no DAG file is imported and no operator is built.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from optout.airflow.tagging import CPI_TAG, PARAM
@@ -67,3 +68,26 @@ def _tag(params: Any) -> dict[str, Any] | None:
             value = value["__var"]
         return dict(value) if isinstance(value, Mapping) else None
     return None
+
+
+def refused_exports(since: datetime, until: datetime) -> list[datetime]:
+    """When a declared flow's export task failed (the gate refuses by failing it), from Airflow's task history."""
+    import sqlalchemy as sa
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    pairs = {(flow.dag_id, flow.task_id) for flow in read_declared_flows()}
+    if not pairs:
+        return []
+    ti = TaskInstance
+    with create_session() as session:
+        rows = session.execute(
+            sa.select(ti.dag_id, ti.task_id, ti.end_date).where(
+                ti.state == TaskInstanceState.FAILED,
+                ti.end_date >= since,
+                ti.end_date < until,
+                ti.dag_id.in_({dag_id for dag_id, _ in pairs}),
+            )
+        ).all()
+    return sorted(row.end_date for row in rows if (row.dag_id, row.task_id) in pairs)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from optout.cli import check, extract, flows, ledger, sandbox
+from optout.cli import check, extract, flows, ledger, report, sandbox
 from optout.errors import OptOutError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.add_typer(flows.app, name="flows")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(sandbox.app, name="sandbox")
 extract.register(app)
+report.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,9 +13,21 @@ from zoneinfo import ZoneInfo
 
 from optout import config
 from optout.governance.overview import Overview
+from optout.purpose import Purpose
 
 LONDON = ZoneInfo("Europe/London")
 _CHART_W, _CHART_H, _BAR_GAP, _BAR_MAX = 480, 160, 6, 64
+
+
+FAILED, PASSED, NOT_APPLICABLE = "FAILED", "passed", "not applicable"
+NOT_FILTERED = frozenset({Purpose.DIRECT_CARE.value, Purpose.EXEMPT.value})  # copied unfiltered, nothing to prove
+
+
+def proof_label(purpose: str, ok: bool) -> str:
+    """Direct care and exemptions are copied unfiltered: there is no proof to fail, so say not applicable."""
+    if purpose in NOT_FILTERED:
+        return NOT_APPLICABLE
+    return PASSED if ok else FAILED
 
 
 def london(moment: datetime | None) -> str:
@@ -159,7 +171,8 @@ def _disclosure_section(view: Overview, docs_link: str) -> str:
         removed = ", ".join(
             f"{escape(why.replace('_', ' '))} {_n(count)}" for why, count in sorted(d.removed_rows.items()) if count
         )
-        proof = "passed" if d.validation_ok else '<strong class="state stale">FAILED</strong>'
+        label = proof_label(d.purpose, d.validation_ok)
+        proof = f'<strong class="state stale">{label}</strong>' if label == FAILED else label
         if d.data_docs:
             proof += f' — <a href="{escape(docs_link.format(id=entry.id))}">Data Docs</a>'
         rows.append(
