@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from optout.cli import check, extract, flows, ledger, report, sandbox
+from optout.cli import check, extract, flows, ledger, register, report, sandbox
 from optout.errors import OptOutError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(ledger.app, name="ledger")
 app.add_typer(sandbox.app, name="sandbox")
 extract.register(app)
 report.register(app)
+register.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

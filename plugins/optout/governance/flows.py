@@ -5,7 +5,8 @@ nor in a task id, so the name is unambiguous). What it sends and why comes from 
 (the task's opt-out tag: purpose, extract, legal basis; its recipient) and, for a flow no DAG declares
 any more, from the ledger's disclosures. What governance staff record about it (the data sharing
 agreement, the DPIA, who approved it and when it is due for review) lives in the ``optout_flow_reviews``
-table: append-only, the newest record of a flow wins, so the history of who approved what stays.
+table (opened through :mod:`optout.db`): append-only, the newest record of a flow wins, so the history
+of who approved what stays.
 
 With ``[optout] block_overdue_flows`` set, a flow past its review date (or never reviewed) may not send:
 :func:`require_reviewed` is what the gate calls.
@@ -19,7 +20,7 @@ from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 
-from optout import config
+from optout import config, db
 from optout.errors import InputError, PolicyRefusal
 from optout.ledger import Ledger, LedgerEntry
 
@@ -145,8 +146,9 @@ class FlowRegister:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or config.store_url()
-        self._engine = sa.create_engine(self.url)
-        with self._engine.begin() as conn:
+        self._engine = db.engine(self.url)
+        with db.transaction(self._engine, write=True) as conn:
+            db.serialise(conn, reviews_table.name)
             metadata.create_all(conn)
 
     def record(
@@ -168,7 +170,7 @@ class FlowRegister:
             if len(value) > _TEXT:
                 raise InputError(f"is longer than {_TEXT} characters", field=name)
         review = Review(flow, dsa.strip(), dpia.strip(), approved_by.strip(), review_date, now or datetime.now(UTC))
-        with self._engine.begin() as conn:
+        with db.transaction(self._engine, write=True) as conn:
             conn.execute(
                 reviews_table.insert().values(
                     flow=review.flow,
@@ -183,7 +185,7 @@ class FlowRegister:
 
     def reviews(self) -> dict[str, Review]:
         """The newest record of each flow."""
-        with self._engine.connect() as conn:
+        with db.transaction(self._engine) as conn:
             rows = conn.execute(sa.select(reviews_table).order_by(reviews_table.c.id)).all()
         latest = {}
         for row in rows:
