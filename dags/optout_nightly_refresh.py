@@ -8,7 +8,8 @@ cannot fix (bad cohort, wrong credentials, a malformed, unrequested or suspiciou
 Connection ``mesh_default`` (type ``mesh``, see docs/mesh.md). For the local demo and the tests it comes
 from ``AIRFLOW_CONN_MESH_DEFAULT``, printed by ``optout sandbox up``.
 
-``OPTOUT_REPLY_POKE_SECONDS`` (default 300) sets how often the sensor looks for the reply.
+``OPTOUT_REPLY_POKE_SECONDS`` (default 300) sets how often the wait looks for the reply. The wait runs in
+the triggerer; ``OPTOUT_REPLY_DEFERRABLE=false`` makes it poke in reschedule mode instead.
 
 Alerting: ``on_failure_callback`` calls :func:`alert_on_failure`; replace its body (or the callback) with
 your notifier, e.g. ``airflow.providers.smtp.notifications.smtp.SmtpNotifier`` or a Slack notifier.

@@ -2,38 +2,50 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from datetime import timedelta
-from functools import cached_property
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowFailException
 
 from optout.airflow.hooks.mesh import MeshHook
 from optout.airflow.operators.refresh import fail_unless_transient
+from optout.airflow.triggers.mesh import MeshReplyTrigger, look_for_reply
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DEFAULT_TIMEOUT = timedelta(hours=6)
 DEFAULT_POKE_INTERVAL = timedelta(minutes=5)
+DEFERRABLE_ENV = "OPTOUT_REPLY_DEFERRABLE"
+
+
+def deferrable_default() -> bool:
+    """``OPTOUT_REPLY_DEFERRABLE`` (default true): false for a deployment without a triggerer."""
+    return os.environ.get(DEFERRABLE_ENV, "true").strip().lower() not in {"0", "false", "no", "off"}
 
 
 class MeshReplySensor(BaseSensorOperator):
-    """Poke our MESH inbox until the reply to ``local_id`` is there; XCom is its MESH message ID.
+    """Wait until the reply to ``local_id`` is in our MESH inbox; XCom is its MESH message ID.
 
-    Runs in ``reschedule`` mode by default, so no worker slot is held between pokes. Each poke reads
-    message headers only (:func:`optout.mesh.check_inbox`): the service's JSON "job created" message is
-    acknowledged and ignored; its rejection, or a MESH non-delivery, expiry or error report about the
-    request, fails the task at once (no retry) with the reason, and the request is recorded failed. A
-    network error during a poke counts as "not yet" (logged); MESH refusing our credentials fails at
-    once. After ``timeout`` (default 6 hours) the task fails and the previous version stays current; a
-    reply that comes later is imported by the next run if no newer request was sent.
+    Deferrable by default: after one look it hands the wait to the triggerer (:class:`MeshReplyTrigger`),
+    which holds no worker slot for the hours the service may take. Without a triggerer set
+    ``deferrable=False`` (or ``OPTOUT_REPLY_DEFERRABLE=false``): it then pokes in ``reschedule`` mode,
+    also without holding a slot between pokes. Either way each look reads message headers only
+    (:func:`optout.mesh.check_inbox`): the service's JSON "job created" message is acknowledged and
+    ignored; its rejection, or a MESH non-delivery, expiry or error report about the request, fails
+    the task at once (no retry) with the reason, and the request is recorded failed. A network error
+    counts as "not yet" (logged); MESH refusing our credentials fails at once. After ``timeout``
+    (default 6 hours) the task fails and the previous version stays current; a reply that comes later
+    is imported by the next run if no newer request was sent.
 
     :param local_id: the request's LocalId (from the send task's XCom).
     :param sent_message_id: the request's MESH message ID (matches a report that carries no LocalId).
     :param mesh_conn_id: the MESH connection (type ``mesh``).
     :param store_url: the store's SQLAlchemy URL; default ``OPTOUT_STORE_URL`` or the per-user SQLite file.
+    :param deferrable: wait in the triggerer (default ``OPTOUT_REPLY_DEFERRABLE``, true).
     """
 
     template_fields: Sequence[str] = ("local_id", "sent_message_id")
@@ -46,6 +58,7 @@ class MeshReplySensor(BaseSensorOperator):
         sent_message_id: str | None = None,
         mesh_conn_id: str = MeshHook.default_conn_name,
         store_url: str | None = None,
+        deferrable: bool | None = None,
         mode: str = "reschedule",
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         poke_interval: timedelta | float = DEFAULT_POKE_INTERVAL,
@@ -56,32 +69,51 @@ class MeshReplySensor(BaseSensorOperator):
         self.sent_message_id = sent_message_id
         self.mesh_conn_id = mesh_conn_id
         self.store_url = store_url
+        self.deferrable = deferrable_default() if deferrable is None else deferrable
 
-    @cached_property
-    def hook(self) -> MeshHook:
-        return MeshHook(self.mesh_conn_id)
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        found = self.poke(context)
+        if isinstance(found, PokeReturnValue):
+            return found.xcom_value
+        deadline = datetime.now(UTC) + timedelta(seconds=float(self.timeout))
+        self.defer(
+            trigger=MeshReplyTrigger(
+                local_id=self.local_id,
+                deadline=deadline.isoformat(),
+                mesh_conn_id=self.mesh_conn_id,
+                store_url=self.store_url,
+                sent_message_id=self.sent_message_id or None,
+                poke_interval=float(self.poke_interval),
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
+        """Back from the triggerer: the reply's message ID, or a failure without retry."""
+        status = event.get("status")
+        if status == "reply":
+            self.log.info("reply to %s is MESH message %s", self.local_id, event["message_id"])
+            return str(event["message_id"])
+        if status == "timeout":
+            raise AirflowFailException(
+                f"no reply to {self.local_id} within {timedelta(seconds=float(self.timeout))}; "
+                "the previous version stays current and the next run collects a late reply"
+            )
+        raise AirflowFailException(str(event.get("reason") or event))
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        from optout.mesh import check_inbox, is_transient
-        from optout.store import Store
+        from optout.mesh import is_transient
 
         with fail_unless_transient():
             try:
-                found = check_inbox(
-                    self.hook.get_conn(),
-                    Store(self.store_url),
-                    self.local_id,
-                    workflow_id=self.hook.settings.workflow_id,
-                    sent_message_id=self.sent_message_id or None,
-                )
+                message_id = look_for_reply(self.mesh_conn_id, self.store_url, self.local_id, self.sent_message_id)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 self.log.warning("MESH not reachable this time (%s); still waiting", type(exc).__name__)
                 return False
-            finally:
-                self.hook.close()
-        message_id = found.reply
         if message_id is None:
             self.log.info("no reply to %s yet", self.local_id)
             return False
