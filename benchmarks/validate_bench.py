@@ -7,7 +7,9 @@ On the extract of ``filter_bench.py`` (same generator), each contender in its ow
 - filter: ``run_filter`` (what is being proven; its time is the yardstick);
 - optout: ``run_validation``: our vectorised counts, then the GX suite over them, result and Data Docs;
 - naive:  GX ``ExpectColumnValuesToNotBeInSet(value_set=opted_out)`` on the output's number column,
-  with the same checkpoint and Data Docs; it proves check 1 only.
+  with the same checkpoint and Data Docs; it proves check 1 only;
+- scan:   the independent every-cell leak scan alone (``optout.leak_scan``): every column of the output
+  read and searched for uncleared NHS numbers, whatever its type (its cost inside the proof).
 Timings exclude importing GX (reported apart, paid once per worker process). After each GX run every
 artefact it wrote is scanned for the opted-out numbers. Target: optout <= 0.5x the filter's time, no leak.
 """
@@ -30,7 +32,7 @@ import numpy as np
 
 FILTER_BENCH = str(Path(__file__).resolve().with_name("filter_bench.py"))  # its generator makes the data
 
-CONTENDERS = ("filter", "optout", "naive")
+CONTENDERS = ("filter", "optout", "scan", "naive")
 DATA = "data"  # the generated extract; outputs go beside it (the filter refuses to write inside its inputs)
 
 
@@ -61,6 +63,14 @@ def run_optout(folder: Path, result) -> dict[str, object]:  # type: ignore[no-un
     spec = load_spec(folder / DATA / "spec.yaml")
     proof = run_validation(spec, folder / "out", result, data_docs_dir=folder / "docs", current=result.info)
     return {"ok": proof.ok, "artefacts": [str(proof.result_path.parent), str(folder / "docs")]}
+
+
+def run_scan(folder: Path, result) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    from optout.leak_scan import LeakScan
+
+    scan = LeakScan(result.cleared_set)
+    scan.file("events", folder / "out" / "extract.parquet")
+    return {"ok": not scan.leaks(), "columns": scan.columns_scanned()}
 
 
 def run_naive(folder: Path, result) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -154,6 +164,11 @@ def main() -> None:
             results[name] = measure(name, folder)
             print(f"{name:>7}: {json.dumps(results[name])}", flush=True)
         base = results["filter"]["seconds"]
+        scan = results["scan"]
+        print(
+            f"   scan: {scan['seconds']:.2f}s = {scan['seconds'] / base:.2f}x the filter's {base:.2f}s; "
+            f"clean={scan['ok']}; peak {scan['peak_mib']:.0f} MiB"
+        )
         for name in ("optout", "naive"):
             if name in results:
                 r = results[name]

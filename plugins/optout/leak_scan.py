@@ -1,0 +1,346 @@
+"""Find NHS numbers wherever an extract holds them: every cell of every column, and a CSV file's raw bytes.
+
+The filter and its counts look at the columns the spec declares, read by the filter's reader; whatever
+fools that reader, or sits in a column nobody declared, would fool a proof built the same way. This scan
+shares neither: it reads every column, whatever its name or type, and for CSV also the bytes themselves,
+and it finds every value that the normaliser would read as a valid NHS number:
+
+- a whole cell as :func:`optout.nhs_number.normalise` reads it (plain, spaced, dashed, ``.0``);
+- ten digits, or three-three-four with spaces or dashes, inside longer text (between non-digits);
+- whole numbers in integer, floating and decimal columns;
+- inside lists, structs and maps, dictionary values, binary, run-end encoded and extension columns.
+
+What is *valid* is decided once, by :func:`optout.nhs_number.is_valid_number`; a found number that is
+not in the cleared set of the version used is a leak. Only counts come out (table, column, how many),
+never a number. Dates, times, booleans and nulls cannot hold an NHS number (as the normaliser says) and
+are skipped; a column of a type it does not know is reported as unscannable, which fails the proof.
+
+Whole columns at a time: the digits of text cells are counted on Arrow's buffers with NumPy, so only
+the few cells holding ten digits or more are normalised, and only those the normaliser does not read as
+one number are searched further (RE2, in Arrow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from optout.lookup import NumberSet
+from optout.nhs_number import HIGHEST, LOWEST, Status, is_valid_number, normalise
+
+RAW_BYTES = "(raw bytes)"  # the column name under which a CSV file's own bytes are reported
+_RAW_BLOCK_BYTES = 8 << 20
+_BATCH_ROWS = 1 << 20
+# Inside longer text: ten digits, or 3-3-4 with spaces or dashes, not part of a longer run of digits.
+_IN_TEXT = r"(?:^|[^0-9])(?P<n>[0-9]{10}|[0-9]{3}[\s\-]{1,3}[0-9]{3}[\s\-]{1,3}[0-9]{4})(?:[^0-9]|$)"
+# What a CSV parser could take as the edge of a field, whatever the dialect: raw text is cut there.
+_RAW_EDGES = rb",;\t|\"'\r\n"
+
+
+class Unscannable(TypeError):
+    """A column of a type the scan cannot read: the proof cannot vouch for it."""
+
+
+@dataclass(frozen=True)
+class ColumnLeak:
+    """Uncleared NHS numbers found in one column (``values``: how many, never which)."""
+
+    table: str
+    column: str
+    values: int
+    unscannable: bool = False
+
+
+@dataclass
+class LeakScan:
+    """Every uncleared valid NHS number in the batches and files it is given, counted per table and column.
+
+    :param cleared: the cleared set of the version the extract was filtered with.
+    :param excluded: ``{table: {column, ...}}`` the spec excludes from the scan, by name, with a reason.
+    """
+
+    cleared: NumberSet
+    excluded: dict[str, set[str]] = field(default_factory=dict)
+    _counts: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
+    _unscannable: set[tuple[str, str]] = field(default_factory=set, init=False)
+
+    def batch(self, table: str, batch: pa.RecordBatch | pa.Table) -> None:
+        """Scan every column of one batch of ``table``."""
+        skip = self.excluded.get(table, set())
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            if name in skip:
+                continue
+            key = (table, name)
+            try:
+                found = uncleared_values(column, self.cleared)
+            except Unscannable:
+                self._unscannable.add(key)
+                continue
+            self._counts[key] = self._counts.get(key, 0) + found
+
+    def file(self, table: str, path: str | Path, encoding: str = "utf-8") -> None:
+        """Scan a whole file with readers of its own: a Parquet file's every column, a CSV file's bytes and
+        every column as text (Arrow's parser, quoted newlines allowed: the bytes cover what it misreads)."""
+        path = Path(path)
+        if path.suffix.lower() == ".parquet":
+            for batch in parquet_batches(path):
+                self.batch(table, batch)
+            return
+        self.raw_file(table, path, encoding)
+        for batch in _csv_batches(path, encoding):  # rows it cannot parse are skipped: the bytes hold them
+            self.batch(table, batch)
+
+    def raw_file(self, table: str, path: str | Path, encoding: str = "utf-8") -> None:
+        """Scan a text file's bytes as text cut at anything a parser could take for a field's edge."""
+        key = (table, RAW_BYTES)
+        self._counts[key] = self._counts.get(key, 0) + uncleared_in_raw(path, self.cleared, encoding)
+
+    def leaks(self) -> list[ColumnLeak]:
+        """The columns holding an uncleared number, or that could not be scanned (empty: clean)."""
+        found = [ColumnLeak(t, c, n) for (t, c), n in sorted(self._counts.items()) if n]
+        return found + [ColumnLeak(t, c, 0, unscannable=True) for t, c in sorted(self._unscannable)]
+
+    def total(self, table: str | None = None) -> int:
+        """Uncleared values found (in one table, or all)."""
+        return sum(n for (t, _), n in self._counts.items() if table is None or t == table)
+
+    def columns_scanned(self, table: str | None = None) -> int:
+        return sum(1 for t, _ in self._counts if table is None or t == table)
+
+
+def parquet_batches(path: str | Path, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Every column (or ``columns``) of a Parquet file; text whose pages are dictionary-encoded comes as
+    dictionaries, so the scan reads each distinct value once."""
+    footer = pq.ParquetFile(path)
+    text = {f.name for f in footer.schema_arrow if _is_text(f.type) or pa.types.is_binary(f.type)}
+    meta = footer.metadata
+    encoded = [
+        name
+        for index in range(meta.num_columns)
+        if (name := meta.schema.column(index).path) in text
+        and all(meta.row_group(group).column(index).has_dictionary_page for group in range(meta.num_row_groups))
+    ]
+    parquet = pq.ParquetFile(path, read_dictionary=encoded or None) if encoded else footer
+    yield from parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns)
+
+
+def _csv_batches(path: Path, encoding: str) -> Iterator[pa.RecordBatch]:
+    """Every column of a CSV file as text, its header row too (it may be data), whatever its names."""
+    read = pacsv.ReadOptions(encoding=encoding, block_size=16 << 20, autogenerate_column_names=True)
+    parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip")
+    with pacsv.open_csv(path, read_options=read, parse_options=parse) as first:
+        names = first.schema.names
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.large_string()), strings_can_be_null=False)
+    yield from pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+
+
+def uncleared_values(values: pa.Array | pa.ChunkedArray, cleared: NumberSet) -> int:
+    """How many values of a column (any type, nested or not) are valid NHS numbers not in ``cleared``."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    return sum(len(_hits(chunk, cleared)) for chunk in chunks)
+
+
+def uncleared_in_raw(path: str | Path, cleared: NumberSet, encoding: str = "utf-8") -> int:
+    """How many uncleared valid NHS numbers a text file holds, read as bytes, not as the reader parses it.
+
+    Each block is cut where any common delimiter, quote or line ending sits, and every piece is scanned as
+    a cell: a quoting trick that hides records from a CSV reader does not hide them here.
+    """
+    total = 0
+    for text in _raw_blocks(Path(path), encoding):
+        pieces = pc.split_pattern_regex(pa.array([text], pa.large_string()), f"[{_edges_class()}]")
+        total += len(_text_hits(pieces.flatten(), cleared))
+    return total
+
+
+def _edges_class() -> str:
+    return "".join(f"\\x{{{byte:02x}}}" for byte in _RAW_EDGES)
+
+
+def _raw_blocks(path: Path, encoding: str) -> Iterator[str]:
+    """The file's text in blocks, each ending at a field edge so no value is split between two blocks."""
+    tail = b""
+    with path.open("rb") as handle:
+        while block := handle.read(_RAW_BLOCK_BYTES):
+            block = tail + block
+            cut = max(block.rfind(bytes([edge])) for edge in _RAW_EDGES)
+            if cut < 0:
+                tail = block
+                continue
+            tail = block[cut + 1 :]
+            yield block[: cut + 1].decode(encoding, errors="replace")
+    if tail:
+        yield tail.decode(encoding, errors="replace")
+
+
+def _hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
+    """Positions (into ``values``) of each uncleared valid number found, one entry per number."""
+    kind = values.type
+    if len(values) == 0 or values.null_count == len(values):
+        return _NONE
+    if isinstance(kind, pa.BaseExtensionType):
+        return _hits(values.storage, cleared)
+    if pa.types.is_dictionary(kind):
+        per_entry = np.bincount(_hits(values.dictionary, cleared), minlength=len(values.dictionary))
+        if not per_entry.any():
+            return _NONE
+        indices = values.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        counts = per_entry[indices] * values.is_valid().to_numpy(zero_copy_only=False)
+        return np.repeat(np.arange(len(values)), counts)
+    if pa.types.is_integer(kind):
+        return _integer_hits(values, cleared)
+    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return _float_hits(values, cleared)
+    if _is_text(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return _text_hits(values, cleared)
+    if pa.types.is_string_view(kind):
+        return _text_hits(values.cast(pa.large_string()), cleared)
+    if pa.types.is_fixed_size_binary(kind) or pa.types.is_binary_view(kind):
+        return _text_hits(values.cast(pa.large_binary()), cleared)
+    if pa.types.is_map(kind):  # its own kernels do not all take maps: read it as the list of entries it is
+        entries = pa.struct([kind.key_field, kind.item_field])
+        return _hits(values.cast(pa.large_list(entries)), cleared)
+    if _is_list(kind):
+        found = _hits(values.flatten(), cleared)
+        return pc.list_parent_indices(values).to_numpy()[found] if len(found) else _NONE
+    if pa.types.is_struct(kind):
+        return _concat(_hits(child, cleared) for child in values.flatten())
+    if pa.types.is_union(kind):
+        return _concat(_hits(values.field(index), cleared) for index in range(kind.num_fields))
+    if pa.types.is_run_end_encoded(kind):
+        return _hits(pc.run_end_decode(values), cleared)
+    if _cannot_hold(kind):
+        return _NONE
+    raise Unscannable(str(kind))
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+def _concat(parts: Iterable[np.ndarray]) -> np.ndarray:
+    found = [part for part in parts if len(part)]
+    return np.concatenate(found) if found else _NONE
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_list(kind)
+        or pa.types.is_large_list(kind)
+        or pa.types.is_fixed_size_list(kind)
+        or pa.types.is_list_view(kind)
+        or pa.types.is_large_list_view(kind)
+    )
+
+
+def _cannot_hold(kind: pa.DataType) -> bool:
+    """Types the normaliser never reads as a number: dates, times, durations, flags, nothing."""
+    return pa.types.is_temporal(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)
+
+
+def _uncleared(numbers: np.ndarray, positions: np.ndarray | None, cleared: NumberSet) -> np.ndarray:
+    """The positions (``None``: every one) whose int64 number is valid and not cleared.
+
+    A number whose nine-digit prefix is in the cleared set is either that cleared number or fails its
+    check digit: neither is a leak, so most values stop at one bitmap probe.
+    """
+    rest = np.flatnonzero(~cleared.contains(numbers, known_valid=True))
+    rest = rest[is_valid_number(numbers[rest])]
+    return rest if positions is None else positions[rest]
+
+
+def _in_range(raw: np.ndarray) -> np.ndarray | None:
+    """Positions of the values between the lowest and highest ten-digit number (None: all of them)."""
+    inside = raw >= LOWEST  # NaN compares False
+    inside &= raw <= HIGHEST
+    return None if inside.all() else np.flatnonzero(inside)
+
+
+def _integer_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
+    if values.type.bit_width < 32:
+        return _NONE  # int8/int16 hold no ten-digit number
+    raw = values.fill_null(0).to_numpy(zero_copy_only=False) if values.null_count else values.to_numpy()
+    positions = _in_range(raw)
+    if positions is None:  # a column of numbers: no copy
+        return _uncleared(raw.astype(np.int64, copy=False), None, cleared)
+    return _uncleared(raw[positions].astype(np.int64), positions, cleared) if len(positions) else _NONE
+
+
+def _float_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
+    if pa.types.is_floating(values.type) and values.type.bit_width < 32:
+        return _NONE  # half floats hold no ten-digit number
+    if not pa.types.is_float64(values.type):
+        values = pc.cast(values, pa.float64(), safe=False)
+    raw = values.fill_null(0.0).to_numpy(zero_copy_only=False) if values.null_count else values.to_numpy()
+    positions = _in_range(raw)
+    if positions is None:
+        positions = np.arange(len(raw))
+    candidates = raw[positions]
+    whole = np.floor(candidates) == candidates
+    return _uncleared(candidates[whole].astype(np.int64), positions[whole], cleared)
+
+
+def _text_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
+    """Text or bytes: whole cells as the normaliser reads them; ten-digit runs and 3-3-4 groups in the rest.
+
+    Only cells holding ten digits or more can hold a number: they are counted on the bytes themselves
+    (NumPy over Arrow's buffers), and only those few are normalised or searched further.
+    """
+    at = _ten_digits_or_more(values)
+    if not len(at):
+        return _NONE
+    cells = values.take(pa.array(at))
+    if not _is_text(cells.type):  # bytes in no known encoding: read as UTF-8 would (few cells get here)
+        cells = pa.array([None if c is None else c.decode("utf-8", "replace") for c in cells.to_pylist()])
+    read = normalise(cells)
+    valid = read.status == Status.VALID
+    found = [_uncleared(read.numbers[valid], at[valid], cleared)]
+    if not valid.all():  # a cell read as one number has no other ten digits in it
+        rest = np.flatnonzero(~valid)
+        found.append(_in_text(cells.take(pa.array(rest)), at[rest], cleared))
+    return _concat(found)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _ten_digits_or_more(values: pa.Array) -> np.ndarray:
+    """Positions of the cells of a (large) string or binary array holding at least ten ASCII digits."""
+    large = pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)
+    _, offsets_buffer, data_buffer = values.buffers()[:3]
+    every = np.frombuffer(offsets_buffer, np.int64 if large else np.int32)
+    offsets = every[values.offset : values.offset + len(values) + 1].astype(np.int64)
+    at = np.flatnonzero(np.diff(offsets) >= 10)  # shorter cells cannot hold ten digits
+    if not len(at) or data_buffer is None:
+        return _NONE
+    data = np.frombuffer(data_buffer, np.uint8)
+    begin, end = offsets[at], offsets[at + 1]
+    digits = np.zeros(int(offsets[-1] - offsets[0]) + 1, np.int32)
+    np.less(data[offsets[0] : offsets[-1]] - np.uint8(48), 10, out=digits[1:], casting="unsafe")
+    np.cumsum(digits, out=digits)
+    many = digits[end - offsets[0]] - digits[begin - offsets[0]] >= 10
+    return at[many]
+
+
+def _in_text(cells: pa.Array, positions: np.ndarray, cleared: NumberSet) -> np.ndarray:
+    """Every ten-digit candidate inside longer text: each round takes the first one left in every cell."""
+    found = []
+    while len(cells):
+        first = pc.extract_regex(cells, _IN_TEXT)
+        matched = first.is_valid()
+        cells, positions = cells.filter(matched), positions[matched.to_numpy(zero_copy_only=False)]
+        if not len(cells):
+            break
+        digits = pc.replace_substring_regex(first.filter(matched).field("n"), r"[^0-9]", "")
+        numbers = digits.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        found.append(_uncleared(numbers, positions, cleared))
+        # The match and the non-digits around it become one non-digit: a neighbour keeps its edge.
+        cells = pc.replace_substring_regex(cells, _IN_TEXT, "#", max_replacements=1)
+    return _concat(found)

@@ -1,0 +1,172 @@
+"""The every-cell leak scan finds uncleared NHS numbers in any column, any type, any writing of them."""
+
+from __future__ import annotations
+
+import decimal
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from optout.leak_scan import RAW_BYTES, LeakScan, uncleared_in_raw, uncleared_values
+from optout.lookup import NumberSet
+from optout.nhs_number import synthetic
+
+NUMBERS = synthetic(6)
+CLEARED, UNCLEARED = NUMBERS[:3], NUMBERS[3:]
+CLEARED_SET = NumberSet(CLEARED)
+OUT = str(UNCLEARED[0])  # one uncleared number as ten digits
+OK = str(CLEARED[0])
+
+
+def spaced(text: str, sep: str = " ") -> str:
+    return f"{text[:3]}{sep}{text[3:6]}{sep}{text[6:]}"
+
+
+def count(values: pa.Array | pa.ChunkedArray) -> int:
+    return uncleared_values(values, CLEARED_SET)
+
+
+@pytest.mark.parametrize(
+    ("cell", "found"),
+    [
+        (OUT, 1),
+        (f"  {OUT}  ", 1),
+        (spaced(OUT), 1),
+        (spaced(OUT, "-"), 1),
+        (f"{OUT}.0", 1),
+        ("\u00a0" + OUT, 1),
+        (" ".join(OUT), 1),  # one digit at a time: the normaliser reads it
+        (f"seen at clinic, NHS no {spaced(OUT)} (next of kin {OK})", 1),
+        (f"NHS{OUT}x", 1),
+        (f"{OUT} {UNCLEARED[1]},{UNCLEARED[2]}", 3),
+        (f"{OUT}{OUT}", 0),  # twenty digits: no number the normaliser would read
+        (f"1{OUT}", 0),
+        (OK, 0),
+        (spaced(OK), 0),
+        (str(UNCLEARED[0] + 1), 0),  # fails the check digit
+        ("0000000000", 0),
+        ("2023-01-05 12:30:00", 0),
+        ("", 0),
+    ],
+    ids=lambda value: "" if isinstance(value, str) else str(value),  # no number in a test's name
+)
+def test_text_cells(cell: str, found: int) -> None:
+    for kind in (pa.string(), pa.large_string(), pa.string_view()):
+        assert count(pa.array([cell, None], kind)) == found, kind
+    assert count(pa.array([cell.encode()], pa.binary())) == found
+
+
+def test_numeric_columns() -> None:
+    out, ok = int(UNCLEARED[0]), int(CLEARED[0])
+    assert count(pa.array([out, ok, None, 5, -out], pa.int64())) == 1
+    assert count(pa.array([out, ok], pa.uint64())) == 1
+    assert count(pa.array([2**63 + out], pa.uint64())) == 0
+    assert count(pa.array([float(out), float(ok), np.nan, out + 0.5])) == 1
+    assert count(pa.array(np.array([out, ok], dtype=np.float32))) <= 1  # float32 cannot hold ten digits exactly
+    assert count(pa.array([decimal.Decimal(out), decimal.Decimal(f"{out}.00")], pa.decimal128(14, 2))) == 2
+    assert count(pa.array([decimal.Decimal(out)], pa.decimal256(40, 0))) == 1
+    assert count(pa.array([1, 2], pa.int16())) == 0
+    assert count(pa.array([ok // 10], pa.int64())) == 0  # a lost leading digit is no number
+
+
+def test_nested_and_encoded_columns() -> None:
+    out = int(UNCLEARED[0])
+    assert count(pa.array([[out, 1], None, [out]], pa.list_(pa.int64()))) == 2
+    assert count(pa.array([[out, 1], [2, out]], pa.list_(pa.int64())).slice(1)) == 1
+    assert count(pa.array([[OUT], [OK]], pa.large_list(pa.string()))) == 1
+    assert count(pa.array([[OUT, OK]], pa.list_(pa.string(), 2))) == 1
+    assert (
+        count(
+            pa.array(
+                [{"a": OUT, "b": {"c": out}}, None],
+                pa.struct([("a", pa.string()), ("b", pa.struct([("c", pa.int64())]))]),
+            )
+        )
+        == 2
+    )
+    assert count(pa.array([[("k", OUT)], [(OUT, OK)]], pa.map_(pa.string(), pa.string())).slice(1)) == 1
+    assert count(pa.array([OUT, "x", OUT, None]).dictionary_encode()) == 2
+    assert count(pa.DictionaryArray.from_arrays(pa.array([0, 0, 1]), pa.array([OK, OUT]))) == 1
+    assert count(pa.chunked_array([pa.array([out]), pa.array([out])])) == 2
+    assert count(pa.RunEndEncodedArray.from_arrays(pa.array([2, 3], pa.int32()), pa.array([OUT, "x"]))) == 2
+    assert count(pa.array([OUT.encode()], pa.binary(10))) == 1
+    assert count(pa.array([uuid.uuid4().bytes], pa.uuid())) == 0
+
+
+def test_types_that_cannot_hold_a_number_are_skipped() -> None:
+    assert count(pa.array([1_700_000_000], pa.timestamp("s"))) == 0
+    assert count(pa.array([True, None])) == 0
+    assert count(pa.array([None, None])) == 0
+
+
+def test_scan_counts_per_table_and_column_and_honours_exclusions() -> None:
+    scan = LeakScan(CLEARED_SET, excluded={"people": {"sample_id"}})
+    batch = pa.record_batch(
+        {
+            "nhs_number": pa.array([int(CLEARED[0]), int(CLEARED[1])]),
+            "next_of_kin": pa.array([OK, None]),  # cleared numbers elsewhere are fine
+            "notes": pa.array([f"father {OUT}", "x"]),
+            "sample_id": pa.array([OUT, OUT]),
+        }
+    )
+    scan.batch("people", batch)
+    scan.batch("people", batch)
+    leaks = scan.leaks()
+    assert [(leak.table, leak.column, leak.values) for leak in leaks] == [("people", "notes", 2)]
+    assert scan.total() == 2
+    assert OUT not in repr(leaks)
+
+
+def test_unknown_type_is_unscannable_not_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optout import leak_scan
+
+    scan = LeakScan(CLEARED_SET)
+    scan.batch("t", pa.table({"ok": [1]}))
+    assert not scan.leaks()
+    monkeypatch.setattr(leak_scan, "_cannot_hold", lambda kind: False)  # a type no branch knows
+    scan.batch("t", pa.table({"odd": pa.array([(1, 2, 3)], pa.month_day_nano_interval())}))
+    assert [(leak.column, leak.unscannable) for leak in scan.leaks()] == [("odd", True)]
+
+
+def test_raw_bytes_see_what_a_quoting_trick_hides(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    # An unbalanced quote: a reader takes the rest of the file as one value of the first row.
+    path.write_text(f'id,nhs_number\n1,"{OK}\n2,{OUT}\n3,{spaced(str(UNCLEARED[1]))}\r\n4;"{UNCLEARED[2]}"\n')
+    assert uncleared_in_raw(path, CLEARED_SET) == 3
+    scan = LeakScan(CLEARED_SET)
+    scan.raw_file("t", path)
+    assert [(leak.column, leak.values) for leak in scan.leaks()] == [(RAW_BYTES, 3)]
+
+
+def test_raw_blocks_do_not_split_a_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from optout import leak_scan
+
+    monkeypatch.setattr(leak_scan, "_RAW_BLOCK_BYTES", 7)
+    path = tmp_path / "x.csv"
+    path.write_text("".join(f"{n},{n}\n" for n in UNCLEARED) + "tail" + OUT)
+    assert uncleared_in_raw(path, CLEARED_SET) == 7  # "tail<number>": letters are an edge too
+    path.write_text(OUT)
+    assert uncleared_in_raw(path, CLEARED_SET) == 1
+
+
+def test_utf16_raw(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(f"a\n{OUT}\n".encode("utf-16"))
+    assert uncleared_in_raw(path, CLEARED_SET, encoding="utf-16") == 1
+
+
+def test_file_scan_reads_every_column_of_parquet_and_csv(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": [1, 2], "code": ["a", "a"], "notes": [f"kin {OK}", f"see {OUT}"], "n": [OUT, OUT]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    scan = LeakScan(CLEARED_SET)
+    scan.file("t", tmp_path / "t.parquet")
+    assert [(leak.column, leak.values) for leak in scan.leaks()] == [("n", 2), ("notes", 1)]
+    (tmp_path / "t.csv").write_text(f'id,{OUT}\n1,"0{OK}"\n2,"a ""{OUT}"""\n3,x,y\n')  # header as data, ragged
+    scan = LeakScan(CLEARED_SET)
+    scan.file("t", tmp_path / "t.csv")
+    assert {leak.column: leak.values for leak in scan.leaks()} == {RAW_BYTES: 2, "f1": 2}
