@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optout.nhs_number import Status, check_digit_ok, is_valid, normalise, to_text
@@ -112,3 +112,30 @@ def test_mixed_python_objects() -> None:
 
 def test_to_text_pads() -> None:
     assert to_text(np.array([123456788], dtype=np.int64)).to_pylist() == ["0123456788"]
+
+
+_SHAPE_PARTS = st.sampled_from(["0", "1", "4", "9", " ", "-", "\t", "\n", ".", "0.0", "\u00a0", "\u2003", "x", "N/A"])
+
+
+@settings(deadline=None)  # a loaded shared machine, not the code, sets the pace
+@given(
+    st.lists(
+        st.one_of(
+            st.lists(_SHAPE_PARTS, max_size=16).map("".join),
+            valid_numbers.map(lambda n: f"{n:010d}"),
+            valid_numbers.map(lambda n: f" {n:010d}"[:4] + " " + f"{n:010d}"[3:6] + "-" + f"{n:010d}"[6:] + " "),
+            st.none(),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from([pa.string(), pa.large_string(), pa.string_view()]),
+    st.integers(min_value=0, max_value=3),
+)
+def test_fast_path_answers_as_the_full_rules(values: list[str | None], kind: pa.DataType, skip: int) -> None:
+    """The byte-level fast path for common shapes gives every value the full rules' status and number."""
+    from optout.nhs_number import _by_full_rules
+
+    column = pa.array(values, type=kind).slice(min(skip, len(values)))  # sliced: a non-zero offset
+    fast, full = normalise(column), _by_full_rules(column.cast(pa.large_string()))
+    assert list(fast.status) == list(full.status)
+    assert list(fast.numbers) == list(full.numbers)
