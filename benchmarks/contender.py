@@ -6,9 +6,13 @@ import argparse
 import json
 import os
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,3 +61,21 @@ def check_result(folder: Path, *, lookups: bool) -> object:
     if lookups:
         _ = check.cleared_set, check.cohort_set
     return check
+
+
+def take_turns(names: Sequence[T], measure_one: Callable[[T], dict[str, Any]], repeat: int) -> dict[T, dict[str, Any]]:
+    """Run every contender ``repeat`` times, taking turns (a noisy spell on a shared machine hits them all
+    alike); each one's best run by ``seconds``, with ``peak_mib`` the highest of its runs and ``runs`` all its
+    times."""
+    runs: dict[T, list[dict[str, Any]]] = {name: [] for name in names}
+    for _ in range(repeat):
+        for name in names:
+            runs[name].append(measure_one(name))
+    best = {}
+    for name, done in runs.items():
+        best[name] = {
+            **min(done, key=lambda run: run["seconds"]),
+            "peak_mib": max(run["peak_mib"] for run in done),
+            "runs": [run["seconds"] for run in done],
+        }
+    return best

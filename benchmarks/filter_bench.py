@@ -152,14 +152,7 @@ def main() -> None:
         subprocess.run([*command, "--dir", str(folder)], check=True)
         size = (folder / "extract.parquet").stat().st_size / 2**20
         print(f"generated {args.rows:,} rows ({size:.0f} MiB) in {time.perf_counter() - started:.1f}s")
-        # Contenders take turns, so a noisy spell on a shared machine hits them all alike.
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONTENDERS}
-        for _ in range(args.repeat):
-            for name in CONTENDERS:
-                runs[name].append(measure(name, folder))
-        results = {name: min(done, key=lambda run: run["seconds"]) for name, done in runs.items()}
-        for name, done in runs.items():
-            results[name]["peak_mib"] = max(run["peak_mib"] for run in done)
+        results = contender.take_turns(CONTENDERS, lambda name: measure(name, folder), args.repeat)
         floor = results["floor"]["seconds"]
         print(f"{'':8} {'seconds':>8} {'Mrows/s':>8} {'x floor':>8} {'peak MiB':>9}")
         for name, result in results.items():
