@@ -12,7 +12,7 @@ import csv
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -65,6 +65,11 @@ table = sa.Table(
     sa.Column("validation_ok", sa.Boolean, nullable=False),
     sa.Column("output_hashes", sa.Text, nullable=False),
     sa.Column("data_docs", sa.String(1000)),
+    # Null for a disclosure; otherwise what kind of event the entry records ("retention": a deletion),
+    # with its counts and names in ``detail``. Both are hashed only when set, so the entries written
+    # before these columns existed keep their hashes and the chain verifies across the change.
+    sa.Column("kind", sa.String(40)),
+    sa.Column("detail", sa.Text),
     sa.Column("prev_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("entry_hash", sa.String(64), nullable=False),
 )
@@ -119,6 +124,23 @@ class LedgerEntry:
     entry_hash: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Event:
+    """Something recorded in the ledger that is not a disclosure: ``kind`` (``retention``), what it was
+    about, and counts or names (never a value from data)."""
+
+    kind: str
+    subject: str
+    detail: dict[str, str | int]
+
+
+@dataclass(frozen=True)
+class EventEntry:
+    id: int
+    recorded_at: datetime
+    event: Event
+
+
 class Ledger:
     """The ``disclosure_ledger`` table in the store's database (created with its triggers on first use)."""
 
@@ -131,22 +153,52 @@ class Ledger:
         """Record one disclosure at the end of the chain; concurrent appends retry, never fork."""
         _check_disclosure(d)
         recorded_at = _utc(now or datetime.now(UTC), "now")
+        return _from_row(self._append(lambda entry_id, prev: _to_row(d, entry_id, recorded_at, prev)))
+
+    def record_event(self, event: Event, *, now: datetime | None = None) -> int:
+        """Record one event that is not a disclosure (such as a deletion under the retention rule) in the
+        same chain; returns its entry id. Names and counts only, refused like a disclosure's otherwise."""
+        for name, value in (("kind", event.kind), ("subject", event.subject), *event.detail.items()):
+            if _holds_nhs_number(str(value)):
+                raise InputError(
+                    "looks like it holds an NHS number; the ledger records names and counts only", field=name
+                )
+        recorded_at = _utc(now or datetime.now(UTC), "now")
+        return int(self._append(lambda entry_id, prev: _event_row(event, entry_id, recorded_at, prev))["id"])
+
+    def events(self, kind: str | None = None, since: datetime | None = None) -> list[EventEntry]:
+        """Recorded events (not disclosures), oldest first."""
+        query = sa.select(table).where(table.c.kind.is_not(None)).order_by(table.c.id)
+        if kind is not None:
+            query = query.where(table.c.kind == kind)
+        if since is not None:
+            query = query.where(table.c.recorded_at >= _iso(_utc(since, "since")))
+        with db.transaction(self._engine, snapshot=True) as conn:
+            rows = conn.execute(query).all()
+        return [
+            EventEntry(
+                r.id, datetime.fromisoformat(r.recorded_at), Event(r.kind, r.extract, json.loads(r.detail or "{}"))
+            )
+            for r in rows
+        ]
+
+    def _append(self, make_row: Callable[[int, str], dict[str, Any]]) -> dict[str, Any]:
         for _ in range(_APPEND_ATTEMPTS):
             try:
                 with db.transaction(self._engine, write=True) as conn:
                     last = conn.execute(sa.select(table.c.id, table.c.entry_hash).order_by(table.c.id.desc()).limit(1))
                     row = last.first()
                     prev_id, prev_hash = (row.id, row.entry_hash) if row else (0, GENESIS)
-                    values = _to_row(d, prev_id + 1, recorded_at, prev_hash)
+                    values = make_row(prev_id + 1, prev_hash)
                     conn.execute(table.insert().values(**values))
             except sa.exc.IntegrityError:  # another process appended the same id first: read the chain again
                 continue
-            return _from_row(values)
+            return values
         raise LedgerError(f"could not append to the ledger after {_APPEND_ATTEMPTS} attempts; rerun the export")
 
     def entries(self, since: datetime | None = None, limit: int | None = None) -> list[LedgerEntry]:
         """Entries recorded at or after ``since``, oldest first (the newest ``limit`` if given)."""
-        query = sa.select(table).order_by(table.c.id.desc())
+        query = sa.select(table).where(table.c.kind.is_(None)).order_by(table.c.id.desc())
         if since is not None:
             query = query.where(table.c.recorded_at >= _iso(_utc(since, "since")))
         if limit is not None:
@@ -157,7 +209,7 @@ class Ledger:
 
     def entry(self, entry_id: int) -> LedgerEntry | None:
         with db.transaction(self._engine) as conn:
-            row = conn.execute(sa.select(table).where(table.c.id == entry_id)).first()
+            row = conn.execute(sa.select(table).where(table.c.id == entry_id, table.c.kind.is_(None))).first()
         return _from_row(dict(row._mapping)) if row else None
 
     def verify(self) -> tuple[bool, int | None, str]:
@@ -195,6 +247,11 @@ class Ledger:
         with db.transaction(self._engine, write=True) as conn:
             db.serialise(conn, table.name)
             metadata.create_all(conn)
+            present_columns = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+            for column in ("kind", "detail"):  # a ledger made before entry kinds existed
+                if column not in present_columns:
+                    kind = "VARCHAR(40)" if column == "kind" else "TEXT"
+                    conn.execute(sa.text(f"ALTER TABLE disclosure_ledger ADD COLUMN {column} {kind}"))
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text(_PG_FUNCTION))
                 present = set(
@@ -245,6 +302,28 @@ def _to_row(d: Disclosure, entry_id: int, recorded_at: datetime, prev_hash: str)
     return values
 
 
+def _event_row(event: Event, entry_id: int, recorded_at: datetime, prev_hash: str) -> dict[str, Any]:
+    """An event in the disclosure columns: its kind as the purpose, its subject as the extract, no rows."""
+    values: dict[str, Any] = {
+        "id": entry_id,
+        "recorded_at": _iso(recorded_at),
+        "kind": event.kind,
+        "detail": _canonical(event.detail),
+        "extract": event.subject,
+        "purpose": event.kind,
+        "recipient": "",
+        "rows_in": 0,
+        "rows_out": 0,
+        "removed_rows": "{}",
+        "removed_people": 0,
+        "validation_ok": False,
+        "output_hashes": "{}",
+        "prev_hash": prev_hash,
+    }
+    values["entry_hash"] = _hash(values)
+    return values
+
+
 def _from_row(row: dict[str, Any]) -> LedgerEntry:
     names = {f.name for f in fields(Disclosure)}
     values = {k: v for k, v in row.items() if k in names}
@@ -265,8 +344,11 @@ def _from_row(row: dict[str, Any]) -> LedgerEntry:
 
 def _hash(row: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of every column but the hash itself (booleans as booleans)."""
-    payload = {c.name: row[c.name] for c in table.columns if c.name != "entry_hash"}
+    payload = {c.name: row.get(c.name) for c in table.columns if c.name != "entry_hash"}
     payload["validation_ok"] = bool(payload["validation_ok"])
+    for name in ("kind", "detail"):  # hashed only when set: older entries keep their hashes
+        if payload[name] is None:
+            del payload[name]
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()
 
 

@@ -321,6 +321,11 @@ class Store:
                 .where(numbers_table.c.version_id == info.id)
                 .order_by(numbers_table.c.kind, numbers_table.c.seq)
             ).all()
+        if not rows and info.cohort_count:
+            raise InputError(
+                f"version {info.id}'s numbers were deleted under the retention rule ([optout] retain_versions, "
+                "see the ledger); filter again with the current version"
+            )
         cohort = _decode([r for r in rows if r.kind == COHORT], info.cohort_count)
         cleared = _decode([r for r in rows if r.kind == CLEARED], info.cleared_count or 0)
         return CheckResult(info=info, cohort=cohort, cleared=cleared)

@@ -67,3 +67,20 @@ def test_an_overdue_flow_sends_nothing_when_overdue_flows_are_blocked(
     assert _export_state(load_dag) == "success"
     assert len(Ledger().entries()) == 2
     register.dispose()
+
+
+def test_the_nightly_retention_dag_deletes_and_records(load_dag: Any, tmp_path: Path) -> None:
+    import os
+    import time
+
+    from optout import config
+
+    old = config.data_dir() / "extracts" / "research_extract" / "manual__old"
+    old.mkdir(parents=True)
+    moment = time.time() - 60 * 86400
+    os.utime(old, (moment, moment))
+    run = load_dag(DAGS / "optout_retention.py", "optout_retention").test()
+    assert {ti.task_id: str(ti.state) for ti in run.get_task_instances()} == {"apply_retention": "success"}
+    assert not old.exists()
+    (event,) = Ledger().events("retention")
+    assert event.event.subject == "extracts/research_extract/manual__old"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from optout.cli import check, extract, flows, ledger, register, report, sandbox
+from optout.cli import check, extract, flows, ledger, register, report, retention, sandbox
 from optout.errors import OptOutError
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(check.app, name="check")
 app.add_typer(flows.app, name="flows")
 app.add_typer(ledger.app, name="ledger")
+app.add_typer(retention.app, name="retention")
 app.add_typer(sandbox.app, name="sandbox")
 extract.register(app)
 report.register(app)
