@@ -212,10 +212,16 @@ def run_duckdb(name: str, folder: Path, out: Path, check: Any) -> None:
 
 
 def run_optout(name: str, folder: Path, out: Path, check: Any) -> None:
-    from optout.filtering import run_filter
+    from optout.filter import run_filter
     from optout.spec import load_spec
 
     run_filter(load_spec(folder / f"{name}.yaml"), out, check)
+
+
+def run_plain_writer(name: str, folder: Path, out: Path, check: Any) -> None:
+    """optout with pyarrow's plain Parquet writer (``OPTOUT_PARQUET_WRITER=plain``): the footer join's A/B."""
+    os.environ["OPTOUT_PARQUET_WRITER"] = "plain"
+    run_optout(name, folder, out, check)
 
 
 def kept(out: Path, name: str) -> list[list[int]]:
@@ -237,7 +243,7 @@ def child(contender_name: str, name: str, folder: Path) -> None:
     """Run one contender on one input; print seconds, rows kept (JSON). Imports are not timed."""
     import duckdb  # noqa: F401
 
-    import optout.filtering.arrow_files
+    import optout.homes.files.engine
     import optout.spec
     import optout.store  # noqa: F401
 
@@ -246,7 +252,8 @@ def child(contender_name: str, name: str, folder: Path) -> None:
     if contender_name == "duckdb":
         out.mkdir()
     # The store builds optout's lookups once per version (not timed); a pseudonymised spec needs none.
-    check = contender.check_result(folder, lookups=name != "pseudo") if contender_name == "optout" else None
+    ours = contender_name != "duckdb"
+    check = contender.check_result(folder, lookups=name != "pseudo") if ours else None
     started = time.perf_counter()
     globals()[f"run_{contender_name}"](name, folder, out, check)
     result = {"seconds": time.perf_counter() - started, "kept": kept(out, name)}
@@ -260,6 +267,7 @@ def main() -> None:
     parser.add_argument("--inputs", default=",".join(INPUTS), help=f"any of {', '.join(INPUTS)}")
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender (they take turns)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/optout-realistic"), help="generated data")
+    parser.add_argument("--plain-writer", action="store_true", help="add optout with pyarrow's plain writer (A/B)")
     parser.add_argument("--plot", type=Path, help="draw every run kept in --cache into this PNG")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--generate", type=int, help=argparse.SUPPRESS)
@@ -282,9 +290,10 @@ def main() -> None:
         def measure(pair: tuple[str, str], folder: Path = folder) -> dict[str, Any]:
             env = {**os.environ, KEY_ENV: KEY}
             command = [sys.executable, __file__, "--folder", str(folder), "--child", *pair]
-            return contender.measure(command, env=env)
+            return {**contender.measure(command, env=env), "load": os.getloadavg()[0]}
 
-        pairs = [(who, name) for name in inputs for who in CONTENDERS]
+        who_runs = (*CONTENDERS, "plain_writer") if args.plain_writer else CONTENDERS
+        pairs = [(who, name) for name in inputs for who in who_runs if who != "plain_writer" or name != "csv"]
         results = contender.take_turns(pairs, measure, args.repeat)
         for name in inputs:
             ours, theirs = results["optout", name], results["duckdb", name]
@@ -298,22 +307,35 @@ def main() -> None:
         with (args.cache / "runs.jsonl").open("a") as log:
             log.write(json.dumps(record) + "\n")
         print_table(rows, inputs, results)
+        for name in inputs:
+            if ("plain_writer", name) in results:
+                plain, joined = results["plain_writer", name], results["optout", name]
+                speed = plain["seconds"] / joined["seconds"]
+                print(
+                    f"{name}: footer join {joined['seconds']:.2f}s {joined['peak_mib']:.0f} MiB, plain writer "
+                    f"{plain['seconds']:.2f}s {plain['peak_mib']:.0f} MiB: join = {speed:.2f}x the speed"
+                )
     if args.plot:
         plot(args.cache / "runs.jsonl", args.plot)
 
 
 def print_table(rows: int, inputs: list[str], results: dict[tuple[str, str], dict[str, Any]]) -> None:
-    print(f"{rows:,} rows, load {os.getloadavg()[0]:.2f}; best of the runs, peak the highest")
+    loads = sorted(run["load"] for run in results.values())
+    print(f"{rows:,} rows, load {loads[0]:.1f}-{loads[-1]:.1f} (1 min); best of the runs, peak the highest")
     print(f"{'input':8} {'optout s':>9} {'duckdb s':>9} {'speed x':>8} {'optout MiB':>11} {'duckdb MiB':>11}")
     for name in inputs:
         ours, theirs = results["optout", name], results["duckdb", name]
         print(
             f"{name:8} {ours['seconds']:9.2f} {theirs['seconds']:9.2f} {theirs['seconds'] / ours['seconds']:8.2f} "
-            f"{ours['peak_mib']:11.0f} {theirs['peak_mib']:11.0f}"
+            f"{ours['peak_mib']:11.0f} {theirs['peak_mib']:11.0f}  runs {_runs(ours)} vs {_runs(theirs)}"
         )
     if "pseudo" in inputs and "text" in inputs:
         ratio = results["optout", "pseudo"]["seconds"] / results["optout", "text"]["seconds"]
         print(f"pseudonymised / text, optout: {ratio:.2f}x (goal <= 1.5x)")
+
+
+def _runs(result: dict[str, Any]) -> str:
+    return "/".join(f"{seconds:.1f}" for seconds in result["runs"])
 
 
 def plot(log: Path, target: Path) -> None:

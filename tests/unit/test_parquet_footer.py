@@ -113,3 +113,53 @@ def test_batches_of_another_schema_are_refused(tmp_path: Path) -> None:
     with pytest.raises((ValueError, pa.ArrowInvalid)), BatchWriter(tmp_path / "out.parquet", first.schema) as writer:
         writer.write(first)
         writer.write(pa.record_batch({"n": pa.array(["a"])}))
+
+
+def _footer_of(table: pa.Table) -> bytes:
+    encoded = io.BytesIO()
+    pq.write_table(table, encoded)
+    return split([encoded.getvalue()])[1]
+
+
+@pytest.mark.parametrize("where", ["FileMetaData", "RowGroup", "ColumnChunk", "ColumnMetaData"])
+def test_a_footer_field_the_join_does_not_know_is_refused(where: str) -> None:
+    """An unknown field of a struct that holds offsets could be an offset: joining fails closed."""
+    from thrift.Thrift import TType
+
+    from optout.homes.files.parquet_footer import JoinedFooter, UnknownFooterField
+
+    fields = _decode(_footer_of(_every_type()))
+    group = next(value for fid, _, value in fields if fid == 4)[1][0]
+    chunk = next(value for fid, _, value in group if fid == 1)[1][0]
+    meta = next(value for fid, _, value in chunk if fid == 3)
+    target = {"FileMetaData": fields, "RowGroup": group, "ColumnChunk": chunk, "ColumnMetaData": meta}[where]
+    target.append([99, TType.I64, 12345])
+    with pytest.raises(UnknownFooterField, match=f"field 99 of {where}.*OPTOUT_PARQUET_WRITER=plain"):
+        JoinedFooter().add(_encode(fields), shift=0)
+
+
+def test_every_field_pyarrow_writes_is_known() -> None:
+    from optout.homes.files.parquet_footer import JoinedFooter
+
+    JoinedFooter().add(_footer_of(_every_type()), shift=0)
+    encoded = io.BytesIO()
+    pq.write_table(_every_type(), encoded, write_page_index=True, write_statistics=True)
+    JoinedFooter().add(split([encoded.getvalue()])[1], shift=0)
+
+
+def test_the_plain_writer_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OPTOUT_PARQUET_WRITER=plain writes with pyarrow's writer alone (nothing joined); a typo is refused."""
+    from optout.errors import InputError
+    from optout.homes.files import parquet_footer
+
+    table = _every_type()
+    monkeypatch.setenv("OPTOUT_PARQUET_WRITER", "plain")
+    monkeypatch.setattr(parquet_footer.JoinedFooter, "add", None)  # any join would fail
+    out = tmp_path / "out.parquet"
+    with BatchWriter(out, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=1000):
+            writer.write(batch)
+    assert pq.read_table(out).equals(table)
+    monkeypatch.setenv("OPTOUT_PARQUET_WRITER", "fast")
+    with pytest.raises(InputError, match="not a Parquet writer"):
+        BatchWriter(tmp_path / "other.parquet", table.schema)

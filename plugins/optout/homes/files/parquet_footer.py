@@ -6,6 +6,11 @@ then joining those files, uses both. A Parquet file is ``PAR1``, the row groups'
 where its body lands, renumbers the row groups, and adds up the rows. Footers are read and written
 field by field with Apache Thrift's own compact protocol, keeping every field as it was, those this
 module does not know included, so the joined footer says exactly what the parts' footers said.
+
+Offsets live only in four structs (FileMetaData, RowGroup, ColumnChunk, ColumnMetaData), and a field a
+newer writer adds to one of them could be an offset too: a footer with a field of those structs that this
+module does not know is refused (:class:`UnknownFooterField`) rather than copied unshifted, and so are
+encrypted files. ``OPTOUT_PARQUET_WRITER=plain`` writes with pyarrow's writer alone instead.
 """
 
 from __future__ import annotations
@@ -26,7 +31,26 @@ _GROUP_COLUMNS, _GROUP_FILE_OFFSET, _GROUP_ORDINAL = 1, 5, 7
 _CHUNK_FILE_OFFSET, _CHUNK_META_DATA, _CHUNK_OFFSET_INDEX, _CHUNK_COLUMN_INDEX = 2, 3, 4, 6
 _META_OFFSETS = (9, 10, 11, 14)  # data, index and dictionary page offsets, bloom filter offset
 
+# The fields of those structs in parquet.thrift that are known to be safe to join (the rest: refused).
+# FileMetaData 8-9 and ColumnChunk 8-9 are encryption; a ColumnChunk's file_path (1) is never set by pyarrow.
+_KNOWN = {
+    "FileMetaData": frozenset(range(1, 8)),
+    "RowGroup": frozenset(range(1, 8)),
+    "ColumnChunk": frozenset({2, 3, 4, 5, 6, 7}),
+    "ColumnMetaData": frozenset(range(1, 18)),
+}
+
 Fields = list[list[Any]]  # [field id, Thrift type, value] in the order written
+
+
+class UnknownFooterField(ValueError):
+    """A footer holds a field the join does not know, which might be a file offset: nothing is joined."""
+
+    def __init__(self, struct_name: str, fid: int) -> None:
+        super().__init__(
+            f"the Parquet encoder wrote field {fid} of {struct_name}, which joining row groups does not know "
+            "(it could be a file offset); set OPTOUT_PARQUET_WRITER=plain to write with pyarrow's writer alone"
+        )
 
 
 def split(pieces: list[bytes]) -> tuple[list[memoryview], bytes]:
@@ -71,6 +95,7 @@ class JoinedFooter:
     def add(self, footer: bytes, shift: int) -> None:
         """Take the row groups of a file whose body now starts ``shift`` bytes later than in it."""
         fields = _decode(footer)
+        _require_known(fields, "FileMetaData")
         if self._first is None:
             self._first = fields
         for group in _value(fields, _FILE_ROW_GROUPS)[1]:
@@ -87,7 +112,14 @@ class JoinedFooter:
         return footer + struct.pack("<i", len(footer)) + MAGIC
 
 
+def _require_known(fields: Fields, struct_name: str) -> None:
+    for fid, _, _ in fields:
+        if fid not in _KNOWN[struct_name]:
+            raise UnknownFooterField(struct_name, fid)
+
+
 def _shift_group(group: Fields, shift: int, ordinal: int) -> None:
+    _require_known(group, "RowGroup")
     for field in group:
         if field[0] == _GROUP_FILE_OFFSET:
             field[2] += shift
@@ -95,8 +127,10 @@ def _shift_group(group: Fields, shift: int, ordinal: int) -> None:
             field[2] = ordinal
         elif field[0] == _GROUP_COLUMNS:
             for chunk in field[2][1]:
+                _require_known(chunk, "ColumnChunk")
                 _shift(chunk, (_CHUNK_FILE_OFFSET, _CHUNK_OFFSET_INDEX, _CHUNK_COLUMN_INDEX), shift)
                 for meta in (value for fid, _, value in chunk if fid == _CHUNK_META_DATA):
+                    _require_known(meta, "ColumnMetaData")
                     _shift(meta, _META_OFFSETS, shift)
 
 
