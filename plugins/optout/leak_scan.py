@@ -33,7 +33,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from optout.lookup import NumberSet
-from optout.nhs_number import HIGHEST, LOWEST, Status, is_valid_number, normalise
+from optout.nhs_number import HIGHEST, LOWEST, Status, is_valid, is_valid_number, normalise
 
 RAW_BYTES = "(raw bytes)"  # the column name under which a CSV file's own bytes are reported
 _RAW_BLOCK_BYTES = 8 << 20
@@ -138,7 +138,16 @@ def _csv_batches(path: Path, encoding: str) -> Iterator[pa.RecordBatch]:
     with pacsv.open_csv(path, read_options=read, parse_options=parse) as first:
         names = first.schema.names
     convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.large_string()), strings_can_be_null=False)
-    yield from pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    labels: list[str] | None = None
+    for batch in pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert):
+        if labels is None and batch.num_rows:
+            labels = [_label(column[0].as_py(), index) for index, column in enumerate(batch.columns)]
+        yield pa.record_batch(batch.columns, names=labels or names)
+
+
+def _label(header: str, index: int) -> str:
+    """A CSV column's name for a report: its header cell, unless that could be an NHS number (data)."""
+    return f"column {index + 1}" if not header.strip() or is_valid(header) else header
 
 
 def uncleared_values(values: pa.Array | pa.ChunkedArray, cleared: NumberSet) -> int:

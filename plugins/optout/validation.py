@@ -33,8 +33,10 @@ from optout import config
 from optout.atomic import staging_dir, write_bytes
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError, VerificationFailed
-from optout.homes.files.read import count_rows, read_batches
+from optout.homes.files.read import count_rows, read_batches, schema_of
+from optout.leak_scan import LeakScan
 from optout.manifest import MANIFEST_NAME, Manifest, TableReport, read_manifest, sha256_of
+from optout.nhs_number import is_valid
 from optout.streams import map_ahead, prefetch, reused_memory
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ SUITE_NAME = "optout_proof"
 # Values GX may list: none. SUMMARY keeps observed counts for Data Docs; every value list is switched off.
 _RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
 _NOT_GIVEN: Any = object()
+_LEAKS_AT = "_leaks_at"  # a row's list of where the scan found numbers: shown in the detail, never given to GX
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ def run_validation(
         docs_final = Path(data_docs_dir).resolve() if data_docs_dir else target / "data_docs"
         building = staging_dir(docs_final) if data_docs_dir else contextlib.nullcontext(staging / "data_docs")
         with building as docs_build:
-            outcome = _run_suite(frame_rows, staging / "gx", docs_build, staging / "checkpoint_result.json")
+            counts = [{k: v for k, v in row.items() if k != _LEAKS_AT} for row in frame_rows]
+            outcome = _run_suite(counts, staging / "gx", docs_build, staging / "checkpoint_result.json")
         checks = _checks(outcome, frame_rows, manifest)
         ok = all(check.ok for check in checks)
         index = docs_final / "index.html"
@@ -223,18 +227,58 @@ def _measure(
     unexpected = sum(1 for p in out_dir.iterdir() if p.name not in listed)
     if spec.connection is not None:
         return _measure_database(spec, manifest, check_result, unexpected)
-    # hashlib releases the GIL: the outputs are hashed while their columns are read and checked.
-    with reused_memory(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-hash") as pool:
-        hashes = {
-            t.name: pool.submit(sha256_of, out_dir / t.output_name)
-            for t in spec.tables
-            if (out_dir / t.output_name).is_file()
-        }
+    present = [t for t in spec.tables if (out_dir / t.output_name).is_file()]
+    # hashlib and Arrow release the GIL: the outputs are hashed and scanned cell by cell while their
+    # declared columns are read and checked.
+    with (
+        reused_memory(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-hash") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-scan") as scanning,
+    ):
+        hashes = {t.name: pool.submit(sha256_of, out_dir / t.output_name) for t in present}
+        scans: dict[str, Future[LeakScan]] = {}
+        if manifest.filtered and check_result is not None:
+            scans = {t.name: scanning.submit(_scan, t, out_dir, check_result) for t in present}
         people = _People(spec, check_result) if manifest.filtered and check_result is not None else None
-        return [
+        rows = [
             _measure_table(table, out_dir, manifest, people, unexpected, len(spec.tables), hashes.get(table.name))
             for table in spec.tables
         ]
+        for table, row in zip(spec.tables, rows, strict=True):
+            if table.name in scans:
+                _add_scan(row, scans[table.name].result(), table, out_dir / table.output_name)
+        return rows
+
+
+def _scan(table: TableSpec, out_dir: Path, check_result: CheckResultLike) -> LeakScan:
+    """Every cell of one output (and a CSV output's raw bytes), whatever the spec declares: the scan
+    shares neither the filter's reader nor its idea of which columns hold numbers."""
+    scan = LeakScan(check_result.cleared_set)
+    scan.file(table.name, out_dir / table.output_name)
+    return scan
+
+
+def _add_scan(row: dict[str, Any], scan: LeakScan, table: TableSpec, output: Path) -> None:
+    """The scan's counts into the table's row; where it found them (names, counts) beside, not for GX."""
+    leaks = scan.leaks()
+    row["leaked_values"] = scan.total()
+    row["unscannable_columns"] = sum(leak.unscannable for leak in leaks)
+    row[_LEAKS_AT] = [
+        f"{table.name}.{_column_label(leak.column)}: {'cannot be scanned' if leak.unscannable else leak.values}"
+        for leak in leaks
+    ]
+    if table.path is not None and table.path.is_file():
+        row["schema_changed"] = int(not _same_schema(schema_of(table.path), schema_of(output)))
+
+
+def _column_label(name: str) -> str:
+    """A column's name for a report, unless the name itself could be an NHS number (a header that is data)."""
+    return "a column named like an NHS number" if is_valid(name) else name
+
+
+def _same_schema(given: pa.Schema, written: pa.Schema) -> bool:
+    """Same column names in the same order, with the same types: what comes out is what went in."""
+    return given.names == written.names and given.types == written.types
 
 
 class _People:
@@ -352,6 +396,9 @@ def _counts_row(table: TableSpec, manifest: Manifest, unexpected_files: int, spe
         "removed_person_rows": 0,
         "rows_mismatch": 0,
         "hash_ok": False,
+        "leaked_values": 0,
+        "unscannable_columns": 0,
+        "schema_changed": 0,
         "unexpected_files": unexpected_files,
         "tables_mismatch": abs(spec_tables - len(manifest.tables)),
     }
@@ -425,11 +472,14 @@ class _Expectation:
 _SUITE = (
     _Expectation("no_uncleared_number", "zero", "uncleared_number_rows"),
     _Expectation("no_uncleared_number", "true", "version_matches"),
+    _Expectation("no_uncleared_number", "zero", "leaked_values"),
+    _Expectation("no_uncleared_number", "zero", "unscannable_columns"),
     _Expectation("no_removed_person", "zero", "removed_person_rows"),
     _Expectation("manifest_reconciles", "zero", "rows_mismatch"),
     _Expectation("manifest_reconciles", "true", "hash_ok"),
     _Expectation("manifest_reconciles", "zero", "unexpected_files"),
     _Expectation("manifest_reconciles", "zero", "tables_mismatch"),
+    _Expectation("manifest_reconciles", "zero", "schema_changed"),
     _Expectation("list_fresh_and_current", "true", "list_fresh_at_filter"),
     _Expectation("list_fresh_and_current", "true", "list_is_current"),
 )
@@ -494,13 +544,20 @@ def _checks(outcome: dict[str, bool], rows: list[dict[str, Any]], manifest: Mani
 
     applies = "yes" if manifest.filtered else f"not filtered ({manifest.not_filtered_reason or manifest.purpose})"
     details: dict[str, dict[str, int | str]] = {
-        "no_uncleared_number": {"uncleared_rows": total("uncleared_number_rows"), "applies": applies},
+        "no_uncleared_number": {
+            "uncleared_rows": total("uncleared_number_rows"),
+            "found_in_any_cell": total("leaked_values"),
+            "tables_scanned_cell_by_cell": sum(1 for row in rows if _LEAKS_AT in row),
+            "found_at": "; ".join(at for row in rows for at in row.get(_LEAKS_AT, [])) or "none",
+            "applies": applies,
+        },
         "no_removed_person": {"removed_person_rows": total("removed_person_rows"), "applies": applies},
         "manifest_reconciles": {
             "tables": len(rows),
             "rows": total("rows"),
             "row_mismatches": total("rows_mismatch"),
             "files_changed": sum(1 for row in rows if not row["hash_ok"]),
+            "schemas_changed": total("schema_changed"),
             "unexpected_files": rows[0]["unexpected_files"] if rows else 0,
         },
         "list_fresh_and_current": {

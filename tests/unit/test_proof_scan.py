@@ -1,0 +1,122 @@
+"""The proof scans every cell of every output, whatever the spec declares: a number the filter never looked
+at still fails the proof, named by table and column, and no artefact of the proof holds a number."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from filter_data import make_check_result
+
+from optout.filter import run_filter
+from optout.nhs_number import synthetic
+from optout.spec import load_spec
+from optout.validation import run_validation, validation_dir
+
+pytestmark = pytest.mark.slow
+NUMBERS = synthetic(8)
+CLEARED, OPTED_OUT = NUMBERS[:6], NUMBERS[6:]
+NOW = datetime.now(UTC)
+
+
+def spaced(number: int) -> str:
+    text = f"{number:010d}"
+    return f"{text[:3]} {text[3:6]} {text[6:]}"
+
+
+def parquet_notes(src: Path) -> str:
+    notes = ["ok"] * 6
+    notes[2] = f"mother's NHS number {OPTED_OUT[0]}"  # a kept row: its own number is cleared
+    pq.write_table(pa.table({"nhs_number": CLEARED, "notes": notes}), src / "events.parquet")
+    return "{name: events, path: events.parquet, nhs_number: nhs_number}"
+
+
+def parquet_cleared_next_of_kin(src: Path) -> str:
+    kin = [spaced(int(n)) for n in CLEARED[::-1]]
+    pq.write_table(pa.table({"nhs_number": CLEARED, "next_of_kin": kin}), src / "events.parquet")
+    return "{name: events, path: events.parquet, nhs_number: nhs_number}"
+
+
+def parquet_list_column(src: Path) -> str:
+    linked = [[int(CLEARED[0])]] * 5 + [[int(CLEARED[1]), int(OPTED_OUT[1])]]
+    pq.write_table(pa.table({"nhs_number": CLEARED, "linked": linked}), src / "events.parquet")
+    return "{name: events, path: events.parquet, nhs_number: nhs_number}"
+
+
+def csv_spaced_kin(src: Path) -> str:
+    with open(src / "events.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["nhs_number", "kin"])
+        for index, number in enumerate(CLEARED):
+            writer.writerow([f"{number:010d}", spaced(int(OPTED_OUT[0])) if index == 4 else ""])
+    return "{name: events, path: events.csv, nhs_number: nhs_number}"
+
+
+def key_only_table_with_numbers(src: Path) -> str:
+    people = [f"p{i}" for i in range(6)]
+    pq.write_table(pa.table({"nhs_number": CLEARED, "person_id": people}), src / "events.parquet")
+    # Declares only a person key, yet carries a number: an opted-out person's, beside a cleared key.
+    numbers = [str(n) for n in CLEARED]
+    numbers[3] = str(OPTED_OUT[1])
+    pq.write_table(pa.table({"person_id": people, "nhs": numbers}), src / "contacts.parquet")
+    return (
+        "{name: events, path: events.parquet, nhs_number: nhs_number, person_key: person_id}\n"
+        "  - {name: contacts, path: contacts.parquet, person_key: person_id}"
+    )
+
+
+CASES: list[tuple[Callable[[Path], str], str | None]] = [
+    (parquet_notes, "events.notes: 1"),
+    (parquet_cleared_next_of_kin, None),
+    (parquet_list_column, "events.linked: 1"),
+    (csv_spaced_kin, "events.kin: 1"),
+    (key_only_table_with_numbers, "contacts.nhs: 1"),
+]
+
+
+@pytest.mark.parametrize(("write", "found_at"), CASES, ids=[write.__name__ for write, _ in CASES])
+def test_the_proof_finds_numbers_in_undeclared_columns(tmp_path: Path, write: Callable[[Path], str], found_at) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "spec.yaml").write_text(f"name: scan\npurpose: research\ntables:\n  - {write(src)}\n")
+    result = make_check_result(NUMBERS, CLEARED, version=3, checked_at=NOW)
+    spec = load_spec(src / "spec.yaml")
+    out = tmp_path / "out"
+    run_filter(spec, out, result)
+    proof = run_validation(spec, out, result, current=result.info, now=NOW)
+    check = next(check for check in proof.checks if check.name == "no_uncleared_number")
+    if found_at is None:
+        assert proof.ok, proof.checks
+    else:
+        assert not check.ok and not proof.ok
+        assert found_at in str(check.detail["found_at"])
+        assert check.detail["uncleared_rows"] == 0  # the declared columns were clean: only the scan saw it
+    written = b"".join(path.read_bytes() for path in validation_dir(out).rglob("*") if path.is_file())
+    for number in NUMBERS:
+        assert str(number).encode() not in written
+    assert json.loads((validation_dir(out) / "result.json").read_text())["ok"] is (found_at is None)
+
+
+def test_a_changed_schema_fails_the_proof(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(pa.table({"nhs_number": CLEARED, "code": ["a"] * 6}), src / "events.parquet")
+    (src / "spec.yaml").write_text(
+        "name: s\npurpose: research\ntables:\n  - {name: events, path: events.parquet, nhs_number: nhs_number}\n"
+    )
+    result = make_check_result(NUMBERS, CLEARED, version=3, checked_at=NOW)
+    spec = load_spec(src / "spec.yaml")
+    run_filter(spec, tmp_path / "out", result)
+    assert run_validation(spec, tmp_path / "out", result, current=result.info, now=NOW).ok
+    # The input changes type under the extract (the output no longer matches it): the proof says so.
+    pq.write_table(pa.table({"nhs_number": CLEARED.astype(np.float64), "code": ["a"] * 6}), src / "events.parquet")
+    proof = run_validation(spec, tmp_path / "out", result, current=result.info, now=NOW)
+    reconciles = next(check for check in proof.checks if check.name == "manifest_reconciles")
+    assert not reconciles.ok and reconciles.detail["schemas_changed"] == 1
