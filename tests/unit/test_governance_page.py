@@ -110,3 +110,66 @@ def test_the_plugin_declares_the_app_and_the_menu_entry() -> None:
     assert OptOutPlugin.fastapi_apps[0]["url_prefix"] == "/optout"
     assert OptOutPlugin.external_views[0]["name"] == "National Data Opt-out"
     assert OptOutPlugin.external_views[0]["destination"] == "nav"
+
+
+@pytest.fixture
+def season(tmp_path: Path) -> str:
+    from include.demo_history import seed_history
+
+    url = f"sqlite:///{tmp_path / 'season.sqlite'}"
+    seed_history(url, NOW, days=100, cohort=1000)
+    return url
+
+
+def test_disclosures_are_filtered_paged_and_totalled(season: str) -> None:
+    from optout.governance.overview import DisclosureFilter
+
+    everything = overview(season, now=NOW)
+    assert len(everything.disclosures) == 25 and everything.pages > 1
+    research = overview(season, now=NOW, filter=DisclosureFilter(purpose="research", page=1, per_page=5))
+    assert all(e.disclosure.purpose == "research" for e in research.disclosures)
+    assert research.matching.disclosures < everything.matching.disclosures
+    assert research.matching.rows_sent == sum(
+        e.disclosure.rows_out
+        for e in overview(season, now=NOW, filter=DisclosureFilter(purpose="research", per_page=999)).disclosures
+    )
+    html = render(research)
+    assert "disclosure(s) match" in html and "older &rarr;" in html and 'value="research" selected' in html
+    assert '<a href="/dags/research_extract/runs/scheduled__' in html
+    exempt = render(overview(season, now=NOW, filter=DisclosureFilter(purpose="exempt")))
+    assert "not applicable" in exempt and "FAILED" not in exempt
+
+
+def test_flows_show_their_review_dates_and_overdue_ones_in_red(season: str) -> None:
+    html = render(overview(season, now=NOW))
+    row = re.search(r"<tr class=overdue><td>planning_extract/export</td>.*?</tr>", html)
+    assert row and "OVERDUE" in row.group(0) and "DSA-2025-088" in row.group(0)
+    assert "<td>research_extract/export</td>" in html and "in review" in html
+
+
+def test_the_nightly_refresh_state_is_shown_next_to_the_list(url: str) -> None:
+    from optout.governance.overview import NightlyState
+
+    paused = NightlyState(found=True, paused=True, last_state="failed", last_run=NOW, last_failure=NOW)
+    html = render(overview(url, now=NOW, nightly=paused))
+    assert "PAUSED" in html and "Last failure" in html
+    assert "NOT DEPLOYED" in render(overview(url, now=NOW, nightly=NightlyState(found=False)))
+    assert "could not be read" in render(overview(url, now=NOW))
+
+
+def test_the_evidence_pack_is_downloaded_from_the_page(season: str) -> None:
+    client = TestClient(create_app(season, authorize=only_with_token))
+    auth = {"authorization": "Bearer good"}
+    since = f"{NOW - timedelta(days=100):%Y-%m-%d}"
+    pdf = client.get(f"/evidence-pack?since={since}&format=pdf", headers=auth)
+    assert (
+        pdf.status_code == 200
+        and pdf.content.startswith(b"%PDF")
+        and "attachment" in pdf.headers["content-disposition"]
+    )
+    html = client.get(f"/evidence-pack?since={since}&format=html", headers=auth)
+    assert "Opt-out evidence pack" in html.text
+    assert client.get("/evidence-pack?since=yesterday", headers=auth).status_code == 400
+    assert client.get(f"/evidence-pack?since={since}").status_code == 401
+    page = client.get("/?purpose=planning&page=2", headers=auth)
+    assert page.status_code == 200 and "Evidence pack" in page.text

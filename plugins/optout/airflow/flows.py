@@ -14,6 +14,7 @@ from typing import Any
 
 from optout.airflow.tagging import CPI_TAG, PARAM
 from optout.governance.flows import DeclaredFlow
+from optout.governance.overview import NightlyState
 
 
 def declared_flows(serialized: Iterable[Mapping[str, Any]]) -> list[DeclaredFlow]:
@@ -91,3 +92,30 @@ def refused_exports(since: datetime, until: datetime) -> list[datetime]:
             )
         ).all()
     return sorted(row.end_date for row in rows if (row.dag_id, row.task_id) in pairs)
+
+
+def nightly_state(dag_id: str = "optout_nightly_refresh") -> NightlyState:
+    """Paused or not, the next run, and the last run and failure of the nightly refresh, from Airflow."""
+    import sqlalchemy as sa
+    from airflow.models.dag import DagModel
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        model = session.get(DagModel, dag_id)
+        if model is None:
+            return NightlyState(found=False)
+        runs = sa.select(DagRun).where(DagRun.dag_id == dag_id)
+        last = session.scalars(runs.order_by(DagRun.run_after.desc()).limit(1)).first()
+        failed = session.scalars(
+            runs.where(DagRun.state == DagRunState.FAILED).order_by(DagRun.run_after.desc()).limit(1)
+        ).first()
+        return NightlyState(
+            found=True,
+            paused=bool(model.is_paused),
+            next_run=model.next_dagrun_create_after,
+            last_state=str(last.state) if last else None,
+            last_run=(last.end_date or last.run_after) if last else None,
+            last_failure=(failed.end_date or failed.run_after) if failed else None,
+        )

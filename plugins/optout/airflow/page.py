@@ -7,12 +7,17 @@ never has a login of its own. The content comes from :mod:`optout.governance` (p
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+if TYPE_CHECKING:
+    from optout.governance.flows import DeclaredFlow
+    from optout.governance.overview import NightlyState
 
 
 def create_app(store_url: str | None = None, *, authorize: Any = None) -> FastAPI:
@@ -28,10 +33,42 @@ def create_app(store_url: str | None = None, *, authorize: Any = None) -> FastAP
     app = FastAPI(title="National Data Opt-out", dependencies=[Depends(authorize)], docs_url=None, redoc_url=None)
 
     @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
+    def page(
+        since: str | None = None,
+        until: str | None = None,
+        purpose: str | None = None,
+        recipient: str | None = None,
+        page: int = 1,
+    ) -> str:
         from optout.governance import overview, render
+        from optout.governance.overview import DisclosureFilter
 
-        return render(overview(store_url))
+        chosen = DisclosureFilter(_day(since), _day(until), purpose or None, recipient or None, max(page, 1))
+        return render(overview(store_url, filter=chosen, declared=_declared(), nightly=_nightly()))
+
+    @app.get("/evidence-pack")
+    def evidence_pack(since: str, until: str | None = None, format: str = "pdf") -> Response:
+        """The evidence pack for a period, made on request (``optout report`` does the same)."""
+        from datetime import UTC, datetime, time, timedelta
+
+        from optout.governance import evidence, settings
+
+        first, last = _day(since), _day(until) or datetime.now(UTC).date()
+        if first is None or last < first or format not in ("pdf", "html"):
+            raise HTTPException(400, "give since (and until) as YYYY-MM-DD, until not before since, format pdf or html")
+        start = datetime.combine(first, time(), UTC)
+        end = datetime.combine(last + timedelta(days=1), time(), UTC)
+        facts = evidence.read_facts(start, end, url=store_url, declared=_declared(), blocked=_refused(start, end))
+        document = evidence.build(facts, settings.organisation())
+        name = f"optout-evidence-{first}-{last}.{format}"
+        disposition = {"content-disposition": f'attachment; filename="{name}"'}
+        if format == "pdf":
+            from optout.governance.pack_pdf import render_pdf
+
+            return Response(render_pdf(document), media_type="application/pdf", headers=disposition)
+        from optout.governance.pack_html import render_html
+
+        return Response(render_html(document), media_type="text/html; charset=utf-8", headers=disposition)
 
     @app.get("/data-docs/{entry_id}/{path:path}")
     def data_docs(entry_id: int, path: str) -> FileResponse:
@@ -70,6 +107,43 @@ def create_app(store_url: str | None = None, *, authorize: Any = None) -> FastAP
         )
 
     return app
+
+
+def _day(text: str | None) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(400, "dates are YYYY-MM-DD") from None
+
+
+def _declared() -> list[DeclaredFlow]:
+    """The DAGs' flows from Airflow's database; the register still shows the ledger's without it."""
+    from optout.airflow.flows import read_declared_flows
+
+    try:
+        return read_declared_flows()
+    except Exception:  # the page must render even when Airflow's database cannot be read
+        return []
+
+
+def _nightly() -> NightlyState | None:
+    from optout.airflow.flows import nightly_state
+
+    try:
+        return nightly_state()
+    except Exception:  # shown as "could not be read"
+        return None
+
+
+def _refused(since: datetime, until: datetime) -> list[datetime]:
+    from optout.airflow.flows import refused_exports
+
+    try:
+        return refused_exports(since, until)
+    except Exception:
+        return []
 
 
 def _login_url(next_url: str) -> str:

@@ -7,12 +7,14 @@ Counts, names and dates only; every value is escaped. Airflow serves it (``optou
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from html import escape
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from optout import config
-from optout.governance.overview import Overview
+from optout.governance.flows import OVERDUE, UNREVIEWED
+from optout.governance.overview import NightlyState, Overview
 from optout.purpose import Purpose
 
 LONDON = ZoneInfo("Europe/London")
@@ -42,8 +44,11 @@ def render(view: Overview, *, docs_link: str = "data-docs/{id}/index.html") -> s
         '<p class="lead">Whether patients\' opt-out choices are applied to the data that leaves us, '
         "and the record of every disclosure.</p>",
         _list_section(view),
+        _nightly_section(view.nightly),
+        _flows_section(view),
         _refresh_section(view),
         _disclosure_section(view, docs_link),
+        _pack_section(view),
         "</main></body></html>",
     ]
     return "\n".join(parts)
@@ -145,10 +150,14 @@ def _disclosure_section(view: Overview, docs_link: str) -> str:
         else f'<p class="state stale"><strong>LEDGER TAMPERED</strong>: {escape(view.ledger_message)}. '
         "Tell the information governance lead.</p>"
     )
+    form = _filter_form(view)
     if not view.disclosures:
         return (
-            '<section aria-labelledby="disclosures"><h2 id="disclosures">Recent disclosures</h2>'
-            f"{integrity}<p>Nothing has been disclosed yet.</p></section>"
+            '<section aria-labelledby="disclosures"><h2 id="disclosures">Disclosures</h2>'
+            f"{integrity}{form}<p>Nothing has been disclosed yet.</p></section>"
+            if not view.purposes
+            else '<section aria-labelledby="disclosures"><h2 id="disclosures">Disclosures</h2>'
+            f"{integrity}{form}<p>No disclosure matches this filter.</p></section>"
         )
     header = "".join(
         f'<th scope="col">{h}</th>'
@@ -162,6 +171,7 @@ def _disclosure_section(view: Overview, docs_link: str) -> str:
             "Rows removed",
             "People removed",
             "Validation",
+            "DAG run",
         )
     )
     rows = []
@@ -181,12 +191,145 @@ def _disclosure_section(view: Overview, docs_link: str) -> str:
             f"<td>{escape(d.purpose)}{basis}</td><td>{escape(d.recipient)}</td>"
             f"<td>{_version_cell(d.version_id, entry.version_age_seconds)}</td>"
             f"<td>{_n(d.rows_out)}</td><td>{removed or '0'}</td><td>{_n(d.removed_people)}</td><td>{proof}</td>"
-            "</tr>"
+            f"<td>{_run_link(d.dag_id, d.run_id)}</td></tr>"
+        )
+    t = view.matching
+    totals = (
+        f"<p class=totals>{_n(t.disclosures)} disclosure(s) match: {_n(t.rows_sent)} rows sent, "
+        f"{_n(t.rows_removed)} rows and {_n(t.people_removed)} people removed. "
+        f"Page {view.filter.page} of {view.pages}.</p>"
+    )
+    return (
+        '<section aria-labelledby="disclosures"><h2 id="disclosures">Disclosures</h2>'
+        f"{integrity}{form}{totals}<table><caption>Every gated export, newest first</caption>"
+        f"<thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>{_pager(view)}</section>"
+    )
+
+
+def _filter_form(view: Overview) -> str:
+    f = view.filter
+
+    def options(values: list[str], chosen: str | None) -> str:
+        items = ['<option value="">any</option>'] + [
+            f'<option value="{escape(v)}"{" selected" if v == chosen else ""}>{escape(v)}</option>' for v in values
+        ]
+        return "".join(items)
+
+    def day(value: date | None) -> str:
+        return value.isoformat() if value else ""
+
+    return (
+        '<form class="filter" method="get" action="#disclosures">'
+        f'<label>From <input type="date" name="since" value="{day(f.since)}"></label> '
+        f'<label>To <input type="date" name="until" value="{day(f.until)}"></label> '
+        f'<label>Purpose <select name="purpose">{options(view.purposes, f.purpose)}</select></label> '
+        f'<label>Recipient <select name="recipient">{options(view.recipients, f.recipient)}</select></label> '
+        '<button type="submit">Show</button></form>'
+    )
+
+
+def _pager(view: Overview) -> str:
+    f = view.filter
+    query = {
+        k: v
+        for k, v in (("since", f.since), ("until", f.until), ("purpose", f.purpose), ("recipient", f.recipient))
+        if v
+    }
+
+    def link(page: int, text: str) -> str:
+        return f'<a href="?{escape(urlencode({**query, "page": page}))}#disclosures">{text}</a>'
+
+    parts = []
+    if f.page > 1:
+        parts.append(link(f.page - 1, "&larr; newer"))
+    if f.page < view.pages:
+        parts.append(link(f.page + 1, "older &rarr;"))
+    return f'<nav class="pager" aria-label="Disclosure pages">{" ".join(parts)}</nav>' if parts else ""
+
+
+def _run_link(dag_id: str | None, run_id: str | None) -> str:
+    """Airflow's own page of the run that sent it (the UI's route, from the server root)."""
+    if not dag_id or not run_id:
+        return "—"
+    return f'<a href="/dags/{quote(dag_id)}/runs/{quote(run_id)}">{escape(dag_id)}</a>'
+
+
+def _nightly_section(nightly: NightlyState | None) -> str:
+    title = '<section aria-labelledby="nightly"><h2 id="nightly">Nightly refresh</h2>'
+    if nightly is None:
+        return f"{title}<p>Airflow's state could not be read here.</p></section>"
+    if not nightly.found:
+        return (
+            f'{title}<p class="state stale"><strong>NOT DEPLOYED</strong>: no DAG optout_nightly_refresh is '
+            "loaded, so the list is not refreshed.</p></section>"
+        )
+    paused = (
+        '<strong class="state stale">PAUSED</strong>: unpause it in Airflow or the list goes stale'
+        if nightly.paused
+        else '<strong class="state fresh">running</strong>'
+    )
+    rows = [
+        ("Schedule", paused),
+        ("Next run", escape(london(nightly.next_run)) if not nightly.paused else "—"),
+        ("Last run", f"{escape(london(nightly.last_run))} ({escape(nightly.last_state or '—')})"),
+        (
+            "Last failure",
+            f'<span class="state stale">{escape(london(nightly.last_failure))}</span>'
+            if nightly.last_failure
+            else "none",
+        ),
+    ]
+    body = "".join(f'<tr><th scope="row">{label}</th><td>{value}</td></tr>' for label, value in rows)
+    return f'{title}<table class="facts"><caption>optout_nightly_refresh</caption>{body}</table></section>'
+
+
+def _flows_section(view: Overview) -> str:
+    title = '<section aria-labelledby="flows"><h2 id="flows">Flows and their reviews</h2>'
+    if not view.flows:
+        return f"{title}<p>No flow is declared or recorded yet.</p></section>"
+    today = view.now.date()
+    header = "".join(
+        f'<th scope="col">{h}</th>'
+        for h in ("Flow", "Purpose", "Recipient", "DSA", "DPIA", "Approved by", "Review due", "State", "Disclosures")
+    )
+    rows = []
+    for flow in view.flows:
+        review, state = flow.review, flow.status(today)
+        red = state in (OVERDUE, UNREVIEWED)
+        cells = [
+            flow.flow,
+            flow.purpose + (f" ({flow.legal_basis})" if flow.legal_basis else ""),
+            flow.recipient,
+            review.dsa if review else "—",
+            review.dpia if review else "—",
+            review.approved_by if review else "—",
+            f"{review.review_date:%d %b %Y}" if review else "—",
+        ]
+        shown = f'<strong class="state stale">{escape(state.upper())}</strong>' if red else escape(state)
+        rows.append(
+            f"<tr{' class=overdue' if red else ''}>"
+            + "".join(f"<td>{escape(c)}</td>" for c in cells)
+            + f"<td>{shown}</td><td>{_n(flow.disclosures)}</td></tr>"
         )
     return (
-        '<section aria-labelledby="disclosures"><h2 id="disclosures">Recent disclosures</h2>'
-        f"{integrity}<table><caption>Every gated export, newest first</caption>"
-        f"<thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
+        f"{title}<p>Record a review with <code>optout flows set FLOW --dsa REF --dpia REF --approved-by NAME "
+        "--review YYYY-MM-DD</code>.</p>"
+        f"<table><caption>Every export the DAGs declare or the ledger saw</caption><thead><tr>{header}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+def _pack_section(view: Overview) -> str:
+    year_ago = (view.now - timedelta(days=365)).date().isoformat()
+    return (
+        '<section aria-labelledby="pack"><h2 id="pack">Evidence pack</h2>'
+        "<p>For the annual review and the DSPT return: refreshes and freshness, disclosures, exemptions, "
+        "quarantined replies and ledger integrity.</p>"
+        '<form method="get" action="evidence-pack">'
+        f'<label>From <input type="date" name="since" value="{year_ago}" required></label> '
+        f'<label>To <input type="date" name="until" value="{view.now.date().isoformat()}"></label> '
+        '<label>Format <select name="format"><option value="pdf">PDF</option><option value="html">HTML</option>'
+        '</select></label> <button type="submit">Download</button></form></section>'
     )
 
 
@@ -215,7 +358,7 @@ thead th,.facts th{background:#f0f4f5}
 .state.fresh{color:#006435}.state.stale{color:#a00000}
 strong.state{font-size:1.1rem;letter-spacing:.05em}
 .bar{fill:#005eb8}svg text{font-size:11px;fill:#212b32}
-a{color:#005eb8}
+a{color:#005eb8}tr.overdue td{background:#fde8e6}.filter,.pager{margin:.5rem 0}.filter label{margin-right:.5rem}
 </style></head><body><main>"""
 
 
