@@ -1,29 +1,21 @@
-"""Direct-care share: the opt-out does not apply to care of the patient, so there is no filter.
+"""Direct-care share: the opt-out does not apply to care of the patient, so nothing is filtered out.
 
-The export is tagged ``direct_care``; the cluster policy lets it through and the tag shows in the UI.
+The extract is still copied with its manifest and sent through the gate: direct care is a disclosure
+too, and the ledger records what went, to whom and when. The spec names the purpose ``direct_care``; a
+research extract cannot be sent under this label (the policy and the gate compare it with the spec).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG
 
-from optout.airflow.tagging import CPI_TAG, purpose
+from optout.airflow.operators.export import GatedExportOperator
+from optout.airflow.operators.filter import OptOutFilterOperator
+from optout.airflow.tagging import CPI_TAG
 
-SAMPLE = Path(__file__).resolve().parents[1] / "include" / "sample"
-
-
-@task
-def share_with_care_team() -> dict[str, int]:
-    """Copy the patient list into the care team's folder; XCom carries a count only."""
-    from optout.atomic import write_bytes
-    from optout.config import data_dir
-
-    data = (SAMPLE / "patients.csv").read_bytes()
-    write_bytes(data_dir() / "outbox" / "direct_care_share" / "patients.csv", data)
-    return {"rows": data.count(b"\n") - 1}
-
+SPEC = str(Path(__file__).resolve().parents[1] / "include" / "specs" / "direct_care_share.yaml")
 
 with DAG(
     dag_id="direct_care_share",
@@ -32,4 +24,8 @@ with DAG(
     tags=[CPI_TAG, "optout"],
     doc_md=__doc__,
 ):
-    purpose(share_with_care_team(), "direct_care")
+    copied = OptOutFilterOperator(task_id="copy_with_manifest", spec=SPEC)
+    shared = GatedExportOperator(
+        task_id="share_with_care_team", spec=SPEC, purpose="direct_care", recipient="Leeds community nursing team"
+    )
+    copied >> shared

@@ -1,8 +1,9 @@
 """Exempt disclosure: a court order requires the data, so the opt-out is not applied.
 
-The purpose ``exempt`` carries its legal basis and the order's reference; both are checked when the
-DAG is parsed and recorded in the ledger with the disclosure. The extract is copied unfiltered (with
-its manifest) and the gate still proves the files sent are the files copied.
+The spec names the purpose ``exempt``, its legal basis and the order's reference (the spec is their one
+source: a task that names another basis is refused); they are recorded in the ledger with the
+disclosure. The extract is copied unfiltered (with its manifest) and the gate still proves the files
+sent are the files copied.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ with DAG(
         task_id="export",
         spec=SPEC,
         purpose="exempt",
-        legal_basis="court_order",
-        reference="HC-ORDER-2026-A17",
         recipient="High Court",
     )
     copied >> sent

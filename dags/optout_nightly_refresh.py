@@ -27,6 +27,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from optout.airflow.operators.refresh import CLEARED_LIST, MeshImportReplyOperator, MeshSendRequestOperator
 from optout.airflow.sensors.mesh import MeshReplySensor
+from optout.airflow.tagging import CPI_TAG
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ with DAG(
         "cohort_sql": Param(None, type=["null", "string"], description="Query whose first column is the NHS number"),
         "cohort_sql_conn_id": Param(None, type=["null", "string"], description="Airflow connection for the query"),
     },
-    tags=["optout", "mesh"],
+    tags=[CPI_TAG, "optout", "mesh"],  # the cohort is NHS numbers
     doc_md=__doc__,
 ) as dag:
     send = MeshSendRequestOperator(

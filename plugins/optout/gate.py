@@ -29,6 +29,7 @@ from optout.purpose import Purpose
 
 if TYPE_CHECKING:
     from optout.ledger import LedgerEntry
+    from optout.spec import ExtractSpec
     from optout.store import Store
     from optout.validation import ValidationRecord
 
@@ -59,18 +60,22 @@ def check_before_send(
     max_age: timedelta | None = None,
     now: datetime | None = None,
     connection: str | None = None,
+    spec: ExtractSpec | None = None,
 ) -> Permit:
     """Prove ``out_dir`` may be sent for ``purpose``; ``files`` are the paths about to go (default: all),
     or, for an extract held in database tables, the names of the tables about to go (default: all).
 
     :param connection: the spec's connection (SQLAlchemy URL or connection id) for an extract held in
         database tables; such an extract is refused without it.
+    :param spec: the spec being sent: the manifest must be of this extract (name, legal basis, reference).
 
     :raises VerificationFailed: the manifest, a file, the purpose or the validation does not match.
     :raises StaleListError, NoVersionError: the list is not fresh now.
     """
     folder = Path(out_dir)
     manifest = _manifest(folder)
+    if spec is not None:
+        _require_same_extract(manifest, spec)
     if manifest.purpose != purpose.value:
         raise VerificationFailed(
             f"extract {manifest.spec_name!r} was prepared for purpose {manifest.purpose!r}, "
@@ -91,6 +96,17 @@ def check_before_send(
     else:
         verify_files(manifest, sending)
     return Permit(folder, purpose, manifest, sending, validation, tables)
+
+
+def _require_same_extract(manifest: Manifest, spec: ExtractSpec) -> None:
+    """The folder holds the extract the spec names, prepared under the spec's legal basis."""
+    recorded = (manifest.spec_name, manifest.legal_basis, manifest.legal_reference)
+    named = (spec.name, spec.legal_basis.value if spec.legal_basis else None, spec.legal_reference)
+    if recorded != named:
+        raise VerificationFailed(
+            f"the folder holds extract {manifest.spec_name!r} (legal basis {manifest.legal_basis!r}), not "
+            f"{spec.name!r} (legal basis {named[1]!r}) as the spec being sent names: rerun the filter of this spec"
+        )
 
 
 def verify_files(manifest: Manifest, files: Mapping[str, Path]) -> None:

@@ -19,7 +19,7 @@ from airflow.sdk import DAG, BaseOperator, task
 from optout.airflow.operators.export import GatedExportOperator, gate
 from optout.airflow.operators.filter import OptOutFilterOperator
 from optout.airflow.operators.validate import OptOutValidateOperator
-from optout.airflow.tagging import CPI_TAG
+from optout.airflow.tagging import CPI_TAG, internal
 
 SPEC = str(Path(__file__).resolve().parents[2] / "include" / "specs" / "research_extract.yaml")
 
@@ -72,9 +72,14 @@ def tamper_late(**context: Any) -> None:
 with DAG(dag_id="send_time_checks", schedule=None, tags=[CPI_TAG], params={"outbox": ""}):
     filtered = OptOutFilterOperator(task_id="filter", spec=SPEC)
     validated = OptOutValidateOperator(task_id="validate", spec=SPEC)
-    late = tamper_late()
+    late = internal(tamper_late(), "the test's tamper step: edits files in place")
     exported = GatedExportOperator(
-        task_id="export", spec=SPEC, purpose="research", destination="{{ params.outbox }}", trigger_rule="all_done"
+        task_id="export",
+        spec=SPEC,
+        purpose="research",
+        recipient="University research team",
+        destination="{{ params.outbox }}",
+        trigger_rule="all_done",
     )
     dropped = gate(
         FileDropOperator(
@@ -88,4 +93,4 @@ with DAG(dag_id="send_time_checks", schedule=None, tags=[CPI_TAG], params={"outb
         recipient="Partner drop folder",
         sends=("local_filepath",),
     )
-    filtered >> tamper_early() >> validated >> late >> [exported, dropped]
+    filtered >> internal(tamper_early(), "the test's tamper step") >> validated >> late >> [exported, dropped]

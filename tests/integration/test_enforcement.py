@@ -42,18 +42,26 @@ def _run(load_dag: Any, path: Path, dag_id: str, conf: dict[str, Any] | None = N
     return _states(load_dag(path, dag_id).test(run_conf=conf))
 
 
-@pytest.mark.parametrize(
-    ("name", "message"),
-    [
-        ("no_filter", "has no opt-out filter upstream: add OptOutFilterOperator"),
-        ("no_validation", "has a filter but no validation upstream: add OptOutValidateOperator"),
-        ("export_not_downstream", "the filter 'filter' of its extract is not upstream of it"),
-        ("exempt_without_basis", "purpose 'exempt' needs a legal_basis"),
-        ("purpose_misspelt", "unknown purpose 'reserch'; use one of: direct_care, research"),
-        ("untagged_export", "is an export (FileDropOperator) in a DAG tagged 'confidential-patient-information'"),
-        ("not_gated", "is not sent through the opt-out gate"),
-    ],
-)
+BROKEN_DAGS = {
+    "no_filter": "has no opt-out filter upstream for extract 'research_extract': add OptOutFilterOperator",
+    "no_validation": "has a filter but no validation upstream: add OptOutValidateOperator",
+    "export_not_downstream": "the filter 'filter' of its extract is not upstream of it",
+    "exempt_other_basis": "legal_basis 'copi_reg3' differs from the spec's 'court_order'",
+    "purpose_misspelt": "unknown purpose 'reserch'; use one of: direct_care, research",
+    "untagged_export": "task 'drop' (FileDropOperator) has no opt-out role in a DAG tagged",
+    "not_gated": "is not sent through the opt-out gate",
+    "undeclared_scope": "does not declare whether it handles confidential patient information: add tags=[CPI_TAG]",
+    "no_cpi_without_reason": "without a reason: declare it with no_cpi(dag, 'why it holds none')",
+    "bash_copies_raw": "task 'copy' (BashOperator) has no opt-out role",
+    "python_copies_raw": "task 'upload' (_PythonDecoratedOperator) has no opt-out role",
+    "research_as_direct_care": "whose spec names purpose 'research', for purpose 'direct_care'",
+    "gate_without_sends": "must name the fields that hold the paths it sends",
+    "gate_on_task": "the gate cannot see what code sends",
+    "broken_spec": "field 'tables[0]': give nhs_number or person_key",
+}
+
+
+@pytest.mark.parametrize(("name", "message"), sorted(BROKEN_DAGS.items()))
 def test_broken_dag_is_an_import_error_saying_what_to_add(
     airflow_db: Path, monkeypatch: pytest.MonkeyPatch, name: str, message: str
 ) -> None:
@@ -64,6 +72,11 @@ def test_broken_dag_is_an_import_error_saying_what_to_add(
     assert not bag.dags
     (error,) = bag.import_errors.values()
     assert message in error
+    assert "docs/add-optout-to-your-dag.md" in error or "Traceback" in error or "InputError" in error
+
+
+def test_every_broken_dag_is_tested() -> None:
+    assert sorted(path.stem for path in BROKEN.glob("*.py")) == sorted(BROKEN_DAGS)
 
 
 def test_broken_dags_listed_by_the_cli(airflow_db: Path) -> None:
@@ -81,7 +94,7 @@ def test_broken_dags_listed_by_the_cli(airflow_db: Path) -> None:
         text=True,
         check=False,
     )
-    for name in ("no_filter", "no_validation", "export_not_downstream", "exempt_without_basis", "purpose_misspelt"):
+    for name in BROKEN_DAGS:
         assert f"{name}.py" in listed.stdout, listed.stdout + listed.stderr
 
 
@@ -111,7 +124,11 @@ def test_research_extract_runs_filtered_validated_and_recorded(
 
 def test_direct_care_runs_without_filter_or_list(load_dag: Any) -> None:
     assert Store().current() is None
-    assert _run(load_dag, EXAMPLES["direct_care_share"], "direct_care_share") == {"share_with_care_team": "success"}
+    states = _run(load_dag, EXAMPLES["direct_care_share"], "direct_care_share")
+    assert states == {"copy_with_manifest": "success", "share_with_care_team": "success"}
+    (entry,) = Ledger().entries()  # direct care is recorded too: what, to whom, how many rows
+    assert (entry.disclosure.purpose, entry.disclosure.recipient) == ("direct_care", "Leeds community nursing team")
+    assert entry.disclosure.rows_out == entry.disclosure.rows_in > 0
 
 
 def test_exempt_disclosure_records_its_legal_basis(load_dag: Any) -> None:

@@ -22,7 +22,12 @@ def share() -> None:
 def test_tag_survives_serialisation_and_shows_in_task_details() -> None:
     with DAG(dag_id="tagged", schedule=None, tags=[CPI_TAG]) as dag:
         GatedExportOperator(
-            task_id="export", spec=SPEC, purpose="exempt", legal_basis="consent", reference="REC 26/LO/0001"
+            task_id="export",
+            spec=SPEC,
+            purpose="exempt",
+            legal_basis="consent",
+            reference="REC 26/LO/0001",
+            recipient="University of Leeds",
         )
     restored = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task("export")
     assert restored.params["optout"] == {

@@ -1,21 +1,28 @@
-"""The cluster policy (entry point ``airflow.policy``): an unguarded secondary-use export never loads.
+"""The cluster policy (entry point ``airflow.policy``): deny by default, as every DAG is parsed.
 
-Checked on every DAG as it is parsed, so a mistake shows as a DAG import error naming the task and what
-to add. A task is checked when it carries a purpose tag, or when it is an export-type operator in a DAG
-marked as handling confidential patient information (``tags=[CPI_TAG]``):
+A mistake shows as a DAG import error naming the DAG or task and what to add. The rules:
 
-- ``direct_care`` passes;
-- ``exempt`` must carry its legal basis and reference and be sent through the gate;
-- every other purpose must be sent through the gate, with an ``OptOutFilterOperator`` and then an
-  ``OptOutValidateOperator`` on the same extract upstream of it.
+1. Every DAG declares its scope: ``tags=[CPI_TAG]`` (it handles confidential patient information) or
+   ``no_cpi(dag, reason)``. A DAG declaring neither does not load, unless its id matches a glob in
+   ``[optout] unscoped_dags`` (``AIRFLOW__OPTOUT__UNSCOPED_DAGS``, comma-separated), which grandfathers it.
+2. In a CPI DAG every task has a role: an export (``purpose(...)`` and the gate), ``internal(task,
+   reason)``, or it runs only our code or one of Airflow's no-op and control-flow operators (exact classes;
+   a subclass runs code of its own and needs a role). Export-type operators (class names in ``[optout]
+   export_operators``) cannot be internal.
+3. Every export is sent through the gate, with the opt-out filter of the same extract upstream (it writes
+   the manifest the gate checks, and copies direct care and exemptions unfiltered); secondary uses also
+   need the validation between the two.
+4. A spec whose path is known is read now: a broken spec is an import error, the export's purpose must
+   be the spec's, and a legal basis or reference given to the operator must be the spec's.
 
-Export-type operators are named by class (any class in the task's MRO) in ``[optout] export_operators``
-(``AIRFLOW__OPTOUT__EXPORT_OPERATORS``, comma-separated); the default lists ours and the common transfers.
+What this cannot see (arbitrary Python inside a task, callbacks, a reason that is not true) is written in
+``docs/decisions/0005-deny-by-default.md``, with what the gate and the ledger catch at run time.
 Only light modules are imported here: parsing must not load pandas, pyarrow or Great Expectations.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 from airflow.exceptions import AirflowClusterPolicyViolation
@@ -23,16 +30,24 @@ from airflow.policies import hookimpl
 
 from optout.airflow.tagging import (
     CPI_TAG,
+    NO_CPI_TAG,
     ROLE_FILTER,
     ROLE_VALIDATE,
     PurposeTag,
+    declares_no_cpi,
+    extract_id,
     handles_cpi,
+    no_cpi_reason,
     on_extract,
+    parsed_spec,
+    read_internal,
     read_tag,
+    role,
+    spec_conflict,
     upstream,
+    written_spec,
 )
 from optout.errors import InputError
-from optout.purpose import Purpose
 
 DEFAULT_EXPORT_OPERATORS = (
     "GatedExportOperator",
@@ -47,6 +62,30 @@ DEFAULT_EXPORT_OPERATORS = (
     "GenericTransfer",
     "EmailOperator",
 )
+_STANDARD = "airflow.providers.standard"
+NO_ROLE_NEEDED = frozenset(
+    {
+        f"{_STANDARD}.operators.empty.EmptyOperator",
+        f"{_STANDARD}.operators.smooth.SmoothOperator",
+        f"{_STANDARD}.operators.latest_only.LatestOnlyOperator",
+        f"{_STANDARD}.operators.datetime.BranchDateTimeOperator",
+        f"{_STANDARD}.operators.weekday.BranchDayOfWeekOperator",
+        f"{_STANDARD}.operators.trigger_dagrun.TriggerDagRunOperator",
+        f"{_STANDARD}.sensors.external_task.ExternalTaskSensor",
+        f"{_STANDARD}.sensors.external_task.ExternalTaskMarker",
+        f"{_STANDARD}.sensors.date_time.DateTimeSensor",
+        f"{_STANDARD}.sensors.date_time.DateTimeSensorAsync",
+        f"{_STANDARD}.sensors.time.TimeSensor",
+        f"{_STANDARD}.sensors.time.TimeSensorAsync",
+        f"{_STANDARD}.sensors.time_delta.TimeDeltaSensor",
+        f"{_STANDARD}.sensors.time_delta.TimeDeltaSensorAsync",
+        f"{_STANDARD}.sensors.time_delta.WaitSensor",
+        f"{_STANDARD}.sensors.weekday.DayOfWeekSensor",
+        f"{_STANDARD}.sensors.filesystem.FileSensor",
+    }
+)
+"""Airflow operators that move no data, by exact class: Python-callable branches and sensors run the
+DAG author's code and need a role like any other task."""
 HOW_TO = "see docs/add-optout-to-your-dag.md"
 
 
@@ -54,70 +93,144 @@ def export_operators() -> frozenset[str]:
     """Class names that count as exports: ``[optout] export_operators``, else the defaults."""
     from airflow.configuration import conf
 
-    configured = conf.get("optout", "export_operators", fallback="")
-    names = [name.strip() for name in configured.split(",") if name.strip()]
-    return frozenset(names or DEFAULT_EXPORT_OPERATORS)
+    return frozenset(_listed(conf.get("optout", "export_operators", fallback="")) or DEFAULT_EXPORT_OPERATORS)
+
+
+def unscoped_dags() -> tuple[str, ...]:
+    """DAG id globs grandfathered without a scope: ``[optout] unscoped_dags`` (none by default)."""
+    from airflow.configuration import conf
+
+    return _listed(conf.get("optout", "unscoped_dags", fallback=""))
+
+
+def is_grandfathered(dag_id: str, globs: tuple[str, ...] | None = None) -> bool:
+    """The DAG id matches a glob in ``[optout] unscoped_dags`` (the governance page lists these DAGs)."""
+    return any(fnmatch.fnmatchcase(dag_id, glob) for glob in (unscoped_dags() if globs is None else globs))
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def operator_class(task: Any) -> type:
+    """The class whose code the task runs (a mapped task's operator class, not ``MappedOperator``)."""
+    cls = getattr(task, "operator_class", None)
+    return cls if isinstance(cls, type) else type(task)
 
 
 def is_export(task: Any, names: frozenset[str]) -> bool:
-    return any(cls.__name__ in names for cls in type(task).__mro__)
+    return any(cls.__name__ in names for cls in operator_class(task).__mro__)
+
+
+def needs_no_role(task: Any) -> bool:
+    """The task runs only our code, or one of Airflow's no-op and control-flow operators, unsubclassed."""
+    cls = operator_class(task)
+    if cls.__module__.startswith("optout.airflow."):
+        return True
+    return f"{cls.__module__}.{cls.__qualname__}" in NO_ROLE_NEEDED
 
 
 def problems(dag: Any) -> list[str]:
     """Every violation in ``dag``, one sentence each saying what to add."""
+    cpi, no_cpi = handles_cpi(dag), declares_no_cpi(dag)
+    if cpi and no_cpi:
+        return [f"it is tagged both {CPI_TAG!r} and {NO_CPI_TAG!r}: keep the one that is true"]
+    if no_cpi:
+        return _no_cpi_problems(dag)
+    if not cpi and not is_grandfathered(dag.dag_id):
+        return [
+            "it does not declare whether it handles confidential patient information: add "
+            "tags=[CPI_TAG] (from optout.airflow.tagging import CPI_TAG) if it reads or sends data about "
+            "patients, or no_cpi(dag, 'why it holds none') if it does not"
+        ]
     names = export_operators()
     found: list[str] = []
     for task in dag.tasks:
         try:
-            tag = read_tag(task)
+            found.extend(_task_problems(task, names, cpi))
         except InputError as exc:
-            found.append(str(exc))
-            continue
-        if tag is None:
-            if handles_cpi(dag) and is_export(task, names):
-                found.append(
-                    f"task {task.task_id!r} is an export ({type(task).__name__}) in a DAG tagged {CPI_TAG!r} "
-                    "but has no purpose: add purpose(task, 'direct_care') if it is direct care, otherwise "
-                    "filter, validate and send it through the gate with its purpose"
-                )
-            continue
-        found.extend(_task_problems(task, tag))
+            found.append(f"task {task.task_id!r}: {exc}" if task.task_id not in str(exc) else str(exc))
     return found
 
 
-def _task_problems(task: Any, tag: PurposeTag) -> list[str]:
+def _no_cpi_problems(dag: Any) -> list[str]:
+    found = []
+    if no_cpi_reason(dag) is None:
+        found.append(f"it is tagged {NO_CPI_TAG!r} without a reason: declare it with no_cpi(dag, 'why it holds none')")
+    for task in dag.tasks:
+        if role(task) or _has_optout_params(task):
+            found.append(
+                f"task {task.task_id!r} uses the opt-out ({type(task).__name__}) in a DAG that says it handles no "
+                f"confidential patient information: tag the DAG {CPI_TAG!r} instead"
+            )
+    return found
+
+
+def _has_optout_params(task: Any) -> bool:
+    params = getattr(task, "params", None)
+    return params is not None and "optout" in params
+
+
+def _task_problems(task: Any, names: frozenset[str], cpi: bool) -> list[str]:
+    tag = read_tag(task)
+    if tag is not None:
+        return _export_problems(task, tag)
+    reason = read_internal(task)
+    if reason is not None:
+        if is_export(task, names):
+            return [
+                f"task {task.task_id!r} is an export ({operator_class(task).__name__}) and cannot be internal: "
+                "filter, validate and send it through the gate with its purpose"
+            ]
+        return []
+    if written_spec(task) is not None:
+        extract_id(task)  # our filter and validation: the spec is read now, a broken one refused
+    if not cpi or needs_no_role(task):
+        return []
+    kind = operator_class(task).__name__
+    return [
+        f"task {task.task_id!r} ({kind}) has no opt-out role in a DAG tagged {CPI_TAG!r}: if data leaves "
+        "through it, send it with GatedExportOperator (or gate(...) with its purpose) after the filter and "
+        "validation; if no data leaves, mark it internal(task, 'why')"
+    ]
+
+
+def _export_problems(task: Any, tag: PurposeTag) -> list[str]:
     name = f"task {task.task_id!r} ({tag.purpose.value})"
-    if tag.purpose is Purpose.DIRECT_CARE:
-        return []
-    if tag.extract is None:
-        return [f"{name} does not say which extract it sends: give extract=<the spec's path>"]
-    if not tag.gated:
+    if tag.extract is None or not tag.gated:
         return [
-            f"{name} is not sent through the opt-out gate: use GatedExportOperator, or "
-            f"gate(task, spec=..., purpose={tag.purpose.value!r}) for an existing export operator"
+            f"{name} is not sent through the opt-out gate, so nothing checks or records what it sends: use "
+            f"GatedExportOperator, or gate(task, spec=..., purpose={tag.purpose.value!r}, recipient=..., sends=...) "
+            "for an existing export operator"
         ]
-    if tag.purpose is Purpose.EXEMPT:
-        return []
-    return _guard_problems(task, name, tag.extract)
+    spec = parsed_spec(tag.extract, getattr(task.dag, "fileloc", None))
+    conflict = spec_conflict(tag, spec) if spec is not None else None
+    if conflict:
+        return [f"{name}: {conflict}"]
+    return _guard_problems(task, name, tag)
 
 
-def _guard_problems(task: Any, name: str, key: str) -> list[str]:
-    """The filter and the validation of this extract must both run before the task, in that order."""
+def _guard_problems(task: Any, name: str, tag: PurposeTag) -> list[str]:
+    """The filter (and, for secondary uses, the validation) of this extract run before the task, in order."""
+    identity = extract_id(task)
+    assert identity is not None
     before = list(upstream(task))
-    filters = on_extract(before, ROLE_FILTER, key)
-    validations = on_extract(before, ROLE_VALIDATE, key)
-    spec = f"spec={key!r}"
+    filters = on_extract(before, ROLE_FILTER, identity)
+    spec = f"spec={tag.extract!r}"
     if not filters:
-        elsewhere = on_extract(task.dag.tasks, ROLE_FILTER, key)
+        elsewhere = on_extract(task.dag.tasks, ROLE_FILTER, identity)
         if elsewhere:
             return [
                 f"{name}: the filter {elsewhere[0].task_id!r} of its extract is not upstream of it; "
                 f"set {elsewhere[0].task_id} >> <validate> >> {task.task_id}"
             ]
         return [
-            f"{name} has no opt-out filter upstream: add OptOutFilterOperator({spec}) >> "
-            f"OptOutValidateOperator({spec}) >> {task.task_id}"
+            f"{name} has no opt-out filter upstream for extract {identity!r}: add OptOutFilterOperator({spec}) >> "
+            f"OptOutValidateOperator({spec}) >> {task.task_id} (a templated spec must be written the same in each)"
         ]
+    if not tag.purpose.applies_opt_out:
+        return []
+    validations = on_extract(before, ROLE_VALIDATE, identity)
     if not validations:
         return [
             f"{name} has a filter but no validation upstream: add OptOutValidateOperator({spec}) between "
@@ -130,7 +243,7 @@ def _guard_problems(task: Any, name: str, key: str) -> list[str]:
 
 @hookimpl
 def dag_policy(dag: Any) -> None:
-    """Refuse a DAG whose secondary-use exports are not filtered, validated and gated."""
+    """Refuse a DAG without a scope, a task without a role, or an export that is not filtered and gated."""
     found = problems(dag)
     if found:
         raise AirflowClusterPolicyViolation(

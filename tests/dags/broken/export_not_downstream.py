@@ -15,4 +15,4 @@ SPEC = str(Path(__file__).resolve().parents[3] / "include" / "specs" / "research
 
 with DAG(dag_id="broken_export_not_downstream", schedule=None, tags=[CPI_TAG]):
     OptOutFilterOperator(task_id="filter", spec=SPEC) >> OptOutValidateOperator(task_id="validate", spec=SPEC)
-    GatedExportOperator(task_id="export", spec=SPEC, purpose="research")
+    GatedExportOperator(task_id="export", spec=SPEC, purpose="research", recipient="University research team")

@@ -12,4 +12,4 @@ from optout.airflow.tagging import CPI_TAG
 SPEC = str(Path(__file__).resolve().parents[3] / "include" / "specs" / "research_extract.yaml")
 
 with DAG(dag_id="broken_no_filter", schedule=None, tags=[CPI_TAG]):
-    GatedExportOperator(task_id="export", spec=SPEC, purpose="research")
+    GatedExportOperator(task_id="export", spec=SPEC, purpose="research", recipient="University research team")

@@ -14,5 +14,5 @@ SPEC = str(Path(__file__).resolve().parents[3] / "include" / "specs" / "research
 
 with DAG(dag_id="broken_no_validation", schedule=None, tags=[CPI_TAG]):
     OptOutFilterOperator(task_id="filter", spec=SPEC) >> GatedExportOperator(
-        task_id="export", spec=SPEC, purpose="research"
+        task_id="export", spec=SPEC, purpose="research", recipient="University research team"
     )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from optout.airflow.tagging import ROLE_FILTER, extract_key, on_extract, upstream
+from optout.airflow.tagging import ROLE_FILTER, extract_id, on_extract, spec_file, upstream
 from optout.errors import OptOutError
 
 if TYPE_CHECKING:
@@ -31,16 +31,19 @@ def fail_closed() -> Iterator[None]:
 
 
 def spec_path(task: Any, spec: str) -> Path:
-    """The spec file; a relative path is taken from the DAG file's folder, wherever the task runs."""
-    path = Path(spec)
-    if path.is_absolute() or task.dag is None or not task.dag.fileloc:
-        return path
-    return Path(task.dag.fileloc).parent / path
+    """The (rendered) spec file; a relative path is taken from the DAG file's folder, wherever the task runs."""
+    return spec_file(spec, getattr(task.dag, "fileloc", None) if task.dag is not None else None)
 
 
 def filtered_dir(task: Any, spec: str, context: Context) -> Path:
-    """The folder the upstream filter of this extract wrote in this run (from its XCom)."""
-    filters = on_extract(upstream(task), ROLE_FILTER, extract_key(spec))
+    """The folder the upstream filter of this extract wrote in this run (from its XCom).
+
+    The filter is found by the extract's identity (the spec's name, or a templated spec's text as
+    written), so a relative and an absolute spelling, or one template in each task, agree.
+    """
+    with fail_closed():
+        identity = extract_id(task)
+    filters = on_extract(upstream(task), ROLE_FILTER, identity) if identity else []
     if not filters:
         raise AirflowFailException(f"no OptOutFilterOperator for {spec} upstream of {task.task_id!r}")
     pushed = context["ti"].xcom_pull(task_ids=filters[0].task_id)

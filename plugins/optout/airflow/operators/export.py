@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir, parse_max_age, spec_path
-from optout.airflow.tagging import PurposeTag, as_operator, make_tag, read_tag, tag_task
+from optout.airflow.tagging import PurposeTag, as_operator, make_tag, read_tag, spec_conflict, tag_task
+from optout.errors import InputError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -42,8 +43,13 @@ class _Gate:
         return Store(self.store_url)
 
     def check(self, task: Any, context: Context, files: list[str] | None = None) -> Permit:
-        """Refuse (AirflowFailException, no retry) unless the extract may leave now."""
+        """Refuse (AirflowFailException, no retry) unless the extract may leave now.
+
+        ``self.spec`` is the rendered spec: its name, purpose and legal basis must be the manifest's, and
+        a basis or reference the task repeats must be the spec's.
+        """
         from optout.airflow.hooks.connections import register_readers
+        from optout.errors import VerificationFailed
         from optout.gate import check_before_send
         from optout.spec import load_spec
 
@@ -52,14 +58,17 @@ class _Gate:
         tag = _tag(task)
         with fail_closed():
             self.require_flow_reviewed(task)
-            connection = load_spec(spec_path(task, self.spec)).connection
+            spec = load_spec(spec_path(task, self.spec))
+            if conflict := spec_conflict(tag, spec):
+                raise VerificationFailed(f"task {task.task_id!r}: {conflict}")
             permit = check_before_send(
                 out_dir,
                 tag.purpose,
                 files=files,
                 store=self.store,
                 max_age=parse_max_age(self.max_age),
-                connection=connection,
+                connection=spec.connection,
+                spec=spec,
             )
         task.log.info("Opt-out gate passed for %s: %d file(s), hashes match the manifest", out_dir, len(permit.files))
         return permit
@@ -118,9 +127,9 @@ class GatedExportOperator(BaseOperator):
         (default: ``<data dir>/outbox/<extract name>``).
     :param purpose: why the data leaves (``research``, ``planning``, ``service_evaluation``, ``exempt``,
         ``direct_care``); it must be the purpose the spec names.
-    :param legal_basis: for ``exempt`` only: the recorded legal basis (see ``optout.purpose.LegalBasis``).
-    :param reference: for ``exempt`` only: the approval's reference.
-    :param recipient: who receives it, for the ledger (default: the destination folder).
+    :param recipient: the organisation that receives it (for the ledger and the page), not a folder path.
+    :param legal_basis: optional, for ``exempt``: repeats the spec's legal basis (a different one is refused).
+    :param reference: optional, for ``exempt``: repeats the spec's legal reference (a different one is refused).
     :param store_url: SQLAlchemy URL of the check store and ledger (default: ``OPTOUT_STORE_URL``).
     :param max_age: oldest list version accepted at send time, such as ``"48h"``.
     """
@@ -133,10 +142,10 @@ class GatedExportOperator(BaseOperator):
         *,
         spec: str,
         purpose: str,
+        recipient: str,
         destination: str | None = None,
         legal_basis: str | None = None,
         reference: str | None = None,
-        recipient: str | None = None,
         store_url: str | None = None,
         max_age: str | None = None,
         **kwargs: Any,
@@ -144,7 +153,7 @@ class GatedExportOperator(BaseOperator):
         super().__init__(**kwargs)
         self.spec = str(spec)
         self.destination = destination
-        self.recipient = recipient
+        self.recipient = check_recipient(recipient, task=self)
         self.store_url = store_url
         self.max_age = max_age
         _tag_gated(self, spec, purpose, legal_basis, reference)
@@ -163,7 +172,7 @@ class GatedExportOperator(BaseOperator):
                 shutil.copyfile(source, staging / name)
             verify_files(permit.manifest, {name: staging / name for name in permit.files})
             check.still_current(permit)  # the copy took time
-            entry = check.record(self, context, permit, self.recipient or str(destination))
+            entry = check.record(self, context, permit, self.recipient)
         self.log.info("Delivered %d file(s) to %s", len(permit.files), target)
         return {"destination": str(target), "files": len(permit.files), "ledger_entry": entry.id}
 
@@ -173,38 +182,74 @@ def gate(
     *,
     spec: str,
     purpose: str,
+    recipient: str,
+    sends: Sequence[str],
     legal_basis: str | None = None,
     reference: str | None = None,
-    recipient: str | None = None,
-    sends: Sequence[str] = (),
     store_url: str | None = None,
     max_age: str | None = None,
 ) -> Any:
-    """Put the opt-out gate in front of an existing export task (or ``@task`` output); returns it.
+    """Put the opt-out gate in front of an existing export operator; returns it.
 
     The check runs just before the task's ``execute`` and the disclosure is recorded just after it.
-    ``sends`` names the task's attributes that hold the local path(s) it sends (``("local_filepath",)``
-    for ``SFTPOperator``); each rendered path must be a file of the extract whose hash matches the
-    manifest. Without ``sends`` the whole extract is checked.
+    ``sends`` names the operator's template fields that hold the local path(s) it sends
+    (``("local_filepath",)`` for ``SFTPOperator``); each rendered path must be a file of the validated
+    extract with the validated hash. A task whose sent paths no field names (``@task``, ``PythonOperator``,
+    ``BashOperator``) cannot be gated: write the files with the filter and send them with
+    :class:`GatedExportOperator`.
 
-    :param recipient: who receives it, for the ledger (default: the task's id).
+    :param recipient: the organisation that receives it (for the ledger and the page), not a folder path.
     """
     operator = as_operator(task)
+    fields = _sent_fields(operator, sends)
+    who = check_recipient(recipient, task=operator)
     _tag_gated(operator, spec, purpose, legal_basis, reference)
-    check = _Gate(str(spec), store_url, max_age)
-    permits: dict[str, Permit] = {}
+    permits: dict[str, tuple[_Gate, Permit]] = {}
 
     def before(context: Context) -> None:
-        files = [str(path) for name in sends for path in _paths(getattr(context["task"], name))]
-        permits[context["run_id"]] = check.check(context["task"], context, files or None)
+        running = context["task"]
+        check = _Gate(str(running.render_template(spec, context)), store_url, max_age)
+        files = [str(path) for name in fields for path in _paths(getattr(running, name))]
+        permits[context["run_id"]] = (check, check.check(running, context, files))
 
     def after(context: Context, result: Any = None) -> None:
-        permit = permits.pop(context["run_id"])
-        check.record(context["task"], context, permit, recipient or context["task"].task_id)
+        check, permit = permits.pop(context["run_id"])
+        check.record(context["task"], context, permit, who)
 
     operator._pre_execute_hook = _chain(operator._pre_execute_hook, before)
     operator._post_execute_hook = _chain(operator._post_execute_hook, after)
     return task
+
+
+def _sent_fields(operator: Any, sends: Sequence[str]) -> tuple[str, ...]:
+    """The template fields that name what leaves; refused when there are none to name."""
+    where = f"task {operator.task_id!r}"
+    if hasattr(operator, "python_callable") or type(operator).__name__ == "BashOperator":
+        raise InputError(
+            f"{where}: the gate cannot see what code sends; write the extract with OptOutFilterOperator and "
+            "send it with GatedExportOperator (or an export operator whose fields name the files it sends)"
+        )
+    names = (sends,) if isinstance(sends, str) else tuple(sends)
+    if not names:
+        raise InputError(f"{where}: gate(..., sends=(...)) must name the fields that hold the paths it sends")
+    templated = set(getattr(operator, "template_fields", ()))
+    if unknown := [name for name in names if name not in templated]:
+        raise InputError(
+            f"{where}: sends={unknown} are not template fields of {type(operator).__name__} "
+            f"({', '.join(sorted(templated)) or 'none'}): name the fields that hold the paths it sends"
+        )
+    return names
+
+
+def check_recipient(recipient: object, *, task: Any) -> str:
+    """Who receives a disclosure: an organisation's name, never a folder path (the ledger shows it)."""
+    text = " ".join(str(recipient or "").split())
+    if len(text) < 2 or "/" in text or "\\" in text or text.startswith(("~", ".")):
+        raise InputError(
+            f"task {task.task_id!r}: recipient= names the organisation that receives the data "
+            "(for example 'University of Leeds research team'), not a folder path"
+        )
+    return text
 
 
 def _paths(value: Any) -> list[Any]:

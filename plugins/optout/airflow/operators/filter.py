@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from optout.airflow.operators._extract import data_path, fail_closed, parse_max_age, spec_path
-from optout.airflow.tagging import ROLE_FILTER
+from optout.airflow.tagging import ROLE_FILTER, extract_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -45,6 +45,7 @@ class OptOutFilterOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.spec = str(spec)
+        self.optout_spec = extract_key(spec)  # as written (``spec`` is rendered): the extract's identity
         self.out_dir = out_dir
         self.max_age = max_age
         self.store_url = store_url

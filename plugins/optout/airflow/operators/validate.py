@@ -9,7 +9,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from optout.airflow.operators._extract import fail_closed, filtered_dir, spec_path
-from optout.airflow.tagging import ROLE_VALIDATE
+from optout.airflow.tagging import ROLE_VALIDATE, extract_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -36,6 +36,7 @@ class OptOutValidateOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.spec = str(spec)
+        self.optout_spec = extract_key(spec)  # as written (``spec`` is rendered): the extract's identity
         self.data_docs_dir = data_docs_dir
         self.store_url = store_url
 

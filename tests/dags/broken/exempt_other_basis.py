@@ -1,4 +1,4 @@
-"""Broken on purpose: an exempt disclosure that does not say which legal basis exempts it."""
+"""Broken on purpose: an exempt export names another legal basis and reference than its spec records."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from optout.airflow.tagging import CPI_TAG
 
 SPEC = str(Path(__file__).resolve().parents[3] / "include" / "specs" / "exempt_disclosure.yaml")
 
-with DAG(dag_id="broken_exempt_without_basis", schedule=None, tags=[CPI_TAG]):
+with DAG(dag_id="broken_exempt_other_basis", schedule=None, tags=[CPI_TAG]):
     OptOutFilterOperator(task_id="copy", spec=SPEC) >> GatedExportOperator(
-        task_id="export", spec=SPEC, purpose="exempt", reference="HC-ORDER-2026-A17"
+        task_id="export",
+        spec=SPEC,
+        purpose="exempt",
+        legal_basis="copi_reg3",
+        reference="COPI-2026-001",
+        recipient="Public Health Agency",
     )
