@@ -7,6 +7,7 @@ runs as its pre-execute hook and the ledger entry as its post-execute hook.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -16,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir, parse_max_age, spec_path
-from optout.airflow.tagging import PurposeTag, as_operator, make_tag, read_tag, spec_conflict, tag_task
+from optout.airflow.tagging import (
+    PurposeTag,
+    as_operator,
+    extract_key,
+    make_tag,
+    parsed_spec,
+    read_tag,
+    spec_conflict,
+    tag_task,
+)
 from optout.errors import InputError
 
 if TYPE_CHECKING:
@@ -105,6 +115,13 @@ class _Gate:
 
 
 def _tag_gated(task: Any, spec: str, purpose: str, legal_basis: str | None, reference: str | None) -> None:
+    """Tag the task; an exemption's basis and reference are copied from the spec when it can be read now,
+    so the UI and the register of flows show them (a conflict is the policy's to report)."""
+    if legal_basis is None and reference is None:
+        with contextlib.suppress(InputError):
+            written = parsed_spec(extract_key(spec), getattr(task.dag, "fileloc", None) if task.dag else None)
+            if written is not None and written.legal_basis is not None:
+                legal_basis, reference = written.legal_basis.value, written.legal_reference
     tag_task(task, make_tag(purpose, extract=spec, legal_basis=legal_basis, reference=reference, gated=True, task=task))
 
 
