@@ -16,7 +16,6 @@ Nothing here logs a number: only counts, message IDs and LocalIds.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import logging
 import re
@@ -25,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlparse
 
 import numpy as np
@@ -72,6 +71,7 @@ class MeshSettings:
     ca_cert: str | None = None
     workflow_id: str = WORKFLOW_ID
     timeout: float = 600.0
+    chunk_size: int | None = None  # bytes per MESH chunk we send; None: mesh-client's 75 MiB
 
     def __post_init__(self) -> None:
         for name in ("url", "mailbox", "password", "service_mailbox"):
@@ -166,7 +166,7 @@ def is_transient(exc: BaseException) -> bool:
 def send_file(
     client: MeshClient,
     recipient: str,
-    data: bytes,
+    data: bytes | BinaryIO,
     *,
     local_id: str,
     subject: str,
@@ -383,21 +383,26 @@ def send_request(
     only a pending version that never becomes current. A late reply to the previous request is
     collected first (:func:`collect_late_replies`), while that request is still the newest.
     """
-    data = ndop.build_request(cohort)
     local_id = _check_reference(local_id or new_local_id(settings.mailbox), "local_id")
-    handshake(client)  # wrong credentials fail here, before anything is recorded
-    collect_late_replies(client, store, workflow_id=settings.workflow_id)  # while the last request is the newest
-    info = store.record_request(
-        cohort, local_id=local_id, source=source, request_sha256=hashlib.sha256(data).hexdigest()
-    )  # it de-duplicates
-    message_id = send_file(
-        client,
-        settings.service_mailbox,
-        data,
-        local_id=local_id,
-        subject=subject or local_id,
-        workflow_id=settings.workflow_id,
-    )
+    path = replies_dir() / f"{local_id}.request.dat"
+    try:
+        # Written piece by piece and sent from the file: the whole request is never in memory.
+        digest = ndop.write_request(path, cohort)
+        handshake(client)  # wrong credentials fail here, before anything is recorded
+        collect_late_replies(client, store, workflow_id=settings.workflow_id)  # while the last request is newest
+        info = store.record_request(cohort, local_id=local_id, source=source, request_sha256=digest)
+        with open(path, "rb") as data:
+            message_id = send_file(
+                client,
+                settings.service_mailbox,
+                data,
+                local_id=local_id,
+                subject=subject or local_id,
+                workflow_id=settings.workflow_id,
+                max_chunk_size=settings.chunk_size,
+            )
+    finally:
+        path.unlink(missing_ok=True)
     log.info(
         "sent request %s (%d NHS numbers, version %d) to %s as MESH message %s",
         local_id,
