@@ -523,14 +523,15 @@ def collect_late_replies(
         request = store.find_request(local_id=local_id)
         if request is None:
             continue
+        why = None
         if newest is not None and request.id != newest.id:
+            why = f"superseded: its reply came after request {newest.local_id} was sent"
+        elif request.age() >= config.max_age():  # as old as its request: it would be stale on arrival
+            why = f"too old: its reply came {config.format_duration(request.age())} after the request"
+        if why:
             acknowledge(client, message_id)
-            store.fail_request(
-                request.id, f"superseded: its reply came after request {newest.local_id} was sent, and was not imported"
-            )
-            log.warning(
-                "late reply to %s (version %d) acknowledged, not imported: a newer request exists", local_id, request.id
-            )
+            store.fail_request(request.id, f"{why}, and was not imported")
+            log.warning("late reply to %s (version %d) acknowledged, not imported: %s", local_id, request.id, why)
             continue
         try:
             imported.append(receive_reply(client, store, local_id, message_id, thresholds=thresholds))

@@ -499,3 +499,33 @@ def test_a_chunked_reply_is_reassembled(load_dag, mesh_connection, cohort_db, st
     assert run.state == "success", states(tis)
     assert np.array_equal(Store().load().cleared, np.setdiff1d(cohort, cohort[::50]))
     assert_no_numbers_leaked(cohort, output(), xcom_text(tis))
+
+
+def test_late_replies_to_a_superseded_or_too_old_request_are_not_imported(mesh_sandbox, stand_in, monkeypatch):  # type: ignore[no-untyped-def]
+    cohort = cohort_numbers(120, offset=150_000)
+    service = stand_in(cohort[:2], behaviour=Behaviour.LATE)
+    store, settings = Store(), mesh_sandbox.settings()
+    with mesh.connect(settings) as client:
+        older = mesh.send_request(client, store, cohort, settings=settings)
+        newer = mesh.send_request(client, store, cohort, settings=settings)
+        service.release()
+        for _ in range(100):
+            if len(mesh.check_inbox(client, store, None).late) == 2:
+                break
+            threading.Event().wait(0.1)
+        imported = mesh.collect_late_replies(client, store)
+        assert [v.id for v in imported] == [newer.version_id]
+        superseded = store.find_request(local_id=older.local_id)
+        assert superseded.status == "failed" and superseded.note.startswith("superseded")
+
+        monkeypatch.setenv("OPTOUT_MAX_AGE", "1s")
+        stale = mesh.send_request(client, store, cohort, settings=settings)
+        for _ in range(100):
+            if mesh.check_inbox(client, store, None).late:
+                break
+            threading.Event().wait(0.1)
+        threading.Event().wait(1.1)
+        assert mesh.collect_late_replies(client, store) == []
+        too_old = store.find_request(local_id=stale.local_id)
+        assert too_old.status == "failed" and too_old.note.startswith("too old")
+        assert mesh.list_inbox(client, None) == []
