@@ -209,6 +209,7 @@ def test_refresh_and_research_extract_run_on_celery_workers(  # type: ignore[no-
             assert published.scalar_one() == 1
         assert time.monotonic() - started_at < DEADLINE_SECONDS
         _assert_no_numbers_in(tmp_path)
+        _assert_no_secrets_in(tmp_path)
     finally:
         processes.stop()
         engine.dispose()
@@ -230,3 +231,12 @@ def _assert_no_numbers_in(folder: Path) -> None:
     logs = [path for path in folder.rglob("*.log") if path.is_file()]
     leaked = sum(1 for path in logs for number in cohort if number in path.read_bytes())
     assert logs and leaked == 0, f"{leaked} NHS number(s) of the cohort appeared in the logs"
+
+
+def _assert_no_secrets_in(folder: Path) -> None:
+    """The MESH shared secret the workers used appears in no log file (the sandbox's password is the word
+    "password", which logs may contain for other reasons)."""
+    from optout.sandbox import server
+
+    logs = [path.read_bytes() for path in folder.rglob("*.log") if path.is_file()]
+    assert not any(server.SHARED_KEY.encode() in log for log in logs), "the MESH shared secret appeared in a log"

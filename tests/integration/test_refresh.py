@@ -319,7 +319,7 @@ def test_two_refreshes_racing_leave_one_consistent_version(mesh_sandbox, stand_i
     assert [v.status for v in store.versions()] == ["published", "published"]
 
 
-@pytest.mark.parametrize("wrong", ["password", "shared_key"])
+@pytest.mark.parametrize("wrong", ["password", "shared_secret"])
 def test_wrong_credentials_fail_once_with_a_clear_error(
     load_dag, mesh_connection, cohort_db, monkeypatch, output, wrong
 ):  # type: ignore[no-untyped-def]
@@ -327,7 +327,7 @@ def test_wrong_credentials_fail_once_with_a_clear_error(
     if wrong == "password":
         conn["password"] = "not-the-password"
     else:
-        conn["extra"]["shared_key"] = "not-the-key"
+        conn["extra"]["shared_secret"] = "not-the-key"
     monkeypatch.setenv("AIRFLOW_CONN_MESH_DEFAULT", json.dumps(conn))
     cohort = cohort_numbers(100, offset=80_000)
     cohort_db(cohort)

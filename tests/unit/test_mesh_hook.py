@@ -18,7 +18,7 @@ def connection(monkeypatch: pytest.MonkeyPatch, **changes: object) -> None:
         "login": "OURBOX01",
         "password": "s3cret-pass",
         "extra": {
-            "shared_key": "s3cret-key",
+            "shared_secret": "s3cret-key",
             "service_mailbox": "X26HC065",
             "client_cert": "/etc/mesh/cert.pem",
             "client_key": "/etc/mesh/key.pem",
@@ -52,7 +52,7 @@ def test_only_listed_extras_are_read_and_old_prefixed_names_work(monkeypatch: py
 
 
 def test_no_silent_default_for_the_service_mailbox(monkeypatch: pytest.MonkeyPatch) -> None:
-    connection(monkeypatch, extra={"shared_key": "k"})
+    connection(monkeypatch, extra={"shared_secret": "k"})
     with pytest.raises(InputError, match="service_mailbox"):
         _ = MeshHook().settings
 
@@ -87,8 +87,9 @@ def test_the_mesh_connection_type_is_registered_with_its_form() -> None:
     (mesh,) = [c for c in info["connection-types"] if c["connection-type"] == "mesh"]
     assert mesh["hook-class-name"] == "optout.airflow.hooks.mesh.MeshHook"
     assert set(mesh["conn-fields"]) == set(MESH_EXTRAS)
-    assert mesh["conn-fields"]["shared_key"]["schema"]["format"] == "password"
-    assert MeshHook.get_ui_field_behaviour()["relabeling"]["host"] == "MESH URL"
+    assert mesh["conn-fields"]["shared_secret"]["schema"]["format"] == "password"
+    assert mesh["ui-field-behaviour"]["relabeling"]["host"] == "MESH URL"
+    assert "get_ui_field_behaviour" not in vars(MeshHook), "the provider info declares the form"
     assert (MeshHook.conn_type, MeshHook.default_conn_name, MeshHook.conn_name_attr) == (
         "mesh",
         "mesh_default",
@@ -102,4 +103,4 @@ def test_airflow_sees_the_connection_type() -> None:
     manager = ProvidersManager()
     assert manager.field_behaviours["mesh"]["relabeling"]["login"] == "Mailbox ID"
     assert "extra__mesh__service_mailbox" in manager.connection_form_widgets
-    assert manager.connection_form_widgets["extra__mesh__shared_key"].is_sensitive
+    assert manager.connection_form_widgets["extra__mesh__shared_secret"].is_sensitive

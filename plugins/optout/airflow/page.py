@@ -23,8 +23,13 @@ if TYPE_CHECKING:
 def create_app(store_url: str | None = None, *, authorize: Any = None) -> FastAPI:
     """Build the app. ``authorize`` is the dependency guarding every route (default: Airflow's).
 
-    :param store_url: the store (and ledger) database; default ``OPTOUT_STORE_URL``.
+    :param store_url: the store (and ledger) database; default the ``optout_store_default`` connection's
+        (see :class:`~optout.airflow.hooks.store.OptOutStoreHook`).
     """
+    if store_url is None:
+        from optout.airflow.hooks.store import OptOutStoreHook
+
+        store_url = OptOutStoreHook().url
     if authorize is None:
         from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
         from airflow.api_fastapi.core_api.security import requires_access_view

@@ -1,7 +1,9 @@
-"""Provider metadata (entry point ``apache_airflow_provider``): makes the ``mesh`` connection type known.
+"""Provider metadata (entry point ``apache_airflow_provider``): connection types, the ``[optout]`` options.
 
-The connection form is declared here (``conn-fields``, ``ui-field-behaviour``), which is how Airflow 3.2+
-builds it without importing the hook or any form library.
+The connection forms are declared here (``conn-fields``, ``ui-field-behaviour``), which is how Airflow 3.2+
+builds them without importing the hooks or any form library. Every secret field's name contains one of
+the words Airflow's secrets masker hides (``password``, ``secret``, ...), so its value never shows in a
+log or the UI.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ MESH_EXTRAS: dict[str, dict[str, Any]] = {
         "The national opt-out service's MESH mailbox (live: X26HC065; INT: the ID NHS England gives with your "
         "INT mailbox). Required: there is no default.",
     ),
-    "shared_key": _text("Shared key", "The MESH environment's shared secret for the auth token.", secret=True),
+    "shared_secret": _text(
+        "Shared secret", "The MESH environment's shared key for the auth token (from NHS England).", secret=True
+    ),
     "client_cert": _text("Client certificate", "Path on the worker to our MESH client certificate (PEM)."),
     "client_key": _text("Client key", "Path on the worker to the client certificate's private key (PEM)."),
     "ca_cert": _text("CA bundle", "Path to the CA bundle; empty uses mesh-client's bundle for the NHS endpoints."),
@@ -38,6 +42,56 @@ MESH_UI_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "port"],
     "relabeling": {"host": "MESH URL", "login": "Mailbox ID", "password": "Mailbox password"},
     "placeholders": {"host": "https://msg.intspineservices.nhs.uk", "login": "X26ABC1"},
+}
+
+
+STORE_EXTRAS: dict[str, dict[str, Any]] = {
+    "dialect": _text(
+        "SQLAlchemy dialect",
+        "Driver of the store's database: postgresql+psycopg2 (default), or sqlite with the file's path as host.",
+        default="postgresql+psycopg2",
+    ),
+}
+
+STORE_UI_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": [],
+    "relabeling": {"schema": "Database"},
+    "placeholders": {"host": "postgres.example.nhs.uk", "schema": "optout"},
+}
+
+
+def _option(description: str, example: str | None, default: str | None, *, sensitive: bool = False) -> dict[str, Any]:
+    return {
+        "description": description,
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": example,
+        "default": default,
+        "sensitive": sensitive,
+    }
+
+
+CONFIG: dict[str, Any] = {
+    "optout": {
+        "description": "National Data Opt-out: where the store is and what the cluster policy treats as an export.",
+        "options": {
+            "store_url": _option(
+                "SQLAlchemy URL of the opt-out store and disclosure ledger, used when the connection "
+                "optout_store_default is not defined (then OPTOUT_STORE_URL, then a SQLite file in the data "
+                "folder). It may hold a password, so it is sensitive.",
+                "postgresql+psycopg2://optout:***@db.example.nhs.uk/optout",
+                None,
+                sensitive=True,
+            ),
+            "export_operators": _option(
+                "Comma-separated operator class names (any class in a task's MRO) that the cluster policy "
+                "treats as exports in a DAG tagged as handling confidential patient information. Empty: "
+                "GatedExportOperator and the common transfers (SFTP, S3, GCS, Wasb, GenericTransfer, email).",
+                "GatedExportOperator,SFTPOperator,MyUploadOperator",
+                "",
+            ),
+        },
+    }
 }
 
 
@@ -54,6 +108,14 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "mesh",
                 "conn-fields": MESH_EXTRAS,
                 "ui-field-behaviour": MESH_UI_BEHAVIOUR,
-            }
+            },
+            {
+                "hook-class-name": "optout.airflow.hooks.store.OptOutStoreHook",
+                "hook-name": "Opt-out store",
+                "connection-type": "optout_store",
+                "conn-fields": STORE_EXTRAS,
+                "ui-field-behaviour": STORE_UI_BEHAVIOUR,
+            },
         ],
+        "config": CONFIG,
     }

@@ -58,7 +58,7 @@ class Sandbox:
                 "host": self.url,
                 "login": OUR_MAILBOX,
                 "password": PASSWORD,
-                "extra": {"shared_key": SHARED_KEY, "service_mailbox": SERVICE_MAILBOX},
+                "extra": {"shared_secret": SHARED_KEY, "service_mailbox": SERVICE_MAILBOX},
             }
         )
 

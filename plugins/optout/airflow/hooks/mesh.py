@@ -3,9 +3,10 @@
 Connection fields: host = the MESH URL (``https://msg.intspineservices.nhs.uk`` for INT,
 ``https://mesh-sync.spineservices.nhs.uk`` for live), login = our mailbox ID, password = its password.
 Extras, read from an explicit list of keys only (see ``MESH_EXTRAS`` in ``optout.airflow.provider``):
-``shared_key``, ``client_cert``, ``client_key``, ``ca_cert`` (paths to PEM files on the worker),
+``shared_secret``, ``client_cert``, ``client_key``, ``ca_cert`` (paths to PEM files on the worker),
 ``service_mailbox`` (the national service's mailbox: required, there is no default) and
-``workflow_id`` (default ``SPINE_NTT_UPHOLDING``). The password and shared key are never logged.
+``workflow_id`` (default ``SPINE_NTT_UPHOLDING``). The password and shared secret are masked by
+Airflow's secrets masker (their names say so) and registered with it again here, so no log shows them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from optout.airflow.provider import MESH_EXTRAS, MESH_UI_BEHAVIOUR
+from optout.airflow.provider import MESH_EXTRAS
 
 if TYPE_CHECKING:
     from mesh_client import MeshClient
@@ -41,29 +42,33 @@ class MeshHook(BaseHook):
         self.max_retries = max_retries
         self._client: MeshClient | None = None
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Relabel the standard fields for MESH (the extras themselves are declared in the provider info)."""
-        return {
-            "hidden_fields": MESH_UI_BEHAVIOUR["hidden-fields"],
-            "relabeling": MESH_UI_BEHAVIOUR["relabeling"],
-            "placeholders": MESH_UI_BEHAVIOUR["placeholders"],
-        }
-
     @cached_property
     def settings(self) -> MeshSettings:
         """The connection as library settings; only the keys in ``MESH_EXTRAS`` are read from extras."""
+        from airflow.sdk.log import mask_secret
+
+        from optout.errors import InputError
         from optout.mesh import WORKFLOW_ID, MeshSettings
 
         conn = self.get_connection(self.mesh_conn_id)
         extras = conn.extra_dejson
+        if _extra(extras, "shared_key") is not None:
+            mask_secret(str(_extra(extras, "shared_key")))
+            raise InputError(
+                f"connection {self.mesh_conn_id}: rename the extra shared_key to shared_secret "
+                "(Airflow's secrets masker hides a field by its name, and shared_key is not one it hides)",
+                field="shared_key",
+            )
         values = {key: _extra(extras, key) for key in MESH_EXTRAS}
+        for secret in (conn.password, values["shared_secret"]):
+            if secret:
+                mask_secret(secret)
         return MeshSettings(
             url=_url(conn.host or "", conn.port, conn.schema),
             mailbox=conn.login or "",
             password=conn.password or "",
             service_mailbox=values["service_mailbox"] or "",
-            shared_key=values["shared_key"],
+            shared_key=values["shared_secret"],
             client_cert=values["client_cert"],
             client_key=values["client_key"],
             ca_cert=values["ca_cert"],

@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Callable, Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
+from optout.airflow.hooks.store import OptOutStoreHook
 from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir, parse_max_age, spec_path
+from optout.airflow.operators.base import OptOutBaseOperator
 from optout.airflow.tagging import (
     PurposeTag,
     as_operator,
@@ -34,23 +33,16 @@ if TYPE_CHECKING:
 
     from optout.gate import Permit
     from optout.ledger import LedgerEntry
-    from optout.store import Store
 
 
 class _Gate:
     """The send-time check and the ledger entry for one task; settings only, so it is cheap to build
     (the store is opened on first use, once)."""
 
-    def __init__(self, spec: str, store_url: str | None, max_age: str | None) -> None:
+    def __init__(self, spec: str, store: OptOutStoreHook, max_age: str | None) -> None:
         self.spec = spec
-        self.store_url = store_url
+        self.hook = store
         self.max_age = max_age
-
-    @cached_property
-    def store(self) -> Store:
-        from optout.store import Store
-
-        return Store(self.store_url)
 
     def check(self, task: Any, context: Context, files: list[str] | None = None) -> Permit:
         """Refuse (AirflowFailException, no retry) unless the extract may leave now.
@@ -89,7 +81,7 @@ class _Gate:
         from optout.governance.settings import block_overdue_flows
 
         if block_overdue_flows():
-            require_reviewed(task.dag_id, task.task_id, self.store_url)
+            require_reviewed(task.dag_id, task.task_id, self.hook.url)
 
     def still_current(self, permit: Permit) -> None:
         """After a slow copy: the list the extract was filtered with must still be current and fresh."""
@@ -108,7 +100,7 @@ class _Gate:
                 dag_id=task.dag_id,
                 task_id=task.task_id,
                 run_id=context["run_id"],
-                ledger_url=self.store_url,
+                ledger_url=self.hook.url,
             )
         task.log.info("Recorded disclosure %s in the ledger", entry.id)
         return entry
@@ -131,7 +123,7 @@ def _tag(task: Any) -> PurposeTag:
     return tag
 
 
-class GatedExportOperator(BaseOperator):
+class GatedExportOperator(OptOutBaseOperator):
     """Deliver a filtered, validated extract to a folder, only if it is still what was proved.
 
     Before anything is written it checks the manifest, the validation result for that manifest and the
@@ -139,7 +131,9 @@ class GatedExportOperator(BaseOperator):
     there against the manifest, the disclosure is recorded in the ledger, and only then is the delivery
     moved into place. Any mismatch fails the task without retries and delivers nothing.
 
-    :param spec: path of the extract spec, the same as the upstream filter's and validation's.
+    ``spec`` (the upstream filter's and validation's), ``store_conn_id`` (store and ledger) and
+    ``max_age`` (checked at send time) are :class:`OptOutBaseOperator`'s.
+
     :param destination: folder of the recipient; each run delivers into ``<destination>/<extract folder>``
         (default: ``<data dir>/outbox/<extract name>``).
     :param purpose: why the data leaves (``research``, ``planning``, ``service_evaluation``, ``exempt``,
@@ -147,39 +141,31 @@ class GatedExportOperator(BaseOperator):
     :param recipient: the organisation that receives it (for the ledger and the page), not a folder path.
     :param legal_basis: optional, for ``exempt``: repeats the spec's legal basis (a different one is refused).
     :param reference: optional, for ``exempt``: repeats the spec's legal reference (a different one is refused).
-    :param store_url: SQLAlchemy URL of the check store and ledger (default: ``OPTOUT_STORE_URL``).
-    :param max_age: oldest list version accepted at send time, such as ``"48h"``.
     """
 
-    template_fields: Sequence[str] = ("spec", "destination", "recipient", "max_age")
+    template_fields: Sequence[str] = (*OptOutBaseOperator.template_fields, "destination", "recipient")
     ui_color = "#f4cccc"
 
     def __init__(
         self,
         *,
-        spec: str,
         purpose: str,
         recipient: str,
         destination: str | None = None,
         legal_basis: str | None = None,
         reference: str | None = None,
-        store_url: str | None = None,
-        max_age: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.spec = str(spec)
         self.destination = destination
         self.recipient = check_recipient(recipient, task=self)
-        self.store_url = store_url
-        self.max_age = max_age
-        _tag_gated(self, spec, purpose, legal_basis, reference)
+        _tag_gated(self, self.spec, purpose, legal_basis, reference)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from optout.atomic import staging_dir
         from optout.gate import verify_files
 
-        check = _Gate(self.spec, self.store_url, self.max_age)
+        check = _Gate(self.spec, self.store_hook, self.max_age)
         permit = check.check(self, context)
         destination = Path(self.destination) if self.destination else data_path("outbox", permit.manifest.spec_name)
         target = destination / permit.out_dir.name
@@ -203,7 +189,7 @@ def gate(
     sends: Sequence[str],
     legal_basis: str | None = None,
     reference: str | None = None,
-    store_url: str | None = None,
+    store_conn_id: str = OptOutStoreHook.default_conn_name,
     max_age: str | None = None,
 ) -> Any:
     """Put the opt-out gate in front of an existing export operator; returns it.
@@ -216,6 +202,7 @@ def gate(
     :class:`GatedExportOperator`.
 
     :param recipient: the organisation that receives it (for the ledger and the page), not a folder path.
+    :param store_conn_id: the opt-out store and ledger connection, as for :class:`OptOutBaseOperator`.
     """
     operator = as_operator(task)
     fields = _sent_fields(operator, sends)
@@ -225,7 +212,7 @@ def gate(
 
     def before(context: Context) -> None:
         running = context["task"]
-        check = _Gate(str(running.render_template(spec, context)), store_url, max_age)
+        check = _Gate(str(running.render_template(spec, context)), OptOutStoreHook(store_conn_id), max_age)
         files = [str(path) for name in fields for path in _paths(getattr(running, name))]
         permits[context["run_id"]] = (check, check.check(running, context, files))
 

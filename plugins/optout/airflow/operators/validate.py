@@ -5,57 +5,55 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from optout.airflow.operators._extract import fail_closed, filtered_dir, spec_path
-from optout.airflow.tagging import ROLE_VALIDATE, extract_key
+from optout.airflow.operators._extract import fail_closed, filtered_dir
+from optout.airflow.operators.base import OptOutBaseOperator
+from optout.airflow.tagging import ROLE_VALIDATE
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class OptOutValidateOperator(BaseOperator):
+class OptOutValidateOperator(OptOutBaseOperator):
     """Run the Great Expectations proof on what the upstream filter of the same spec wrote.
 
     It proves no row carries an opted-out or unchecked number or a removed person's key, that rows and
     hashes reconcile with the manifest, and that the list was fresh and is still current. The result is
     kept beside the extract for the gated export; a failed proof fails the task without retries.
 
-    :param spec: path of the extract spec, the same as the upstream ``OptOutFilterOperator``'s.
+    ``spec`` (the upstream filter's), ``store_conn_id`` and ``max_age`` are :class:`OptOutBaseOperator`'s.
+
     :param data_docs_dir: folder for this run's Data Docs site (default: beside the extract).
-    :param store_url: SQLAlchemy URL of the check store (default: ``OPTOUT_STORE_URL``).
     """
 
-    template_fields: Sequence[str] = ("spec", "data_docs_dir")
+    template_fields: Sequence[str] = (*OptOutBaseOperator.template_fields, "data_docs_dir")
     optout_role = ROLE_VALIDATE
     ui_color = "#cfe2f3"
 
-    def __init__(
-        self, *, spec: str, data_docs_dir: str | None = None, store_url: str | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, data_docs_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.spec = str(spec)
-        self.optout_spec = extract_key(spec)  # as written (``spec`` is rendered): the extract's identity
         self.data_docs_dir = data_docs_dir
-        self.store_url = store_url
 
     def execute(self, context: Context) -> dict[str, Any]:
         from optout.airflow.hooks.connections import register_readers
         from optout.manifest import read_manifest
-        from optout.spec import load_spec
-        from optout.store import Store
         from optout.validation import run_validation
 
         register_readers()  # a database extract is measured through the spec's connection
         out_dir = filtered_dir(self, self.spec, context)
         with fail_closed():
-            spec = load_spec(spec_path(self, self.spec))
+            spec = self.load_spec()
             manifest = read_manifest(out_dir)
-            store = Store(self.store_url)
+            store = self.store
             check_result = store.load(manifest.version_id) if manifest.version_id is not None else None
             result = run_validation(
-                spec, out_dir, check_result, data_docs_dir=self.data_docs_dir, current=store.current()
+                spec,
+                out_dir,
+                check_result,
+                data_docs_dir=self.data_docs_dir,
+                max_age=self.max_age_limit,
+                current=store.current(),
             )
         checks = {check.name: check.ok for check in result.checks}
         if not result.ok:

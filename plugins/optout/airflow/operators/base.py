@@ -1,0 +1,78 @@
+"""``OptOutBaseOperator``: what the filter, validate and export operators share.
+
+Each names an extract spec, the store connection and the freshness limit; each opens the store once,
+lazily (never in ``__init__``, so parsing a DAG opens nothing), and turns a library refusal into a
+failure that is not retried (a stale list or a failed proof does not fix itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from optout.airflow.hooks.store import OptOutStoreHook
+from optout.airflow.operators._extract import parse_max_age, spec_path
+from optout.airflow.tagging import extract_key
+
+if TYPE_CHECKING:
+    from optout.spec import ExtractSpec
+    from optout.store import Store
+
+
+class OptOutBaseOperator(BaseOperator):
+    """An operator over one extract spec and the opt-out store.
+
+    :param spec: path of the extract spec (YAML); a relative path is taken from the DAG file's folder.
+        The filter, validate and export tasks of one extract name the same spec.
+    :param store_conn_id: the Airflow connection of the opt-out store and ledger (type ``optout_store``).
+        When the default one is not defined, ``[optout] store_url`` or ``OPTOUT_STORE_URL`` is used.
+    :param max_age: oldest list version accepted, such as ``"48h"`` (default: ``OPTOUT_MAX_AGE`` or 48h).
+    """
+
+    template_fields: Sequence[str] = ("spec", "max_age")
+
+    def __init__(
+        self,
+        *,
+        spec: str,
+        store_conn_id: str = OptOutStoreHook.default_conn_name,
+        max_age: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.spec = str(spec)
+        self.optout_spec = extract_key(spec)  # as written (``spec`` is rendered): the extract's identity
+        self.store_conn_id = store_conn_id
+        self.max_age = max_age
+
+    @cached_property
+    def store_hook(self) -> OptOutStoreHook:
+        return OptOutStoreHook(self.store_conn_id)
+
+    @property
+    def store(self) -> Store:
+        """The store, opened on first use and kept for the task."""
+        return self.store_hook.store
+
+    @property
+    def store_url(self) -> str:
+        return self.store_hook.url
+
+    @property
+    def max_age_limit(self) -> timedelta | None:
+        """``max_age`` as a timedelta; None leaves the library's default."""
+        return parse_max_age(self.max_age)
+
+    @property
+    def spec_file(self) -> Path:
+        return spec_path(self, self.spec)
+
+    def load_spec(self) -> ExtractSpec:
+        from optout.spec import load_spec
+
+        return load_spec(self.spec_file)
