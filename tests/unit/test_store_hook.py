@@ -32,7 +32,7 @@ def test_without_the_default_connection_the_cli_setting_is_used(monkeypatch: pyt
 
 
 def test_a_named_connection_must_exist() -> None:
-    with pytest.raises(InputError, match="'nowhere' .* is not defined"):
+    with pytest.raises(InputError, match=r"'nowhere' .* is not defined"):
         _ = OptOutStoreHook("nowhere").url
 
 
@@ -58,3 +58,13 @@ def test_airflow_lists_the_optout_options_and_hides_the_store_url() -> None:
     conf.load_providers_configuration()
     assert conf.has_option("optout", "export_operators")
     assert ("optout", "store_url") in conf.sensitive_config_values
+
+
+def test_every_optout_option_the_code_reads_is_declared() -> None:
+    """``airflow config list`` documents exactly what the code reads from ``[optout]``."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "plugins" / "optout"
+    pattern = re.compile(r"""(?:conf\.get\w*\(\s*"optout",\s*|\b(?:option|flag)\()"(\w+)\"""")
+    read = {name for path in root.rglob("*.py") for name in pattern.findall(path.read_text())}
+    assert read and read <= set(get_provider_info()["config"]["optout"]["options"])

@@ -83,6 +83,16 @@ CONFIG: dict[str, Any] = {
                 None,
                 sensitive=True,
             ),
+            "organisation": _option(
+                "The organisation's name, printed on the evidence pack and the data uses register.",
+                "Example NHS Foundation Trust",
+                None,
+            ),
+            "block_overdue_flows": _option(
+                "true: a flow past its review date (or never reviewed) may not send. Default false.",
+                "true",
+                None,
+            ),
             "export_operators": _option(
                 "Comma-separated operator class names (any class in a task's MRO) that the cluster policy "
                 "treats as exports in a DAG tagged as handling confidential patient information. Empty: "
