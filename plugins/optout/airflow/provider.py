@@ -93,6 +93,29 @@ CONFIG: dict[str, Any] = {
                 "true",
                 None,
             ),
+            "unscoped_dags": _option(
+                "Comma-separated DAG id globs that may load without declaring a scope (tags=[CPI_TAG] or "
+                "no_cpi(dag, reason)): grandfathered DAGs, listed on the governance page. Empty: none.",
+                "legacy_*,reporting_daily",
+                "",
+            ),
+            "retain_outputs": _option(
+                "How long filtered extract folders (the data itself) are kept before the nightly retention "
+                "deletes them, one ledger entry each: a duration such as 30d. Empty: 30d.",
+                "30d",
+                None,
+            ),
+            "retain_validation": _option(
+                "How long validation folders (the proof's result and Data Docs, counts only) are kept. Empty: 400d.",
+                "400d",
+                None,
+            ),
+            "retain_versions": _option(
+                "How long the NHS numbers of old list versions are kept (never the version in use; the "
+                "version's dates and counts stay). Empty: 30d.",
+                "30d",
+                None,
+            ),
             "export_operators": _option(
                 "Comma-separated operator class names (any class in a task's MRO) that the cluster policy "
                 "treats as exports in a DAG tagged as handling confidential patient information. Empty: "

@@ -67,7 +67,7 @@ class _Gate:
                 out_dir,
                 tag.purpose,
                 files=files,
-                store=self.store,
+                store=self.hook.store,
                 max_age=parse_max_age(self.max_age),
                 connection=spec.connection,
                 spec=spec,
@@ -88,7 +88,7 @@ class _Gate:
         from optout.gate import require_still_current
 
         if permit.purpose.applies_opt_out:
-            require_still_current(permit.manifest, self.store, max_age=parse_max_age(self.max_age))
+            require_still_current(permit.manifest, self.hook.store, max_age=parse_max_age(self.max_age))
 
     def record(self, task: Any, context: Context, permit: Permit, recipient: str) -> LedgerEntry:
         from optout.gate import record_disclosure
