@@ -220,14 +220,29 @@ _CACHE: dict[tuple[Any, str], HashedCohort] = {}
 
 
 def hashed_cohort(check_result: Any, key: Key) -> HashedCohort:
-    """The cohort hashed with ``key``, computed once per (check version, key) in this process."""
+    """The cohort hashed with ``key``, computed once per (check version, key): kept in this process, and on
+    disk for the next one."""
     version = getattr(getattr(check_result, "info", None), "id", None)
     cache_key = (version if version is not None else id(check_result), key.fingerprint)
     found = _CACHE.get(cache_key)
     if found is None:
         _CACHE.clear()  # one version at a time: cohorts are large
-        found = _CACHE[cache_key] = HashedCohort.build(check_result, key)
+        found = _CACHE[cache_key] = _kept_or_built(check_result, key)
     return found
+
+
+def _kept_or_built(check_result: Any, key: Key) -> HashedCohort:
+    """The hashed cohort kept on disk for this version and key (:mod:`optout.pseudonym_cache`), else built
+    and kept."""
+    from optout import pseudonym_cache
+
+    name = pseudonym_cache.name_of(check_result, key.fingerprint)
+    saved = pseudonym_cache.load(name, len(check_result.cohort))
+    if saved is not None:
+        return HashedCohort(**saved)
+    built = HashedCohort.build(check_result, key)
+    pseudonym_cache.save(name, digests=built.digests, prefixes=built.prefixes, cleared=built.cleared)
+    return built
 
 
 def decode_hex(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -136,3 +136,30 @@ def test_wrong_key_turns_everyone_unchecked() -> None:
     values = hex_digests(hash_numbers(cohort, Key("another key")))
     codes = PseudonymClearance(check, Key(SECRET)).codes(values)
     assert (codes == Reason.UNCHECKED.code).all()
+
+
+def test_the_hashed_cohort_is_kept_on_disk_for_the_next_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second process (here: an emptied in-memory cache) reads the hashed cohort instead of hashing again;
+    another cleared set or another key never reads it, and only the newest file is kept."""
+    from optout import pseudonym, pseudonym_cache
+    from optout.config import data_dir
+
+    cohort = valid_numbers(50)
+    check = CheckResult(SimpleNamespace(id=1), cohort, cohort[:40])  # type: ignore[arg-type]
+    first = pseudonym.hashed_cohort(check, Key(SECRET))
+    pseudonym._CACHE.clear()
+    monkeypatch.setattr(pseudonym, "hash_numbers", None)  # hashing again would fail
+    again = pseudonym.hashed_cohort(check, Key(SECRET))
+    assert (again.digests == first.digests).all() and (again.cleared == first.cleared).all()
+    monkeypatch.undo()
+    other = CheckResult(SimpleNamespace(id=1), cohort, cohort[:30])  # type: ignore[arg-type]
+    assert pseudonym_cache.name_of(other, Key(SECRET).fingerprint) != pseudonym_cache.name_of(
+        check, Key(SECRET).fingerprint
+    )
+    assert pseudonym_cache.name_of(check, Key("another key").fingerprint) != pseudonym_cache.name_of(
+        check, Key(SECRET).fingerprint
+    )
+    pseudonym._CACHE.clear()
+    assert pseudonym.hashed_cohort(other, Key(SECRET)).cleared.sum() == 30
+    kept = list((data_dir() / "cache").glob("hashed-cohort-*"))
+    assert len(kept) == 1 and oct(kept[0].stat().st_mode & 0o777) == "0o600"
