@@ -136,6 +136,7 @@ class ExtractSpec:
                 )
             names.add(table.name)
             outputs.add(table.output_name)
+        _refuse_output_over_input(self.tables, self.source)
         connections = {table.connection for table in self.tables}
         if len(connections) > 1:
             raise InputError(
@@ -288,6 +289,8 @@ def _check_table(table: TableSpec, source: Path | None, where: str) -> None:
     if table.pseudonymised is not None and not table.nhs_number:
         raise InputError("pseudonymised says how nhs_number was hashed: name that column", path=source, field=where)
     if table.in_database:
+        if table.query is not None:
+            _check_query(table.query, source, f"{where}.query")
         if not _SQL_NAME.match(table.output_name) or (table.table and not _SQL_NAME.match(table.table)):
             raise InputError(
                 "a database table name is letters, digits and _ (optionally schema.table)", path=source, field=where
@@ -310,3 +313,81 @@ def _check_table(table: TableSpec, source: Path | None, where: str) -> None:
     output_format = format_of(table.output, field=f"{where}.output", source=source)
     if table.path is not None and output_format is not format_of(table.path):
         raise InputError("an output keeps its input's format (.csv or .parquet)", path=source, field=f"{where}.output")
+
+
+# Words that make a statement write, run code or change a session: a query may use none of them.
+_NOT_READING = frozenset(
+    {
+        "INTO",
+        "COPY",
+        "CALL",
+        "EXEC",
+        "EXECUTE",
+        "DO",
+        "GRANT",
+        "REVOKE",
+        "LOCK",
+        "VACUUM",
+        "ANALYZE",
+        "SET",
+        "RESET",
+        "LISTEN",
+        "NOTIFY",
+        "PREPARE",
+        "DEALLOCATE",
+        "ATTACH",
+        "DETACH",
+        "PRAGMA",
+        "REINDEX",
+        "LOAD",
+    }
+)
+
+
+def _check_query(query: str, source: Path | None, where: str) -> None:
+    """A ``query:`` must be exactly one statement that only reads (SELECT, or WITH ... SELECT): it is parsed,
+    never trusted, because the filter runs it with the rights of a connection that may also write.
+
+    Parsing cannot see what a called function does (``pg_terminate_backend``, ``lo_export``): give the
+    connection only the rights it needs (read the inputs, create the outputs).
+    """
+    import sqlparse
+    from sqlparse import tokens
+
+    statements = [s for s in sqlparse.parse(query) if s.token_first(skip_cm=True, skip_ws=True) is not None]
+    if len(statements) != 1:
+        raise InputError(f"a query must be one statement, not {len(statements)}", path=source, field=where)
+    statement = statements[0]
+    words = [t for t in statement.flatten() if t.ttype in tokens.Keyword or t.ttype in tokens.Name.Builtin]
+    if (
+        statement.get_type() != "SELECT"
+        or any(t.ttype in tokens.Keyword.DDL for t in words)
+        or any(t.ttype in tokens.Keyword.DML and t.normalized != "SELECT" for t in words)
+        or any(t.normalized.upper() in _NOT_READING for t in words)
+        or any(t.ttype is tokens.Punctuation and t.value == ";" for t in statement.flatten())
+    ):
+        raise InputError(
+            "a query may only read: one SELECT (or WITH ... SELECT), without INTO, data-changing statements "
+            "or session commands; name a table or a view instead",
+            path=source,
+            field=where,
+        )
+
+
+def _bare(name: str) -> str:
+    return name.rpartition(".")[2].lower()
+
+
+def _refuse_output_over_input(tables: tuple[TableSpec, ...], source: Path | None) -> None:
+    """In a database an output is a new table: it may never be, and so replace, a table the extract reads."""
+    inputs = {table.table.lower() for table in tables if table.table} | {
+        _bare(table.table) for table in tables if table.table
+    }
+    for index, table in enumerate(tables):
+        if table.in_database and (table.output_name.lower() in inputs or _bare(table.output_name) in inputs):
+            raise InputError(
+                "this output names a table the extract reads: the filter would replace its own input; "
+                "choose another output name",
+                path=source,
+                field=f"tables[{index}].output",
+            )
