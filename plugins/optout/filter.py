@@ -38,11 +38,21 @@ def run_filter(
     extract that is copied unfiltered (direct care, exempt).
     """
     require_check(spec, check_result)
+    _refuse_odd_out_dir(Path(out_dir))
     _refuse_overlap(spec, Path(out_dir))
     with staging_dir(out_dir) as staging:
         manifest = _run(spec, staging, check_result, frames)
         manifest.write(staging)
     return manifest
+
+
+def _refuse_odd_out_dir(out_dir: Path) -> None:
+    """The output folder is swapped in whole: an existing file or a symbolic link there would be replaced
+    (lost, or followed somewhere else), so either is refused before anything is written."""
+    if out_dir.is_symlink():
+        raise InputError("the output folder is a symbolic link: name the folder itself", path=out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("the output folder is an existing file: choose a folder", path=out_dir)
 
 
 def _refuse_overlap(spec: ExtractSpec, out_dir: Path) -> None:

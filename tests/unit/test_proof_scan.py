@@ -120,3 +120,24 @@ def test_a_changed_schema_fails_the_proof(tmp_path: Path) -> None:
     proof = run_validation(spec, tmp_path / "out", result, current=result.info, now=NOW)
     reconciles = next(check for check in proof.checks if check.name == "manifest_reconciles")
     assert not reconciles.ok and reconciles.detail["schemas_changed"] == 1
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_an_out_dir_that_is_a_file_or_a_link_is_refused_and_left_alone(tmp_path: Path, kind: str) -> None:
+    from optout.errors import InputError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(pa.table({"nhs_number": CLEARED}), src / "events.parquet")
+    (src / "spec.yaml").write_text(
+        "name: s\npurpose: research\ntables:\n  - {name: events, path: events.parquet, nhs_number: nhs_number}\n"
+    )
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("keep me")
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        out.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match="output folder is"):
+        run_filter(load_spec(src / "spec.yaml"), out, make_check_result(NUMBERS, CLEARED))
+    assert out.read_text() == "keep me" if kind == "file" else out.is_symlink() and not any(out.iterdir())
