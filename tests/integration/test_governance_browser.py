@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -54,8 +54,19 @@ def status_of(url: str) -> int:
 
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
+    from optout.governance.flows import FlowRegister
+
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     seed(url, tmp_path / "docs", NOW)
+    register = FlowRegister(url)
+    register.record(
+        "-/cancer-audit",
+        dsa="DSA-2025-088",
+        dpia="DPIA-0199",
+        approved_by="Caldicott Guardian",
+        review_date=date(2026, 1, 31),
+    )
+    register.dispose()
     return url
 
 
@@ -173,8 +184,21 @@ def test_governance_page_in_a_browser(api_server: str, browser, store_url: str, 
     assert "1 reply waiting for approval" in text
     assert "200" in text and "186" in text and "14" in text  # cohort, cleared, opted out of version 3
     assert "University of Leeds" in text and "passed" in text and "FAILED" in text
+    assert "Flows and their reviews" in text and "OVERDUE" in text and "DSA-2025-088" in text
+    assert "Nightly refresh" in text and "disclosure(s) match" in text
     assert_no_cohort_number(browser.page_source)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, min(int(height) + 400, 6000))
     browser.save_screenshot(os.environ.get("OPTOUT_SCREENSHOT") or str(tmp_path / "governance-page.png"))
+    browser.set_window_size(1280, 1400)
+
+    download = browser.find_element(By.CSS_SELECTOR, "form[action='evidence-pack']")
+    assert download.find_element(By.NAME, "since").get_attribute("value")
+    pack = browser.execute_script(
+        "const r = await fetch('evidence-pack?since=2026-01-01&format=html'); return [r.status, await r.text()];"
+    )
+    assert pack[0] == 200 and "Opt-out evidence pack" in pack[1]
+    assert_no_cohort_number(pack[1])
 
     browser.find_element(By.LINK_TEXT, "Data Docs").click()
     wait.until(lambda d: "the data docs" in d.page_source)

@@ -8,6 +8,7 @@ wraps, and the table of contents gets real page numbers (two passes, ``multiBuil
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -16,6 +17,7 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.platypus import Image, KeepTogether, PageBreak, Paragraph, Spacer, TableStyle
 from reportlab.platypus import Table as RLTable
 from reportlab.platypus.doctemplate import SimpleDocTemplate
@@ -25,6 +27,8 @@ from optout.atomic import write_bytes
 from optout.governance.document import Alert, Chart, Document, Table
 
 _BLUE, _GREY, _RED, _PALE = "#005eb8", "#4c6272", "#d5281b", "#f0f4f5"
+_TIME = re.compile(r"\d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d [A-Z]{3,4}")
+_CELL_FONT, _PADDING, _LONG_WORD = 7.5, 13, 21  # cell font (pt), cell padding (pt), longest name kept whole
 
 
 def write_pdf(document: Document, path: Path) -> None:
@@ -39,7 +43,7 @@ def render_pdf(document: Document) -> bytes:
         "org": ParagraphStyle("org", parent=base["Heading2"], alignment=1, textColor=colors.HexColor(_GREY)),
         "h1": ParagraphStyle("h1", parent=base["Heading1"], textColor=colors.HexColor(_BLUE)),
         "body": ParagraphStyle("body", parent=base["BodyText"], fontSize=9.5, leading=13),
-        "cell": ParagraphStyle("cell", parent=base["BodyText"], fontSize=7.5, leading=9),
+        "cell": ParagraphStyle("cell", parent=base["BodyText"], fontSize=_CELL_FONT, leading=9),
         "caption": ParagraphStyle("caption", parent=base["BodyText"], fontSize=8.5, textColor=colors.HexColor(_GREY)),
         "alert": ParagraphStyle("alert", parent=base["BodyText"], textColor=colors.HexColor(_RED), fontSize=10),
     }
@@ -109,13 +113,36 @@ def _table(table: Table, styles: dict[str, Any], width: float) -> list[Any]:
 
 
 def _widths(table: Table, width: float) -> list[float]:
-    """Share the width by each column's longest text (capped), never narrower than its longest word."""
-    weights = []
+    """Each column gets room for its longest word (bold header included, with padding), and the rest of
+    the width is shared by the length of its longest text (capped), so names wrap and numbers do not."""
+    floors, natural = [], []
     for i, title in enumerate(table.header):
         texts = [title, *(row[i] for row in table.rows)]
-        longest_word = max(len(word) for text in texts for word in text.split() or [""])
-        weights.append(max(min(max(len(t) for t in texts), 40), longest_word + 1, 5))
-    return [width * n / sum(weights) for n in weights]
+        longest_word = max(_width(word, "Helvetica") for text in texts[1:] or [""] for word in _words(text))
+        header_word = max(_width(word, "Helvetica-Bold") for word in title.split() or [""])
+        floors.append(max(longest_word, header_word) + _PADDING)
+        natural.append(min(max(len(t) for t in texts), 40))
+    spare = width - sum(floors)
+    if spare <= 0:
+        return [width * f / sum(floors) for f in floors]
+    return [f + spare * n / sum(natural) for f, n in zip(floors, natural, strict=True)]
+
+
+def _cell(text: str) -> str:
+    """Escaped; a time (``02 Dec 2026 16:30 GMT``) kept on one line, a long name may break after a ``/``."""
+    if _TIME.fullmatch(text):
+        return "&nbsp;".join(_esc(part) for part in text.split(" "))
+    return _esc(text.replace("/", "/ ") if len(text) > _LONG_WORD and " " not in text else text)
+
+
+def _width(text: str, font: str) -> float:
+    return float(stringWidth(text, font, _CELL_FONT))
+
+
+def _words(text: str) -> list[str]:
+    if _TIME.fullmatch(text):
+        return [text]
+    return (text.replace("/", "/ ") if len(text) > _LONG_WORD and " " not in text else text).split() or [""]
 
 
 def _esc(text: str) -> str:
