@@ -173,3 +173,20 @@ def test_the_evidence_pack_is_downloaded_from_the_page(season: str) -> None:
     assert client.get(f"/evidence-pack?since={since}").status_code == 401
     page = client.get("/?purpose=planning&page=2", headers=auth)
     assert page.status_code == 200 and "Evidence pack" in page.text
+
+
+def test_what_is_not_covered_is_listed(url: str) -> None:
+    from optout.airflow.flows import uncovered
+
+    serialized = [
+        {"dag": {"dag_id": "research_extract", "tags": ["confidential-patient-information"], "tasks": []}},
+        {"dag": {"dag_id": "optout_retention", "tags": ["optout"], "tasks": []}},
+        {"dag": {"dag_id": "legacy_finance", "tags": [], "tasks": []}},
+        {"dag": {"dag_id": "weather", "tags": ["no-confidential-patient-information"], "tasks": []}},
+    ]
+    found = {u.dag_id: u.reason for u in uncovered(serialized, ["legacy_*"])}
+    assert set(found) == {"optout_retention", "legacy_finance", "weather"}
+    assert "grandfathered" in found["legacy_finance"] and "no confidential" in found["weather"]
+    html = render(overview(url, now=NOW, uncovered=uncovered(serialized, ["legacy_*"])))
+    assert "Not covered by the opt-out checks" in html and "<td>legacy_finance</td>" in html
+    assert "could not be read" in render(overview(url, now=NOW))

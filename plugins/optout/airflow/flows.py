@@ -14,7 +14,9 @@ from typing import Any
 
 from optout.airflow.tagging import CPI_TAG, PARAM
 from optout.governance.flows import DeclaredFlow
-from optout.governance.overview import NightlyState
+from optout.governance.overview import NightlyState, Uncovered
+
+NO_CPI_TAG = "no-confidential-patient-information"  # the declaration issue 15 adds to tagging
 
 
 def declared_flows(serialized: Iterable[Mapping[str, Any]]) -> list[DeclaredFlow]:
@@ -46,6 +48,11 @@ def declared_flows(serialized: Iterable[Mapping[str, Any]]) -> list[DeclaredFlow
 
 def read_declared_flows() -> list[DeclaredFlow]:
     """The flows of every DAG Airflow knows (not stale), from its metadata database."""
+    return declared_flows(_serialized())
+
+
+def _serialized() -> list[dict[str, Any]]:
+    """The latest serialized JSON of every DAG Airflow knows (not stale)."""
     import sqlalchemy as sa
     from airflow.models.dag import DagModel
     from airflow.models.serialized_dag import SerializedDagModel
@@ -54,7 +61,7 @@ def read_declared_flows() -> list[DeclaredFlow]:
     with create_session() as session:
         dag_ids = list(session.scalars(sa.select(DagModel.dag_id).where(~DagModel.is_stale)))
         rows = SerializedDagModel.get_latest_serialized_dags(dag_ids=dag_ids, session=session)
-        return declared_flows(row.data for row in rows if isinstance(row.data, dict))
+        return [row.data for row in rows if isinstance(row.data, dict)]
 
 
 def _tag(params: Any) -> dict[str, Any] | None:
@@ -119,3 +126,29 @@ def nightly_state(dag_id: str = "optout_nightly_refresh") -> NightlyState:
             last_run=(last.end_date or last.run_after) if last else None,
             last_failure=(failed.end_date or failed.run_after) if failed else None,
         )
+
+
+def uncovered(serialized: Iterable[Mapping[str, Any]], grandfathered: Iterable[str] = ()) -> list[Uncovered]:
+    """DAGs the policy does not check: not tagged as handling confidential patient information, declared as
+    not handling it, or named in ``[optout] unscoped_dags`` (globs)."""
+    from fnmatch import fnmatch
+
+    globs = [g.strip() for g in grandfathered if g.strip()]
+    found = []
+    for data in serialized:
+        dag = data.get("dag", data)
+        dag_id, tags = str(dag["dag_id"]), dag.get("tags") or []
+        if any(fnmatch(dag_id, g) for g in globs):
+            found.append(Uncovered(dag_id, "grandfathered ([optout] unscoped_dags): not checked"))
+        elif NO_CPI_TAG in tags:
+            found.append(Uncovered(dag_id, "declared as handling no confidential patient information"))
+        elif CPI_TAG not in tags:
+            found.append(Uncovered(dag_id, f"not tagged {CPI_TAG!r}: the policy does not check its tasks"))
+    return sorted(found, key=lambda u: (u.dag_id, u.task_id or ""))
+
+
+def read_uncovered() -> list[Uncovered]:
+    """:func:`uncovered` over every DAG Airflow knows."""
+    from optout.governance.settings import option
+
+    return uncovered(_serialized(), (option("unscoped_dags") or "").split(","))

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 if TYPE_CHECKING:
     from optout.governance.flows import DeclaredFlow
-    from optout.governance.overview import NightlyState
+    from optout.governance.overview import NightlyState, Uncovered
 
 
 def create_app(store_url: str | None = None, *, authorize: Any = None) -> FastAPI:
@@ -49,7 +49,9 @@ def create_app(store_url: str | None = None, *, authorize: Any = None) -> FastAP
         from optout.governance.overview import DisclosureFilter
 
         chosen = DisclosureFilter(_day(since), _day(until), purpose or None, recipient or None, max(page, 1))
-        return render(overview(store_url, filter=chosen, declared=_declared(), nightly=_nightly()))
+        return render(
+            overview(store_url, filter=chosen, declared=_declared(), nightly=_nightly(), uncovered=_uncovered())
+        )
 
     @app.get("/evidence-pack")
     def evidence_pack(since: str, until: str | None = None, format: str = "pdf") -> Response:
@@ -138,6 +140,15 @@ def _nightly() -> NightlyState | None:
 
     try:
         return nightly_state()
+    except Exception:  # shown as "could not be read"
+        return None
+
+
+def _uncovered() -> list[Uncovered] | None:
+    from optout.airflow.flows import read_uncovered
+
+    try:
+        return read_uncovered()
     except Exception:  # shown as "could not be read"
         return None
 

@@ -51,6 +51,15 @@ class NightlyState:
 
 
 @dataclass(frozen=True)
+class Uncovered:
+    """A DAG (or task) the opt-out checks do not look at, and why: shown so nobody assumes they do."""
+
+    dag_id: str
+    reason: str
+    task_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Totals:
     disclosures: int
     rows_sent: int
@@ -73,6 +82,7 @@ class Overview:
     purposes: list[str] = field(default_factory=list)
     recipients: list[str] = field(default_factory=list)
     nightly: NightlyState | None = None  # None: Airflow's state was not read
+    uncovered: list[Uncovered] | None = None  # None: Airflow's DAGs were not read
 
     @property
     def fresh(self) -> bool:
@@ -105,6 +115,7 @@ def overview(
     filter: DisclosureFilter | None = None,
     declared: Iterable[DeclaredFlow] = (),
     nightly: NightlyState | None = None,
+    uncovered: list[Uncovered] | None = None,
 ) -> Overview:
     """Everything the page shows, read in one go."""
     chosen = filter or DisclosureFilter()
@@ -138,4 +149,5 @@ def overview(
         purposes=sorted({e.disclosure.purpose for e in entries}),
         recipients=sorted({e.disclosure.recipient for e in entries}),
         nightly=nightly,
+        uncovered=uncovered,
     )

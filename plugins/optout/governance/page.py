@@ -46,6 +46,7 @@ def render(view: Overview, *, docs_link: str = "data-docs/{id}/index.html") -> s
         _list_section(view),
         _nightly_section(view.nightly),
         _flows_section(view),
+        _uncovered_section(view),
         _refresh_section(view),
         _disclosure_section(view, docs_link),
         _pack_section(view),
@@ -316,6 +317,26 @@ def _flows_section(view: Overview) -> str:
         "--review YYYY-MM-DD</code>.</p>"
         f"<table><caption>Every export the DAGs declare or the ledger saw</caption><thead><tr>{header}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+def _uncovered_section(view: Overview) -> str:
+    title = '<section aria-labelledby="uncovered"><h2 id="uncovered">Not covered by the opt-out checks</h2>'
+    if view.uncovered is None:
+        return f"{title}<p>Airflow's DAGs could not be read here.</p></section>"
+    if not view.uncovered:
+        return (
+            f"{title}<p>Every DAG is declared as handling confidential patient information and checked.</p></section>"
+        )
+    rows = "".join(
+        f"<tr><td>{escape(u.dag_id)}</td><td>{escape(u.task_id or 'whole DAG')}</td><td>{escape(u.reason)}</td></tr>"
+        for u in view.uncovered
+    )
+    return (
+        f"{title}<p>What the policy does not look at, so nobody assumes it does. Arbitrary Python in a task "
+        "is never visible to the policy: the gate and the ledger see only what is sent through them.</p>"
+        '<table><caption>DAGs and tasks outside the checks</caption><thead><tr><th scope="col">DAG</th>'
+        f'<th scope="col">Task</th><th scope="col">Why</th></tr></thead><tbody>{rows}</tbody></table></section>'
     )
 
 
