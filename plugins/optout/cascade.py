@@ -37,6 +37,7 @@ from optout.clearance import (
 from optout.errors import InputError, NoVersionError
 from optout.lookup import bits_at
 from optout.manifest import TableReport
+from optout.nhs_number import names_for_message
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
 from optout.spec import ExtractSpec, TableSpec
 from optout.streams import map_ahead
@@ -346,7 +347,9 @@ def key_types(spec: ExtractSpec, schemas: dict[str, pa.Schema]) -> dict[str, pa.
         for column in columns_of(table):
             if column not in schema.names:
                 raise InputError(
-                    f"no column {column!r}; the table has: {', '.join(schema.names)}", path=table.path, field=column
+                    f"no column {column!r}; the table has: {names_for_message(schema.names)}",
+                    path=table.path,
+                    field=column,
                 )
         if table.person_key:
             found[table.name] = schema.field(table.person_key).type

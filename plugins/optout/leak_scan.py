@@ -201,8 +201,13 @@ def _hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
         if not per_entry.any():
             return _NONE
         indices = values.indices.fill_null(0).to_numpy(zero_copy_only=False)
-        counts = per_entry[indices] * values.is_valid().to_numpy(zero_copy_only=False)
-        return np.repeat(np.arange(len(values)), counts)
+        present = values.is_valid().to_numpy(zero_copy_only=False)
+        counts = per_entry[indices] * present
+        used = np.zeros(len(per_entry), dtype=bool)
+        used[indices[present]] = True
+        # A value no row uses is still in the file (a Parquet dictionary page): it counts, once.
+        unused = int(per_entry[~used].sum())
+        return np.concatenate([np.repeat(np.arange(len(values)), counts), np.zeros(unused, dtype=np.int64)])
     if pa.types.is_integer(kind):
         return _integer_hits(values, cleared)
     if pa.types.is_floating(kind) or pa.types.is_decimal(kind):

@@ -296,6 +296,16 @@ def is_valid(value: Any) -> bool:
     return bool(normalise([value]).status[0] == Status.VALID)
 
 
+def names_for_message(names: Iterable[str]) -> str:
+    """Column names for an error message, leaving out any that could be an NHS number (a header row that
+    is really data): a message never shows a value from the data."""
+    names = list(names)
+    shown = [name for name in names if not is_valid(name)]
+    hidden = len(names) - len(shown)
+    note = f" and {hidden} that look like NHS numbers (is the first row data, not a header?)" if hidden else ""
+    return ", ".join(shown) + note
+
+
 def to_text(numbers: np.ndarray) -> pa.Array:
     """Ten-digit zero-padded text for valid numbers, as the national service's files carry them."""
     return pc.utf8_lpad(pa.array(np.asarray(numbers, dtype=np.int64)).cast(pa.string()), 10, "0")

@@ -170,3 +170,8 @@ def test_file_scan_reads_every_column_of_parquet_and_csv(tmp_path: Path) -> None
     scan = LeakScan(CLEARED_SET)
     scan.file("t", tmp_path / "t.csv")
     assert {leak.column: leak.values for leak in scan.leaks()} == {RAW_BYTES: 2, "column 2": 2}
+
+
+def test_a_dictionary_value_no_row_uses_still_counts() -> None:
+    unused = pa.DictionaryArray.from_arrays(pa.array([0, 0]), pa.array([OK, OUT]))
+    assert count(unused) == 1

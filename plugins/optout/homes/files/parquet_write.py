@@ -77,7 +77,7 @@ class BatchWriter:
         The rows are selected here, while earlier batches are still being encoded.
         """
         if keep is not None and not keep.all():
-            batch = batch.filter(pa.array(keep))
+            batch = _without_unused_values(batch.filter(pa.array(keep)))
         self.rows += batch.num_rows
         if self._format is Format.PARQUET and self._options is None:
             self._options = self._parquet_options(dictionary_columns(batch))
@@ -211,3 +211,26 @@ def write_table(path: str | Path, table: pa.Table) -> str:
         for batch in table.to_batches(max_chunksize=BATCH_ROWS):
             writer.write(batch)
     return writer.sha256
+
+
+def _without_unused_values(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Dictionary columns keep only the values their kept rows use.
+
+    Selecting rows leaves a dictionary whole, and the writer stores it whole in the dictionary page: the
+    values of removed rows (a removed person's NHS number, written as text) would still be in the file.
+    """
+    columns = list(batch.columns)
+    for index, column in enumerate(columns):
+        if not pa.types.is_dictionary(column.type) or not len(column.dictionary):
+            continue
+        indices = column.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        used = np.zeros(len(column.dictionary), dtype=bool)
+        used[indices[column.is_valid().to_numpy(zero_copy_only=False)]] = True
+        if used.all():
+            continue
+        renumbered = (np.cumsum(used) - 1).astype(column.indices.type.to_pandas_dtype())
+        new_indices = pa.array(renumbered[indices], mask=column.is_null().to_numpy(zero_copy_only=False))
+        columns[index] = pa.DictionaryArray.from_arrays(
+            new_indices, column.dictionary.filter(pa.array(used)), ordered=column.type.ordered
+        )
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)

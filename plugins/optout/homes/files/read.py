@@ -7,16 +7,22 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from optout.errors import InputError
 from optout.homes.files.csv_io import csv_batches, csv_schema
 from optout.homes.files.formats import BATCH_ROWS, Format, format_of
 from optout.homes.files.parquet_read import open_parquet, parquet_batches
+from optout.nhs_number import names_for_message
 
 
 def schema_of(path: str | Path) -> pa.Schema:
     """The columns and types a file would be read with (CSV: every column as text)."""
     path = Path(path)
     if format_of(path) is Format.PARQUET:
-        return open_parquet(path).schema_arrow
+        schema = open_parquet(path).schema_arrow
+        if len(set(schema.names)) != len(schema.names):
+            twice = sorted({name for name in schema.names if schema.names.count(name) > 1})
+            raise InputError(f"the file names a column twice: {names_for_message(twice)}", path=path)
+        return schema
     return csv_schema(path)
 
 

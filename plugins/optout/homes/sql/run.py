@@ -28,6 +28,7 @@ from optout.homes.sql.expressions import Kind, NumberColumn
 from optout.homes.sql.scratch import Scratch
 from optout.homes.sql.staging import Staging
 from optout.manifest import TableReport
+from optout.nhs_number import names_for_message
 from optout.pseudonym import check_matches
 
 if TYPE_CHECKING:
@@ -383,6 +384,8 @@ def _source(conn: sa.Connection, dialect: Dialect, table: TableSpec, index: int,
         column = getattr(table, field)
         if column and column not in kinds:
             raise InputError(
-                f"no column {column!r}; the table has: {', '.join(kinds)}", path=path, field=f"{table.name}.{field}"
+                f"no column {column!r}; the table has: {names_for_message(kinds)}",
+                path=path,
+                field=f"{table.name}.{field}",
             )
     return Source(table, index, selectable, kinds)
