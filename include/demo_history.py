@@ -20,6 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from optout.errors import SuspiciousReplyError
+from optout.governance.decisions import record_decision
 from optout.governance.flows import FlowRegister
 from optout.ledger import Disclosure, Ledger
 from optout.nhs_number import synthetic
@@ -59,10 +60,12 @@ def seed_history(url: str, now: datetime, *, days: int = 120, cohort: int = 2000
         except SuspiciousReplyError:
             if night == 60:
                 store.approve(version.id)
+                record_decision(version.id, "approved", "Caldicott Guardian", url)
                 published[version.id] = checked + timedelta(hours=9)
                 share = 0.12
             else:
                 store.reject(version.id)
+                record_decision(version.id, "rejected", "Information Governance Lead", url)
                 published[version.id] = None
         current = store.current()
         for dag_id, task_id, purpose, recipient, basis, reference, extract in FLOWS:

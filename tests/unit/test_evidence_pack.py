@@ -57,6 +57,7 @@ def test_the_pack_holds_every_section_with_the_seeded_facts(document) -> None:  
     by_month = found["By month"].rows
     assert sum(int(r[1].replace(",", "")) for r in by_month) == len(facts.entries) > 0
     assert {r[3] for r in found["Replies held back"].rows} == {"approved and published", "rejected"}
+    assert {r[5] for r in found["Replies held back"].rows} == {"Caldicott Guardian", "Information Governance Lead"}
     assert any(r[0] == "court_order" and r[1] == "HC-ORDER-2026-A17" for r in found["Exemptions used"].rows)
     flows = {r[0]: r for r in found["Flows"].rows}
     assert flows["planning_extract/export"][7] == "overdue"
@@ -103,3 +104,19 @@ def test_the_cli_writes_the_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "Opt-out evidence pack" in (tmp_path / "pack.html").read_text()
     bad = CliRunner().invoke(app, ["report", "--since", since, "--out", str(tmp_path / "pack.docx")])
     assert bad.exit_code != 0 and not (tmp_path / "pack.docx").exists()
+
+
+def test_who_decides_a_quarantined_reply_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from governance_data import seed
+    from typer.testing import CliRunner
+
+    from optout.cli import app
+    from optout.governance.decisions import decisions
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    seed(url, tmp_path / "docs", datetime.now(UTC))  # version 4 is quarantined
+    monkeypatch.setenv("OPTOUT_STORE_URL", url)
+    done = CliRunner().invoke(app, ["check", "reject", "4", "--by", "Dr A Guardian"])
+    assert done.exit_code == 0, done.output
+    (decision,) = decisions(url).values()
+    assert (decision.version_id, decision.decision, decision.by) == (4, "rejected", "Dr A Guardian")

@@ -5,6 +5,7 @@ Only NHS England holds opt-outs: these commands record what was asked and what c
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,20 +68,31 @@ def import_(
     typer.echo(version_line(info))
 
 
+_BY = typer.Option("--by", help="Who decided (recorded in the ledger); default the login name.")
+
+
 @app.command("approve")
-def approve(version: Annotated[int, typer.Argument(help="A quarantined version.")]) -> None:
+def approve(
+    version: Annotated[int, typer.Argument(help="A quarantined version.")], by: Annotated[str | None, _BY] = None
+) -> None:
     """Publish a quarantined reply after a governance officer has inspected it."""
+    from optout.governance.decisions import record_decision
     from optout.store import Store
 
     typer.echo(version_line(Store().approve(version)))
+    record_decision(version, "approved", by or getpass.getuser())
 
 
 @app.command("reject")
-def reject(version: Annotated[int, typer.Argument(help="A quarantined version.")]) -> None:
+def reject(
+    version: Annotated[int, typer.Argument(help="A quarantined version.")], by: Annotated[str | None, _BY] = None
+) -> None:
     """Discard a quarantined reply; the current version stays as it is."""
+    from optout.governance.decisions import record_decision
     from optout.store import Store
 
     typer.echo(version_line(Store().reject(version)))
+    record_decision(version, "rejected", by or getpass.getuser())
 
 
 @app.command("versions")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from optout import config
 from optout.governance import charts
+from optout.governance.decisions import Decision, decisions
 from optout.governance.document import Alert, Document, Section, Table
 from optout.governance.flows import OVERDUE, UNREVIEWED, DeclaredFlow, Flow, build_register
 from optout.governance.freshness import StalePeriod, stale_periods, timeline
@@ -37,6 +38,7 @@ class Facts:
     ledger_message: str
     ledger_total: int
     blocked: list[datetime] = field(default_factory=list)  # export attempts refused (Airflow's task history)
+    decided: dict[int, Decision] = field(default_factory=dict)  # who approved or rejected a quarantined reply
 
     @property
     def refreshes(self) -> list[VersionInfo]:
@@ -73,6 +75,7 @@ def read_facts(
         ledger_message=message,
         ledger_total=len(all_entries),
         blocked=sorted(t for t in blocked if since <= t < until),
+        decided=decisions(url),
     )
 
 
@@ -281,14 +284,19 @@ def _quarantine(facts: Facts) -> Section:
             "—" if v.opted_out_share is None else f"{v.opted_out_share:.1%}",
             {QUARANTINED: "waiting for a decision", REJECTED: "rejected"}.get(v.status, "approved and published"),
             london(v.published_at) if v.status != QUARANTINED else "—",
+            facts.decided[v.id].by if v.id in facts.decided else "not recorded",
             v.note or "—",
         ]
         for v in held
     ]
     return Section("Quarantined replies").add(
         "Replies whose opted-out share moved more than allowed are held back until a governance officer "
-        "approves (optout check approve) or rejects them. The store records the decision and its time.",
-        Table("Replies held back", ["Version", "Checked", "Share", "Decision", "Published", "Why held"], rows),
+        "approves (optout check approve --by NAME) or rejects them; the ledger records who decided.",
+        Table(
+            "Replies held back",
+            ["Version", "Checked", "Share", "Decision", "Published", "Decided by", "Why held"],
+            rows,
+        ),
     )
 
 
