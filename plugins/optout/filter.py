@@ -1,15 +1,13 @@
 """Remove every row that may not be used, with one semantics whatever holds the data.
 
 ``run_filter`` writes the filtered tables and ``manifest.json`` into a staging folder that replaces
-``out_dir`` only when every table succeeded. Engines: ``arrow_files`` (CSV/Parquet, streamed, see
-:mod:`optout.homes.files.engine`), ``frames`` (pandas DataFrames, see :func:`optout.homes.frames.filter_frames`)
-and ``sql`` (tables in a database, filtered there, see :mod:`optout.homes.sql.engine`; only ``manifest.json``
-is written to ``out_dir``).
+``out_dir`` only when every table succeeded. Where the tables live is the extract's home
+(:func:`optout.homes.home_for`): files (CSV/Parquet, streamed), pandas DataFrames, or tables in a
+database (filtered there; only ``manifest.json`` is written to ``out_dir``).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,11 +15,13 @@ from optout.atomic import staging_dir
 from optout.cascade import require_check
 from optout.clearance import CheckResultLike, no_removals
 from optout.errors import InputError
+from optout.homes import home_for
 from optout.manifest import Manifest, new_manifest
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from optout.homes.base import ExtractHome
     from optout.spec import ExtractSpec
 
 
@@ -30,18 +30,26 @@ def run_filter(
     out_dir: str | Path,
     check_result: CheckResultLike | None,
     frames: dict[str, pd.DataFrame] | None = None,
+    *,
+    home: ExtractHome | None = None,
 ) -> Manifest:
     """Filter ``spec``'s tables (its files, or ``frames`` keyed by table name) into ``out_dir``.
 
     Outputs keep each table's file name, format, columns and types; ``out_dir`` is replaced whole,
     manifest included, or left untouched on any error. ``check_result`` may be None only for an
-    extract that is copied unfiltered (direct care, exempt).
+    extract that is copied unfiltered (direct care, exempt). ``home``: where the tables live, when the
+    caller chose it (the Airflow skin, with the database its hook opened); else :func:`home_for` decides.
     """
     require_check(spec, check_result)
     _refuse_odd_out_dir(Path(out_dir))
     _refuse_overlap(spec, Path(out_dir))
+    home = home or home_for(spec, frames=frames)
     with staging_dir(out_dir) as staging:
-        manifest = _run(spec, staging, check_result, frames)
+        if check_result is not None and spec.filtered:
+            reports, people = home.filter(staging, check_result)
+        else:
+            reports, people = home.copy(staging), no_removals()
+        manifest = new_manifest(spec, check_result, engine=home.engine, tables=reports, people_removed=people)
         manifest.write(staging)
     return manifest
 
@@ -77,43 +85,3 @@ def _overlap(spec: ExtractSpec, out_dir: Path, folder: Path, field: str) -> None
         path=spec.source,
         field=field,
     )
-
-
-def _run(
-    spec: ExtractSpec, staging: Path, check_result: CheckResultLike | None, frames: dict[str, pd.DataFrame] | None
-) -> Manifest:
-    if frames is not None:
-        return _write_frames(spec, staging, check_result, frames)
-    if spec.connection is not None:
-        from optout.connections import database_url
-        from optout.homes.sql import engine as sql
-
-        reports, people = sql.filter_sql(spec, check_result, engine=database_url(spec.connection))
-        return new_manifest(spec, check_result, engine=sql.ENGINE, tables=reports, people_removed=people)
-    from optout.homes.files import engine as files
-
-    if check_result is not None and spec.filtered:
-        reports, people = files.filter_files(spec, staging, check_result)
-    else:
-        reports = files.copy_files(spec, staging)
-        people = no_removals()
-    return new_manifest(spec, check_result, engine=files.ENGINE, tables=reports, people_removed=people)
-
-
-def _write_frames(
-    spec: ExtractSpec, staging: Path, check_result: CheckResultLike | None, frames: dict[str, pd.DataFrame]
-) -> Manifest:
-    import pyarrow as pa
-
-    from optout.homes.files.parquet_write import write_table
-    from optout.homes.frames import filter_frames
-
-    kept, manifest = filter_frames(spec, frames, check_result)
-    tables = []
-    for report in manifest.tables:
-        target = staging / report.file
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tables.append(
-            replace(report, sha256=write_table(target, pa.Table.from_pandas(kept[report.name], preserve_index=False)))
-        )
-    return replace(manifest, tables=tuple(tables))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from optout.errors import VerificationFailed
+from optout.homes import home_of
 from optout.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of
 from optout.purpose import Purpose
 
@@ -81,7 +82,7 @@ def check_before_send(
             f"extract {manifest.spec_name!r} was prepared for purpose {manifest.purpose!r}, "
             f"not {purpose.value!r}: send it for the purpose its spec names"
         )
-    in_database = _in_database(manifest)
+    in_database = not home_of(manifest).holds_files
     tables = _tables(folder, manifest, files) if in_database else ()
     sending = {} if in_database else _files(folder, manifest, files)
     validation = None
@@ -206,12 +207,6 @@ def _require_validated(folder: Path, connection: str | None) -> ValidationRecord
     from optout.validation import require_validated
 
     return require_validated(folder, connection=connection)
-
-
-def _in_database(manifest: Manifest) -> bool:
-    from optout.homes.sql.run import FORMAT
-
-    return any(table.format == FORMAT for table in manifest.tables)
 
 
 def _tables(folder: Path, manifest: Manifest, names: Iterable[str | Path] | None) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from optout import config
 from optout.atomic import staging_dir, write_bytes
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError, VerificationFailed
+from optout.homes import home_for, home_of
 from optout.homes.files.read import count_rows, read_batches, schema_of
 from optout.leak_scan import LeakScan
 from optout.manifest import MANIFEST_NAME, Manifest, TableReport, read_manifest, sha256_of
@@ -40,6 +41,7 @@ from optout.nhs_number import is_valid
 from optout.streams import map_ahead, prefetch, reused_memory
 
 if TYPE_CHECKING:
+    from optout.homes.sql.run import TableMeasure
     from optout.spec import ExtractSpec, TableSpec
 
 RESULT_NAME = "result.json"
@@ -191,21 +193,21 @@ def require_tables_unchanged(
 
     :raises VerificationFailed: a table changed or is missing, or no connection was given to reach them.
     """
-    from optout.homes.sql.run import FORMAT
+    from optout.connections import database_url
 
-    listed = {table.file: table.sha256 for table in manifest.tables if table.format == FORMAT}
-    wanted = set(listed) if names is None else set(names)
-    if not wanted:
-        return wanted
+    home = home_of(manifest, database=database_url(connection) if connection is not None else None)
+    if home.holds_files:
+        return set()
     if connection is None:
         raise VerificationFailed(
             f"extract {manifest.spec_name!r} is held in database tables: give the spec's connection so they can "
             "be hashed again before sending"
         )
-    from optout.connections import database_url
-    from optout.homes.sql.engine import table_hashes
-
-    now = table_hashes(database_url(connection), sorted(wanted))
+    listed = {table.file: table.sha256 for table in manifest.tables}
+    wanted = set(listed) if names is None else set(names)
+    if not wanted:
+        return wanted
+    now = home.hashes(Path(), wanted)
     for name in sorted(wanted):
         if now.get(name) is None:
             raise VerificationFailed(f"table {name!r} is missing: filter and validate again")
@@ -225,8 +227,9 @@ def _measure(
         raise InputError("a filtered extract is validated against the version it used; load it", field="check_result")
     listed = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     unexpected = sum(1 for p in out_dir.iterdir() if p.name not in listed)
-    if spec.connection is not None:
-        return _measure_database(spec, manifest, check_result, unexpected)
+    in_place = home_for(spec).measure_in_place(check_result if manifest.filtered else None)
+    if in_place is not None:
+        return _measured_in_place(spec, manifest, in_place, unexpected)
     present = [t for t in spec.tables if (out_dir / t.output_name).is_file()]
     # hashlib and Arrow release the GIL: the outputs are hashed and scanned cell by cell while their
     # declared columns are read and checked.
@@ -413,19 +416,12 @@ def _rows_mismatch(rows_out: int, rows_in: int, report: TableReport) -> int:
     )
 
 
-def _measure_database(
-    spec: ExtractSpec, manifest: Manifest, check_result: CheckResultLike | None, unexpected_files: int
+def _measured_in_place(
+    spec: ExtractSpec, manifest: Manifest, measured: list[TableMeasure], unexpected_files: int
 ) -> list[dict[str, Any]]:
-    """Tables in a database: the same counts, as SQL aggregates computed in the database
-    (:func:`optout.homes.sql.engine.measure_tables`, people learnt again from the input tables there).
-    Only counts and content hashes come back; GX sees the same one-row-per-table frame as for files."""
-    from optout.connections import database_url, secret_reader
-    from optout.homes.sql.engine import measure_tables
-
-    given = check_result if manifest.filtered else None
-    measured = measure_tables(
-        spec, given, engine=database_url(spec.connection or ""), connection_secret=secret_reader()
-    )
+    """Outputs measured where they live (tables in a database: SQL aggregates, people learnt again from
+    the input tables there, see :meth:`optout.homes.base.ExtractHome.measure_in_place`). Only counts and
+    content hashes come back; GX sees the same one-row-per-table frame as for files."""
     rows = []
     for table, measure in zip(spec.tables, measured, strict=True):
         row = _counts_row(table, manifest, unexpected_files, len(spec.tables))

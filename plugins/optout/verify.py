@@ -16,6 +16,7 @@ from typing import NamedTuple
 from optout.cascade import Cascade, columns_of, key_types
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError
+from optout.homes import home_for
 from optout.homes.files.read import read_batches, schema_of
 from optout.manifest import Manifest, TableReport, read_manifest, sha256_of
 from optout.spec import ExtractSpec, TableSpec
@@ -54,8 +55,9 @@ def verify(spec: ExtractSpec, out_dir: str | Path, check_result: CheckResultLike
     report.add("manifest", True, f"{len(manifest.tables)} tables listed")
     if not _matches_spec(report, spec, manifest):
         return report
-    if spec.connection is not None:
-        return _verify_in_database(report, spec, manifest, check_result)
+    in_place = home_for(spec).verify_in_place(manifest, check_result)
+    if in_place is not None:
+        return _verify_in_place(report, spec, manifest, check_result, in_place)
     for table in spec.tables:
         _check_file(report, folder / table.output_name, manifest.table(table.name))
     present = all((folder / table.output_name).is_file() for table in spec.tables)
@@ -72,13 +74,14 @@ def verify(spec: ExtractSpec, out_dir: str | Path, check_result: CheckResultLike
     return report
 
 
-def _verify_in_database(
-    report: VerifyReport, spec: ExtractSpec, manifest: Manifest, check_result: CheckResultLike | None
+def _verify_in_place(
+    report: VerifyReport,
+    spec: ExtractSpec,
+    manifest: Manifest,
+    check_result: CheckResultLike | None,
+    checks: list[tuple[str, bool, str]],
 ) -> VerifyReport:
-    """Tables in a database: the same checks, made there (:func:`optout.homes.sql.engine.verify_tables`)."""
-    from optout.connections import database_url
-    from optout.homes.sql.engine import verify_tables
-
+    """Outputs checked where they live (tables in a database): the same checks, made there."""
     if manifest.filtered and check_result is not None:
         given = check_result.info.id
         report.add("version", manifest.version_id == given, f"manifest version {manifest.version_id}, given {given}")
@@ -86,7 +89,7 @@ def _verify_in_database(
         report.add("version", False, f"no check result given to verify against version {manifest.version_id}")
     else:
         report.add("filtered", not spec.filtered, f"copied unfiltered: {manifest.not_filtered_reason}")
-    for name, ok, detail in verify_tables(spec, manifest, check_result, engine=database_url(spec.connection or "")):
+    for name, ok, detail in checks:
         report.add(name, ok, detail)
     return report
 

@@ -6,6 +6,11 @@ selected from the original frame, so its dtypes and index stay exactly as they w
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -14,8 +19,10 @@ from optout.cascade import Cascade, columns_of, key_types, require_check, unfilt
 from optout.clearance import KEEP, CheckResultLike, no_removals
 from optout.errors import InputError
 from optout.homes.files.formats import BATCH_ROWS
-from optout.manifest import Manifest, new_manifest
-from optout.spec import ExtractSpec
+from optout.homes.files.home import FilesHome
+from optout.homes.files.parquet_write import write_table
+from optout.manifest import Manifest, TableReport, new_manifest
+from optout.spec import ExtractSpec, TableSpec
 
 ENGINE = "frames"
 
@@ -75,3 +82,35 @@ def _arrow(series: pd.Series) -> pa.Array:
         return pa.array(series, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pa.array([None if pd.isna(value) else str(value) for value in series], type=pa.string())
+
+
+class FramesHome(FilesHome):
+    """pandas DataFrames in memory (one per table, by name): filtered here, written out as the files the
+    spec names, so the proof and the gate read them as any file extract."""
+
+    engine: ClassVar[str] = ENGINE
+
+    def __init__(self, spec: ExtractSpec, frames: dict[str, pd.DataFrame]) -> None:
+        super().__init__(spec)
+        self.frames = frames
+
+    def filter(self, staging: Path, check_result: CheckResultLike) -> tuple[list[TableReport], dict[str, int]]:
+        return self._write(staging, check_result)
+
+    def copy(self, staging: Path) -> list[TableReport]:
+        return self._write(staging, None)[0]
+
+    def _write(self, staging: Path, check_result: CheckResultLike | None) -> tuple[list[TableReport], dict[str, int]]:
+        kept, manifest = filter_frames(self.spec, self.frames, check_result)
+        tables = []
+        for report in manifest.tables:
+            target = staging / report.file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            table = pa.Table.from_pandas(kept[report.name], preserve_index=False)
+            tables.append(replace(report, sha256=write_table(target, table)))
+        return tables, dict(manifest.people_removed)
+
+    def input_batches(self, table: TableSpec, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+        frame = self.frames[table.name]
+        names = [str(name) for name in frame.columns] if columns is None else list(columns)
+        return iter(_batches(frame, names))
