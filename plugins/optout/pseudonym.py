@@ -21,10 +21,8 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
-import multiprocessing
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -36,10 +34,10 @@ import pyarrow.compute as pc
 from optout.clearance import KEEP, CheckResultLike, Reason
 from optout.connections import secret_reader
 from optout.errors import InputError
+from optout.keyed_hash import DIGEST_BYTES, MESSAGE_BYTES, hmac_block, hmac_parallel
 from optout.nhs_number import NULL_TOKENS, to_text
 from optout.spec import Pseudonymisation
 
-DIGEST_BYTES = 32
 HEX_CHARS = 2 * DIGEST_BYTES
 MIN_MATCH_SHARE = 0.5  # below this share of non-missing ids matching the cohort, the key is wrong
 _PARALLEL_FROM = 200_000  # fewer numbers than this hash faster in one process than the pool starts
@@ -118,42 +116,19 @@ def ascii_digits(numbers: np.ndarray) -> np.ndarray:
     return np.frombuffer(text.buffers()[2], dtype=np.uint8)[start : start + 10 * len(text)].reshape(-1, 10)
 
 
-def _hmac_block(pads: tuple[bytes, bytes], text: bytes) -> bytearray:
-    """HMAC-SHA256 of each 10-byte message in ``text``, digests back to back.
-
-    Digests go straight into one buffer: a list of millions of small bytes objects would double the
-    memory of the cohort's hashes.
-    """
-    inner_pad, outer_pad = hashlib.sha256(pads[0]), hashlib.sha256(pads[1])
-    out = bytearray(len(text) // 10 * DIGEST_BYTES)
-    at = 0
-    for start in range(0, len(text), 10):
-        inner = inner_pad.copy()
-        inner.update(text[start : start + 10])
-        outer = outer_pad.copy()
-        outer.update(inner.digest())
-        out[at : at + DIGEST_BYTES] = outer.digest()
-        at += DIGEST_BYTES
-    return out
-
-
 def hash_numbers(numbers: np.ndarray, key: Key, *, workers: int | None = None) -> np.ndarray:
     """HMAC-SHA256 of each number's ten-digit text, as an (n, 32) uint8 array of digests.
 
     ``workers`` processes share large inputs (default: the idle CPUs, for 200,000 numbers or more).
     """
     text = ascii_digits(numbers).tobytes()
-    count = len(text) // 10
+    count = len(text) // MESSAGE_BYTES
     workers = workers if workers is not None else _idle_cpus()
     digests: bytes | bytearray
     if count < _PARALLEL_FROM or workers < 2:
-        digests = _hmac_block(key.pads(), text)
+        digests = hmac_block(key.pads(), text)
     else:
-        size = -(-count // workers) * 10
-        parts = [text[start : start + size] for start in range(0, len(text), size)]
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context(method)) as pool:
-            digests = b"".join(pool.map(_hmac_block, [key.pads()] * len(parts), parts))
+        digests = hmac_parallel(key.pads(), text, workers)
     return np.frombuffer(digests, dtype=np.uint8).reshape(count, DIGEST_BYTES)
 
 

@@ -52,6 +52,26 @@ def test_parallel_hashing_matches_one_process() -> None:
     assert np.array_equal(hash_numbers(numbers, key, workers=2), hash_numbers(numbers[:], key, workers=1))
 
 
+def test_parallel_hashing_never_forks_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader thread may be running: workers come from a fork server, never from forking this process."""
+    import os
+    import threading
+
+    def refuse() -> int:
+        raise AssertionError("os.fork called while a thread runs")
+
+    reading = threading.Event()
+    reader = threading.Thread(target=reading.wait, daemon=True)
+    reader.start()
+    monkeypatch.setattr(os, "fork", refuse)
+    try:
+        numbers, key = valid_numbers(250_000), Key(SECRET)
+        assert np.array_equal(hash_numbers(numbers, key, workers=2), hash_numbers(numbers, key, workers=1))
+    finally:
+        reading.set()
+        reader.join()
+
+
 def test_hex_round_trip_accepts_either_case_and_blanks() -> None:
     numbers = valid_numbers(3)
     text = hex_digests(hash_numbers(numbers, Key(SECRET))).to_pylist()
