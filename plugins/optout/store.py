@@ -4,16 +4,13 @@ A *version* is one check: recorded ``pending`` with its cohort when the request 
 ``published`` (or ``quarantined`` when the reply looks wrong) when the reply is imported. Every change
 of status is one transaction that also writes the numbers, so a reader sees either the old current
 version or the whole new one. The store is the only place that keeps NHS numbers: as sorted, delta
-encoded, compressed blocks (a million numbers a row), so five million numbers write and load in about
-a second on SQLite and PostgreSQL alike.
+encoded, compressed blocks (see :mod:`optout.store_tables`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets
-import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,66 +19,17 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
 
 from optout import config, db, ndop
 from optout.errors import ConcurrentUpdateError, InputError, NoVersionError, StaleListError, SuspiciousReplyError
 from optout.lookup import NumberSet
 from optout.quarantine import Share, Thresholds, hold_reason
+from optout.store_tables import decode_numbers, metadata, numbers_table, versions_table, write_numbers
 
 PENDING, PUBLISHED, QUARANTINED, REJECTED = "pending", "published", "quarantined", "rejected"
 FAILED = "failed"  # the service rejected the request, MESH reported it undelivered, or a newer one superseded it
 COHORT, CLEARED = "cohort", "cleared"
-CHUNK = 1 << 20
 PENDING_GRACE = timedelta(days=1)  # a reply can still arrive for a younger pending request
-_HEADER = struct.Struct("<qB")  # first number, bytes per delta
-
-
-class _UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Aware UTC in and out; SQLite, which has no time zones, stores naive UTC text."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("the store takes time-zone aware datetimes only")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-metadata = sa.MetaData()
-versions_table = sa.Table(
-    "optout_versions",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("local_id", sa.String(100), nullable=False, unique=True),
-    sa.Column("status", sa.String(12), nullable=False, index=True),
-    sa.Column("request_sha256", sa.String(64), nullable=False, index=True),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("requested_at", _UTCDateTime, nullable=False),
-    sa.Column("checked_at", _UTCDateTime),
-    sa.Column("published_at", _UTCDateTime),
-    sa.Column("cohort_count", sa.BigInteger, nullable=False),
-    sa.Column("cleared_count", sa.BigInteger),
-    sa.Column("note", sa.Text),
-)
-numbers_table = sa.Table(
-    "optout_numbers",
-    metadata,
-    sa.Column("version_id", sa.Integer, sa.ForeignKey("optout_versions.id"), primary_key=True),
-    sa.Column("kind", sa.String(8), primary_key=True),
-    sa.Column("seq", sa.Integer, primary_key=True),
-    sa.Column("count", sa.Integer, nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=False),
-)
 
 
 @dataclass(frozen=True)
@@ -170,7 +118,7 @@ class Store:
                 )
                 .returning(versions_table.c.id)
             ).scalar_one()
-            _write_numbers(conn, version_id, COHORT, numbers)
+            write_numbers(conn, version_id, COHORT, numbers)
         return self._info(version_id)
 
     def find_request(self, *, local_id: str | None = None, request_sha256: str | None = None) -> VersionInfo | None:
@@ -243,7 +191,7 @@ class Store:
                 raise ConcurrentUpdateError(
                     f"another process imported a reply into version {version_id} first; run `optout status`"
                 )
-            _write_numbers(conn, version_id, CLEARED, cleared)
+            write_numbers(conn, version_id, CLEARED, cleared)
         info = self._info(version_id)
         if status == QUARANTINED:
             raise SuspiciousReplyError(
@@ -326,8 +274,8 @@ class Store:
                 f"version {info.id}'s numbers were deleted under the retention rule ([optout] retain_versions, "
                 "see the ledger); filter again with the current version"
             )
-        cohort = _decode([r for r in rows if r.kind == COHORT], info.cohort_count)
-        cleared = _decode([r for r in rows if r.kind == CLEARED], info.cleared_count or 0)
+        cohort = decode_numbers([r for r in rows if r.kind == COHORT], info.cohort_count)
+        cleared = decode_numbers([r for r in rows if r.kind == CLEARED], info.cleared_count or 0)
         return CheckResult(info=info, cohort=cohort, cleared=cleared)
 
     def versions(self, limit: int = 20) -> list[VersionInfo]:
@@ -436,47 +384,6 @@ def _to_info(row: sa.Row[Any]) -> VersionInfo:
         note=row.note,
         source=row.source,
     )
-
-
-def _write_numbers(conn: sa.Connection, version_id: int, kind: str, numbers: np.ndarray) -> None:
-    rows = [
-        {"version_id": version_id, "kind": kind, "seq": seq, "count": len(part), "data": _encode(part)}
-        for seq, part in enumerate(numbers[start : start + CHUNK] for start in range(0, len(numbers), CHUNK))
-    ]
-    if rows:
-        conn.execute(numbers_table.insert(), rows)
-
-
-def _encode(numbers: np.ndarray) -> bytes:
-    """Sorted numbers as their first value and the gaps between them, byte-planed then zlib'd.
-
-    Gaps of a cohort are small (thousands): they fit two bytes and compress well once the high and
-    low bytes of all gaps are stored apart.
-    """
-    gaps = np.diff(numbers)
-    top = int(gaps.max()) if len(gaps) else 0
-    width = next(w for w in (1, 2, 4, 8) if top < 1 << (8 * w))
-    planes = gaps.astype(f"<u{width}").view(np.uint8).reshape(-1, width).T.tobytes()
-    return _HEADER.pack(int(numbers[0]), width) + zlib.compress(planes, 1)
-
-
-def _decode(rows: list[Any], expected: int) -> np.ndarray:
-    parts = []
-    for row in rows:
-        first, width = _HEADER.unpack_from(row.data)
-        planes = np.frombuffer(zlib.decompress(row.data[_HEADER.size :]), dtype=np.uint8)
-        gaps = planes.reshape(width, -1).T.copy().view(f"<u{width}").ravel()
-        part = np.empty(len(gaps) + 1, dtype=np.int64)
-        part[0] = first
-        np.cumsum(gaps, dtype=np.int64, out=part[1:])
-        part[1:] += first
-        if len(part) != row.count:
-            raise RuntimeError("the store's numbers are damaged (a block has the wrong length); restore a backup")
-        parts.append(part)
-    numbers = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    if len(numbers) != expected:
-        raise RuntimeError("the store's numbers are damaged (a version has the wrong count); restore a backup")
-    return numbers
 
 
 def _now() -> datetime:

@@ -135,7 +135,7 @@ def browser(pytestconfig: pytest.Config) -> Iterator[object]:
 
 def make_stale(store_url: str) -> None:
     """Move every check three days into the past, as if the refresh had stopped running."""
-    from optout.store import versions_table
+    from optout.store_tables import versions_table
 
     engine = sa.create_engine(store_url)
     with engine.begin() as conn:

@@ -28,7 +28,7 @@ def folder(path: Path, days_old: int) -> Path:
 
 
 def age_versions(url: str, days: int) -> None:
-    from optout.store import versions_table
+    from optout.store_tables import versions_table
 
     engine = sa.create_engine(url)
     with engine.begin() as conn:

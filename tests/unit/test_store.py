@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from optout import ndop, store
+from optout import ndop, store, store_tables
 from optout.errors import ConcurrentUpdateError, InputError, NoVersionError, StaleListError, SuspiciousReplyError
 from optout.quarantine import Thresholds
 from optout.store import Store
@@ -79,7 +79,7 @@ def test_request_then_reply_publishes_a_version(db: Store, tmp_path: Path) -> No
 
 
 def test_numbers_survive_chunking_and_any_spacing(db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store, "CHUNK", 1000)
+    monkeypatch.setattr(store_tables, "CHUNK", 1000)
     leading_zeros = valid_numbers(5, start=12_345_670, step=3_000_000)
     far = valid_numbers(5, start=9_900_000_000)  # a gap beyond 32 bits
     cohort = np.concatenate([leading_zeros, valid_numbers(2500), far])
@@ -200,8 +200,8 @@ def test_prune_keeps_current_recent_undecided_and_young_pending(db: Store, store
     engine = sa.create_engine(store_url)
     with engine.begin() as conn:
         conn.execute(
-            store.versions_table.update()
-            .where(store.versions_table.c.id == old_pending.id)
+            store_tables.versions_table.update()
+            .where(store_tables.versions_table.c.id == old_pending.id)
             .values(requested_at=NOW - timedelta(days=2))
         )
 
@@ -209,7 +209,7 @@ def test_prune_keeps_current_recent_undecided_and_young_pending(db: Store, store
     left = {v.id for v in db.versions()}
     assert left == {published[3], published[4], quarantined.id, young_pending.id}
     with engine.connect() as conn:
-        owners = set(conn.execute(sa.select(store.numbers_table.c.version_id).distinct()).scalars())
+        owners = set(conn.execute(sa.select(store_tables.numbers_table.c.version_id).distinct()).scalars())
     engine.dispose()
     assert owners == left
     assert db.prune(keep=1) == 1
@@ -252,7 +252,7 @@ def test_two_imports_of_one_reply_the_loser_fails_cleanly(store_url: str, monkey
 
 
 def test_readers_always_see_one_complete_version(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store, "CHUNK", 500)  # many rows per publish: a wide window for a torn read
+    monkeypatch.setattr(store_tables, "CHUNK", 500)  # many rows per publish: a wide window for a torn read
     writer = Store(store_url)
     cohorts = [valid_numbers(5000 + 500 * i) for i in range(10)]
     publish(writer, cohorts[0], 0.0, NOW - timedelta(hours=10))

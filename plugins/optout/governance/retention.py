@@ -29,7 +29,8 @@ import sqlalchemy as sa
 from optout import config, db
 from optout.governance.settings import option
 from optout.ledger import Event, Ledger
-from optout.store import Store, numbers_table, versions_table
+from optout.store import Store
+from optout.store_tables import numbers_table, versions_table
 
 KIND = "retention"
 VALIDATION_SUFFIX = ".validation"
