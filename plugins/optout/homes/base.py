@@ -5,7 +5,7 @@ written, from its manifest's ``engine`` (:func:`optout.homes.home_of`). The filt
 validation and the gate then ask the home, never the spec or the manifest, where the data is. A new
 place to keep extracts (Spark, a warehouse with no SQLAlchemy dialect) is one new subclass and one
 entry in :data:`optout.homes.HOMES` (and a line in :func:`optout.homes.home_for`). See
-``docs/decisions/0006-extract-home.md``.
+``docs/decisions/0007-extract-home.md``.
 """
 
 from __future__ import annotations
