@@ -4,23 +4,30 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 SANDBOX_VENV := .venv-mesh-sandbox
 BIN := $(VENV)/bin
+# pip says what it collects and installs (no progress bars, no version nag): `make demo` is never silent.
+PIP_FLAGS := --progress-bar off --disable-pip-version-check
 
 .PHONY: install browser demo airflow test lint clean
 
 install: $(VENV)/.installed $(SANDBOX_VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml
+	@echo "== creating $(VENV) and installing Airflow, Great Expectations and the test tools (a few minutes) =="
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-test.txt
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install $(PIP_FLAGS) --upgrade pip
+	$(BIN)/pip install $(PIP_FLAGS) -r requirements-test.txt
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps -e .
+	@# The editable install leaves plugins/optout.egg-info; Airflow puts plugins/ on sys.path, sees the
+	@# package twice and reports "Plugin 'optout' already registered" as a plugin import error.
+	rm -rf plugins/*.egg-info
 	touch $@
 
 # mesh-sandbox pins a FastAPI that Airflow refuses, so it gets a virtualenv of its own.
 $(SANDBOX_VENV)/.installed: requirements-mesh-sandbox.txt
+	@echo "== creating $(SANDBOX_VENV) for mesh-sandbox (the local MESH server) =="
 	$(PYTHON) -m venv $(SANDBOX_VENV)
-	$(SANDBOX_VENV)/bin/pip install -q --upgrade pip
-	$(SANDBOX_VENV)/bin/pip install -q -r requirements-mesh-sandbox.txt
+	$(SANDBOX_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(SANDBOX_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-mesh-sandbox.txt
 	touch $@
 
 demo: install
@@ -43,8 +50,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install browser lint
-	CI=$${CI:-} $(BIN)/python -m pytest
+# Quick layers first: lint, then the unit, reliability and integration tests in that order (tests/conftest.py
+# sorts them), with a count and progress from the start and the slowest tests at the end.
+test: install lint browser
+	CI=$${CI:-} $(BIN)/python -m pytest -p no:cacheprovider --durations=20
 
 clean:
 	rm -rf $(VENV) $(SANDBOX_VENV) var .pytest_cache .mypy_cache .ruff_cache

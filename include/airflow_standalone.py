@@ -6,7 +6,9 @@ It shares ``var/demo`` with `make demo` (Airflow's home and SQLite database, the
 extracts). When the list is not fresh it runs the nightly refresh over a local mesh-sandbox with the
 stand-in national service, and when no disclosure was recorded yet it runs ``research_extract`` once,
 so the page shows a fresh list and one proven disclosure. It prints the URL and the login, then hands
-over to ``airflow standalone`` (Ctrl-C stops it).
+runs ``airflow standalone`` with its parallelism sized to this machine (one task slot per core), in a
+process group of its own: Ctrl-C or SIGTERM stops the whole group (scheduler, DAG processor, triggerer,
+API server and every task process), killed after 30 seconds if it has not stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 from demo import ROOT, airflow, environment, refresh_over_mesh
+from process_group import run_group
 
 USER = "admin"
 
@@ -27,8 +30,11 @@ def standalone_environment() -> dict[str, str]:
     env = environment(ROOT / "var" / "demo")
     home = Path(env["AIRFLOW_HOME"])
     port = os.environ.get("AIRFLOW_PORT", "8080")
+    cores = str(max(2, os.cpu_count() or 2))
     return {
         **env,
+        "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", cores),
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": os.environ.get("AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES", "1"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__API__PORT": port,
@@ -69,7 +75,7 @@ def main() -> None:
         f"  National Data Opt-out: {url}/optout/  (sidebar: National Data Opt-out)\n"
         f"  Login:                 {USER} / {secret}\n"
     )
-    os.execvpe(sys.executable, [sys.executable, "-m", "airflow", "standalone"], env)
+    sys.exit(run_group([sys.executable, "-m", "airflow", "standalone"], env))
 
 
 if __name__ == "__main__":

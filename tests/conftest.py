@@ -140,3 +140,17 @@ def load_dag(airflow_db: Path):  # type: ignore[no-untyped-def]
         return bag.get_dag(dag_id)
 
     return load
+
+
+LAYERS = ("unit", "reliability", "integration")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Quick layers first (unit, reliability, integration, then anything else), each in file order, so a
+    broken unit test shows in the first minute of `make test`, not after the slow services."""
+
+    def layer(item: pytest.Item) -> int:
+        parts = Path(str(item.path)).relative_to(ROOT / "tests").parts
+        return LAYERS.index(parts[0]) if parts and parts[0] in LAYERS else len(LAYERS)
+
+    items.sort(key=layer)  # stable: the order inside a layer is kept
