@@ -10,7 +10,6 @@ from enum import StrEnum
 from pathlib import Path
 
 from optout.errors import InputError
-from optout.nhs_number import names_for_message
 
 BATCH_ROWS = 1 << 20  # one default Parquet row group: large enough to amortise per-batch overhead
 BATCH_BYTES = 32 << 20  # ...but wide rows (long text, many columns) get fewer rows, so memory stays bounded
@@ -38,4 +37,6 @@ def require_columns(path: Path, names: Sequence[str], wanted: Sequence[str] | No
     """Refuse a named column that the file lacks (the error names the file and the column)."""
     for column in wanted or ():
         if column not in names:
+            from optout.nhs_number import names_for_message  # the error path only: the spec loads without Arrow
+
             raise InputError(f"no column {column!r}; the file has: {names_for_message(names)}", path=path, field=column)
