@@ -22,14 +22,34 @@ from typing import Any
 import sqlalchemy as sa
 
 from optout.atomic import OWNER_ONLY_DIR, OWNER_ONLY_FILE
+from optout.errors import InputError
 
 BUSY_TIMEOUT_SECONDS = 30
 _WAL_ATTEMPTS = 200
 
 
 def engine(url: str) -> sa.Engine:
-    """An engine for a SQLAlchemy URL, with the same settings whoever opens it."""
-    parsed = sa.make_url(url)
+    """An engine for a SQLAlchemy URL, with the same settings whoever opens it.
+
+    :raises InputError: the URL is not one, names an unknown dialect or a driver that is not installed;
+        the message shows the URL with its password hidden, never the password.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise InputError("not a database URL: write dialect+driver://user@host/database") from None
+    try:
+        return _create(url, parsed)
+    except sa.exc.NoSuchModuleError:
+        reason = f"unknown database dialect {parsed.drivername!r}"
+    except ImportError as exc:
+        reason = f"its driver is not installed ({exc.name or 'unknown module'})"
+    except sa.exc.ArgumentError as exc:
+        reason = f"the URL's options are wrong ({type(exc).__name__})"
+    raise InputError(f"cannot open {parsed.render_as_string(hide_password=True)}: {reason}")
+
+
+def _create(url: str, parsed: sa.URL) -> sa.Engine:
     if parsed.get_backend_name() != "sqlite":
         return sa.create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):

@@ -43,4 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Abort:
         return 2
+    except Exception as exc:
+        if not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        # A database error's text can quote SQL and its parameters: name its kind only.
+        orig = getattr(exc, "orig", None)
+        kind = type(orig).__name__ if orig is not None else type(exc).__name__
+        typer.echo(
+            f"optout: the database could not be used ({kind}): check the URL and that it is a database", err=True
+        )
+        return 2
     return result if isinstance(result, int) else 0
