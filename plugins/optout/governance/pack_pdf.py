@@ -121,7 +121,7 @@ def _widths(table: Table, width: float) -> list[float]:
         longest_word = max(_width(word, "Helvetica") for text in texts[1:] or [""] for word in _words(text))
         header_word = max(_width(word, "Helvetica-Bold") for word in title.split() or [""])
         floors.append(max(longest_word, header_word) + _PADDING)
-        natural.append(min(max(len(t) for t in texts), 40))
+        natural.append(min(max(len(t) for t in texts), 80))
     spare = width - sum(floors)
     if spare <= 0:
         return [width * f / sum(floors) for f in floors]

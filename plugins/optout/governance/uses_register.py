@@ -71,7 +71,7 @@ def uses(entries: Sequence[LedgerEntry], flows: Sequence[Flow] = ()) -> list[Use
     known = {flow.flow: flow for flow in flows}
     rows = []
     for name, sent in sorted(by_flow.items()):
-        last = sent[-1].disclosure
+        last = max(sent, key=lambda e: e.recorded_at).disclosure
         flow = known.get(name)
         basis = last.legal_basis or (flow.legal_basis if flow else None)
         rows.append(
@@ -79,8 +79,8 @@ def uses(entries: Sequence[LedgerEntry], flows: Sequence[Flow] = ()) -> list[Use
                 recipient=last.recipient,
                 purpose=last.purpose,
                 legal_basis=basis or _default_basis(last.purpose),
-                first=sent[0].recorded_at,
-                last=sent[-1].recorded_at,
+                first=min(e.recorded_at for e in sent),  # ledger order is append order, not always time order
+                last=max(e.recorded_at for e in sent),
                 disclosures=len(sent),
                 rows_sent=sum(e.disclosure.rows_out for e in sent),
                 people_removed=sum(e.disclosure.removed_people for e in sent),
