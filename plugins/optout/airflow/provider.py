@@ -151,4 +151,8 @@ def get_provider_info() -> dict[str, Any]:
             },
         ],
         "config": CONFIG,
+        "extra-links": [
+            "optout.airflow.operators.links.GovernancePageLink",
+            "optout.airflow.operators.links.DataDocsLink",
+        ],
     }

@@ -7,16 +7,17 @@ failure that is not retried (a stale list or a failed proof does not fix itself)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from optout.airflow.hooks.store import OptOutStoreHook
 from optout.airflow.operators._extract import parse_max_age, spec_path
+from optout.airflow.operators.links import GovernancePageLink, push_link
 from optout.airflow.tagging import extract_key
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class OptOutBaseOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("spec", "max_age")
+    operator_extra_links: Collection[BaseOperatorLink] = (GovernancePageLink(),)
 
     def __init__(
         self,
@@ -49,6 +51,11 @@ class OptOutBaseOperator(BaseOperator):
         self.optout_spec = extract_key(spec)  # as written (``spec`` is rendered): the extract's identity
         self.store_conn_id = store_conn_id
         self.max_age = max_age
+
+    def pre_execute(self, context: Any) -> None:
+        """Every task of ours links to the governance page (Airflow 3's UI reads the link from XCom)."""
+        link = GovernancePageLink()
+        push_link(context, link, link.get_link(self, ti_key=None))
 
     @cached_property
     def store_hook(self) -> OptOutStoreHook:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from optout.airflow.hooks.store import OptOutStoreHook
 from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir, parse_max_age, spec_path
 from optout.airflow.operators.base import OptOutBaseOperator
+from optout.airflow.operators.links import DataDocsLink, GovernancePageLink, data_docs_url, push_link
 from optout.airflow.tagging import (
     PurposeTag,
     as_operator,
@@ -144,6 +145,7 @@ class GatedExportOperator(OptOutBaseOperator):
     """
 
     template_fields: Sequence[str] = (*OptOutBaseOperator.template_fields, "destination", "recipient")
+    operator_extra_links = (GovernancePageLink(), DataDocsLink())
     ui_color = "#f4cccc"
 
     def __init__(
@@ -176,6 +178,8 @@ class GatedExportOperator(OptOutBaseOperator):
             verify_files(permit.manifest, {name: staging / name for name in permit.files})
             check.still_current(permit)  # the copy took time
             entry = check.record(self, context, permit, self.recipient)
+        if entry.disclosure.data_docs:
+            push_link(context, DataDocsLink(), data_docs_url(entry.id))
         self.log.info("Delivered %d file(s) to %s", len(permit.files), target)
         return {"destination": str(target), "files": len(permit.files), "ledger_entry": entry.id}
 
