@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # pip says what it collects and installs (no progress bars, no version nag): `make demo` is never silent.
 PIP_FLAGS := --progress-bar off --disable-pip-version-check
 
-.PHONY: install browser demo airflow test lint clean
+.PHONY: install browser java demo airflow test lint clean
 
 install: $(VENV)/.installed $(SANDBOX_VENV)/.installed
 
@@ -45,6 +45,12 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
 	    poppler-utils >/dev/null; }
 
+# The Spark tests start a real Spark Connect server from the pyspark package: it needs Java 17.
+java:
+	@command -v java >/dev/null || { \
+	  echo "installing Debian's openjdk-17-jre-headless for the Spark tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -52,7 +58,7 @@ lint: $(VENV)/.installed
 
 # Quick layers first: lint, then the unit, reliability and integration tests in that order (tests/conftest.py
 # sorts them), with a count and progress from the start and the slowest tests at the end.
-test: install lint browser
+test: install lint browser java
 	CI=$${CI:-} $(BIN)/python -m pytest -p no:cacheprovider --durations=20
 
 clean:

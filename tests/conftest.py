@@ -154,3 +154,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LAYERS.index(parts[0]) if parts and parts[0] in LAYERS else len(LAYERS)
 
     items.sort(key=layer)  # stable: the order inside a layer is kept
+
+
+@pytest.fixture(scope="session")
+def spark_connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Spark Connect server (the pip package's, on Java 17) on a free loopback port, stopped by its
+    PID at the end of the session; its URL, ``sc://127.0.0.1:<port>``."""
+    from tests import spark_server
+
+    try:
+        server = spark_server.start(tmp_path_factory.mktemp("spark-connect"))
+    except (spark_server.SparkServerError, ImportError) as exc:
+        service_missing(f"a Spark Connect server ({exc})")
+    try:
+        yield server.url
+    finally:
+        spark_server.stop(server.pid)
+
+
+@pytest.fixture(scope="session")
+def spark(spark_connect_url: str):  # type: ignore[no-untyped-def]
+    """A Spark Connect session on the test server."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.builder.remote(spark_connect_url).getOrCreate()
+    yield session
+    session.stop()

@@ -15,21 +15,35 @@ Reader = Callable[[str], str | None]
 _readers: dict[str, Reader] = {}
 
 
-def register(*, url: Reader, secret: Reader) -> None:
-    """Install the readers of connection ids: ``url`` gives a SQLAlchemy URL, ``secret`` a password."""
+def register(*, url: Reader, secret: Reader, spark: Reader | None = None) -> None:
+    """Install the readers of connection ids: ``url`` gives a SQLAlchemy URL, ``secret`` a password,
+    ``spark`` a Spark Connect URL."""
     _readers["url"] = url
     _readers["secret"] = secret
+    if spark is not None:
+        _readers["spark"] = spark
 
 
 def database_url(connection: str) -> str:
     """A SQLAlchemy URL as given, or the URL of an Airflow connection id."""
     if "://" in connection:
         return connection
-    reader = _readers.get("url")
+    return _read("url", connection, "a SQLAlchemy URL (dialect://...)")
+
+
+def spark_url(connection: str | None) -> str | None:
+    """A Spark Connect URL as given (``sc://...``), the URL of an Airflow ``spark_connect`` connection id,
+    or None (a local Spark session)."""
+    if connection is None or connection.startswith("sc://"):
+        return connection
+    return _read("spark", connection, "a Spark Connect URL (sc://host:port)")
+
+
+def _read(kind: str, connection: str, what: str) -> str:
+    reader = _readers.get(kind)
     if reader is None:
         raise InputError(
-            f"connection {connection!r} is not a SQLAlchemy URL (dialect://...); an Airflow connection id "
-            "can only be read inside Airflow",
+            f"connection {connection!r} is not {what}; an Airflow connection id can only be read inside Airflow",
             field="connection",
         )
     url = reader(connection)

@@ -20,7 +20,8 @@ from optout.homes.files.formats import Format, format_of
 from optout.purpose import LegalBasis, Purpose, check_exemption, parse_legal_basis, parse_purpose
 
 MAX_SPEC_BYTES = 1 << 20
-_TOP_KEYS = ("name", "purpose", "legal_basis", "legal_reference", "tables")
+_TOP_KEYS = ("name", "purpose", "legal_basis", "legal_reference", "engine", "tables")
+ENGINES = ("spark",)  # an engine named in the spec; without one, where the tables live decides
 _TABLE_KEYS = ("name", "path", "table", "query", "connection", "nhs_number", "person_key", "pseudonymised", "output")
 PSEUDONYM_SCHEMES = ("hmac-sha256",)
 _PSEUDONYM_KEYS = ("scheme", "key_env", "key_conn")
@@ -118,6 +119,7 @@ class ExtractSpec:
     legal_basis: LegalBasis | None = None
     legal_reference: str | None = None
     source: Path | None = field(default=None, compare=False)
+    engine: str | None = None  # "spark": tables are Spark tables or paths Spark reads, filtered in Spark
 
     def __post_init__(self) -> None:
         check_exemption(self.purpose, self.legal_basis, self.legal_reference, path=_text(self.source))
@@ -148,8 +150,13 @@ class ExtractSpec:
 
     @property
     def connection(self) -> str | None:
-        """The database connection of an extract held in a database (None for files and frames)."""
-        return self.tables[0].connection if self.tables else None
+        """The database connection of an extract held in a database (None for files, frames and Spark)."""
+        return self.tables[0].connection if self.tables and self.engine is None else None
+
+    @property
+    def spark_connection(self) -> str | None:
+        """A Spark extract's ``sc://`` URL or Airflow connection id (None: a local Spark session)."""
+        return self.tables[0].connection if self.tables and self.engine == "spark" else None
 
     @property
     def filtered(self) -> bool:
@@ -233,12 +240,15 @@ def _build(document: Any, source: Path) -> ExtractSpec:
     tables = top.get("tables")
     if not isinstance(tables, list) or not tables:
         raise InputError("expected a list of one or more tables", path=source, field="tables")
-    built = tuple(_table(entry, source, f"tables[{index}]") for index, entry in enumerate(tables))
+    engine = _string(top.get("engine"), source, "engine", required=False)
+    if engine is not None and engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}", path=source, field="engine")
+    built = tuple(_table(entry, source, f"tables[{index}]", engine) for index, entry in enumerate(tables))
     assert name is not None
-    return ExtractSpec(name, purpose, built, legal_basis=basis, legal_reference=reference, source=source)
+    return ExtractSpec(name, purpose, built, legal_basis=basis, legal_reference=reference, source=source, engine=engine)
 
 
-def _table(entry: Any, source: Path, where: str) -> TableSpec:
+def _table(entry: Any, source: Path, where: str, engine: str | None = None) -> TableSpec:
     table = _mapping(entry, _TABLE_KEYS, source, where)
     name = _string(table.get("name"), source, f"{where}.name")
     in_database = {key: _string(table.get(key), source, f"{where}.{key}", required=False) for key in ("table", "query")}
@@ -250,10 +260,14 @@ def _table(entry: Any, source: Path, where: str) -> TableSpec:
         path_text = _string(table.get("path"), source, f"{where}.path")
         assert path_text is not None
         path = source.parent / Path(path_text).expanduser()
-        if connection is not None:
+        if connection is not None and engine is None:
             message = "a file has no connection; remove it or name a table"
             raise InputError(message, path=source, field=f"{where}.connection")
-    elif connection is None:
+    elif engine == "spark" and in_database["query"] is not None:
+        raise InputError(
+            "with engine: spark name a table or a path; query is for SQL databases", path=source, field=where
+        )
+    elif connection is None and engine is None:
         raise InputError(
             "a table or query needs a connection: a SQLAlchemy URL or an Airflow connection id",
             path=source,

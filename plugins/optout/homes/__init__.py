@@ -25,6 +25,7 @@ HOMES = {
     "arrow_files": "optout.homes.files.home:FilesHome",
     "frames": "optout.homes.files.home:FilesHome",  # DataFrames are written out as files
     "sql": "optout.homes.sql.home:SqlHome",
+    "spark": "optout.homes.spark_home:SparkHome",
 }
 
 
@@ -46,6 +47,11 @@ def home_for(
         from optout.homes.frames import FramesHome
 
         return FramesHome(spec, frames)
+    if spec.engine == "spark":
+        from optout.connections import spark_url
+        from optout.homes.spark_home import SparkHome
+
+        return SparkHome(spec, spark_url(spec.spark_connection))
     if spec.connection is not None:
         from optout.connections import database_url, secret_reader
         from optout.homes.sql.home import SqlHome

@@ -44,8 +44,17 @@ def _connection(conn_id: str) -> Connection:
         ) from None
 
 
+def spark_connect_url(conn_id: str) -> str:
+    """The ``sc://`` URL of a connection of the Spark provider's ``spark_connect`` type (token and user
+    id as the provider's hook puts them)."""
+    from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+    _connection(conn_id)  # a missing connection is an InputError saying how to add it
+    return SparkConnectHook(conn_id).get_connection_url()
+
+
 def register_readers() -> None:
     """Let the library resolve Airflow connection ids in specs (idempotent)."""
     from optout import connections
 
-    connections.register(url=connection_url, secret=connection_secret)
+    connections.register(url=connection_url, secret=connection_secret, spark=spark_connect_url)

@@ -1,0 +1,175 @@
+"""Spark SQL expressions for the Spark engine: NHS numbers, person keys and content hashes, as SQL text.
+
+Everything is SQL text given to ``DataFrame.selectExpr``/``where``, never ``pyspark.sql.functions``:
+those pick classic or Spark Connect columns from a process-wide switch, while a DataFrame's own methods
+go to the session it came from, so one code path serves classic PySpark, Spark Connect and both in one
+process. No Python UDF: every row is handled in the JVM.
+
+Numbers are normalised exactly as :mod:`optout.nhs_number` does: trim (ASCII and Unicode spaces), null
+tokens and blanks as missing, drop spaces, tabs and dashes, accept ``.0`` tails, ten digits, one digit
+ten times as missing, and the modulus 11 check digit by integer arithmetic. Integers outside ten digits
+and fractional or non-finite floats are malformed. ``try_cast`` keeps ANSI mode from failing a run on a
+stray value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optout.clearance import KEEP, Reason
+from optout.errors import InputError
+from optout.nhs_number import HIGHEST, LOWEST, NULL_TOKENS, PLACEHOLDER_STEP
+
+# Helper columns the engine adds beside a table's own (dropped before anything is written).
+NUMBER = "__optout_n"  # the valid NHS number, or NULL
+STATUS = "__optout_s"  # 0 valid, else a reason code (missing, malformed, bad check digit)
+CLEARED = "__optout_c"  # from the staged list: TRUE cleared, FALSE opted out, NULL not in the cohort
+CODE = "__optout_code"  # the row's own reason code (0 = its number is valid and cleared)
+KEY = "__optout_k"  # the person key in its comparable form, or NULL
+BAD = "__optout_bad"  # TRUE when the row's key belongs to a person who is not cleared
+KNOWN = "__optout_known"  # TRUE when the key was seen beside a number
+REASON = "__optout_reason"  # the row's final reason code (0 = keep)
+
+# Java regular expressions (raw SQL strings, r'...'): what Arrow's utf8_trim_whitespace trims, and
+# what the file engine drops from a messy number (RE2's \s and '-').
+_SPACE = r"[\s\p{Z}]"
+_TRIM = rf"^{_SPACE}+|{_SPACE}+$"
+_CLEAN = r"[\t\n\f\r \-]"
+_TEN_DIGITS = r"^[0-9]{10}$"
+_POINT_ZERO = r"^[0-9]{10}\.0+$"
+_INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
+_FLOAT_TYPES = ("float", "double")
+
+
+def quote(name: str) -> str:
+    """A column or table name as a Spark SQL identifier (each dotted part backquoted)."""
+    return ".".join("`" + part.replace("`", "``") + "`" for part in name.split("."))
+
+
+def column(name: str) -> str:
+    """One column name (dots are part of the name) as an identifier."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _raw(pattern: str) -> str:
+    return "r'" + pattern.replace("'", "\\'") + "'"
+
+
+def trimmed(value: str) -> str:
+    return f"regexp_replace(CAST({value} AS STRING), {_raw(_TRIM)}, '')"
+
+
+_TEXT = "__optout_t"
+_DIGITS = "__optout_d"
+_VALUE = "__optout_v"
+_MISSING = "__optout_m"
+_WELL_FORMED = "__optout_w"
+SCRATCH = (_TEXT, _DIGITS, _VALUE, _MISSING, _WELL_FORMED)
+
+
+@dataclass(frozen=True)
+class NumberSql:
+    """How a number column becomes ``NUMBER`` (the valid number or NULL) and ``STATUS`` (0 valid, else a
+    reason code): projections applied one after another, each naming what the next one uses, so that no
+    expression is written twice (Spark keeps projections apart where merging would repeat costly work;
+    one flat expression of a text column is 8 KB and compiles for seconds)."""
+
+    steps: tuple[tuple[str, ...], ...]
+
+    def apply(self, frame: Any) -> Any:
+        """``frame`` with ``NUMBER`` and ``STATUS`` added (and scratch columns that :data:`SCRATCH` names)."""
+        for step in self.steps:
+            frame = frame.selectExpr("*", *step)
+        return frame
+
+
+def number_sql(name: str, spark_type: str, *, table: str, where: Path | None = None) -> NumberSql:
+    """SQL for the number column ``name`` of Spark type ``spark_type`` (``DataFrame.dtypes`` form).
+
+    :raises InputError: the column's type cannot hold NHS numbers (a date, a flag, binary).
+    """
+    value = column(name)
+    if spark_type in _INTEGER_TYPES:
+        first = (
+            f"CAST({value} AS BIGINT) AS {_VALUE}",
+            f"{value} IS NULL AS {_MISSING}",
+            f"coalesce({value} BETWEEN {LOWEST} AND {HIGHEST}, FALSE) AS {_WELL_FORMED}",
+        )
+        return _classified((first,))
+    if spark_type in _FLOAT_TYPES or spark_type.startswith("decimal"):
+        real = f"CAST({value} AS DOUBLE)"
+        whole = (
+            f"coalesce(NOT isnan({real}) AND {real} BETWEEN {LOWEST} AND {HIGHEST} AND floor({real}) = {real}, FALSE)"
+        )
+        first = (
+            f"CASE WHEN {whole} THEN CAST({real} AS BIGINT) END AS {_VALUE}",
+            f"({value} IS NULL OR isnan({real})) AS {_MISSING}",
+            f"{whole} AS {_WELL_FORMED}",
+        )
+        return _classified((first,))
+    if spark_type not in ("string", "void") and not spark_type.startswith(("varchar", "char")):
+        raise InputError(
+            f"the column has type {spark_type}; NHS numbers are text or whole numbers: is this the right column?",
+            path=where,
+            field=f"{table}.{name}",
+        )
+    tokens = ", ".join("'" + token.replace("'", "\\'") + "'" for token in NULL_TOKENS)
+    cleaned = f"regexp_replace({_TEXT}, {_raw(_CLEAN)}, '')"
+    digits = (
+        f"CASE WHEN {_TEXT} RLIKE {_raw(_TEN_DIGITS)} THEN {_TEXT} "
+        f"WHEN {cleaned} RLIKE {_raw(_POINT_ZERO)} THEN substring({cleaned}, 1, 10) ELSE {cleaned} END"
+    )
+    steps = (
+        (f"{trimmed(value)} AS {_TEXT}",),
+        (f"{digits} AS {_DIGITS}",),
+        (
+            f"try_cast({_DIGITS} AS BIGINT) AS {_VALUE}",
+            f"({_TEXT} IS NULL OR lower({_TEXT}) IN ({tokens})) AS {_MISSING}",
+            f"coalesce({_DIGITS} RLIKE {_raw(_TEN_DIGITS)}, FALSE) AS {_WELL_FORMED}",
+        ),
+    )
+    return _classified(steps)
+
+
+def _classified(steps: tuple[tuple[str, ...], ...]) -> NumberSql:
+    weighted = " + ".join(f"({_VALUE} div {10 ** (10 - place)}) % 10 * {11 - place}" for place in range(1, 11))
+    status = (
+        f"CAST(CASE WHEN {_MISSING} THEN {Reason.MISSING.code} "
+        f"WHEN NOT {_WELL_FORMED} THEN {Reason.MALFORMED.code} "
+        f"WHEN {_VALUE} % {PLACEHOLDER_STEP} = 0 THEN {Reason.MISSING.code} "
+        f"WHEN ({weighted}) % 11 = 0 THEN {KEEP} ELSE {Reason.BAD_CHECK_DIGIT.code} END AS INT) AS {STATUS}"
+    )
+    number = f"CASE WHEN {STATUS} = {KEEP} THEN {_VALUE} END AS {NUMBER}"
+    return NumberSql((*steps, (status,), (number,)))
+
+
+def own_code() -> str:
+    """A row's own reason from its status and the staged list's flag (after the join on ``NUMBER``)."""
+    return (
+        f"CAST(CASE WHEN {STATUS} <> {KEEP} THEN {STATUS} WHEN {CLEARED} THEN {KEEP} "
+        f"WHEN {CLEARED} IS NOT NULL THEN {Reason.OPTED_OUT.code} ELSE {Reason.UNCHECKED.code} END AS INT)"
+    )
+
+
+def key_sql(name: str, integer: bool) -> str:
+    """A person key as it is compared: integers as BIGINT, else trimmed text with blanks as NULL."""
+    if integer:
+        return f"CAST({column(name)} AS BIGINT)"
+    text = trimmed(column(name))
+    return f"CASE WHEN {text} = '' THEN NULL ELSE {text} END"
+
+
+def integer_type(spark_type: str) -> bool:
+    return spark_type in _INTEGER_TYPES
+
+
+def content_hash_sql(columns: list[str]) -> tuple[str, str]:
+    """Row count and the exact sum of every row's ``xxhash64`` over all its columns (order-free).
+
+    ``xxhash64`` skips NULLs, so each column's null flag is hashed beside it: a value moved from one
+    column to another next to a NULL still changes the hash."""
+    parts = [part for name in columns for part in (column(name), f"isnull({column(name)})")]
+    hashed = f"xxhash64({', '.join(parts)})" if parts else "0"
+    return "count(*) AS rows", f"CAST(coalesce(sum(CAST({hashed} AS DECIMAL(38, 0))), 0) AS STRING) AS total"
