@@ -129,6 +129,24 @@ def run_refused_import(load_dag, previous: int):  # type: ignore[no-untyped-def]
     return tis, tis["send_request"].xcom_pull(task_ids="send_request")["local_id"]
 
 
+def last_cleared_list_extra() -> dict[str, object]:
+    """The extra of the newest ``optout://cleared-list`` event: the version and its counts."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    from optout.airflow.operators.refresh import CLEARED_LIST
+
+    with create_session() as session:
+        event = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == CLEARED_LIST.uri)
+            .order_by(AssetEvent.id.desc())
+            .first()
+        )
+        return dict(event.extra) if event is not None else {}
+
+
 def cleared_list_events() -> int:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
@@ -182,6 +200,9 @@ def test_round_trip_publishes_the_cleared_set_and_ignores_job_created(
     assert sent["dropped"]["malformed"] == 1 and sent["dropped"]["missing"] == 1
     assert current.info.local_id == sent["local_id"]
     assert cleared_list_events() == events_before + 1
+    extra = last_cleared_list_extra()
+    assert extra["version_id"] == current.info.id
+    assert (extra["cohort_count"], extra["opted_out_count"]) == (len(cohort), len(opt_outs))
     # "job created" came first: it was acknowledged and never read as the list; nothing is left behind.
     with mesh.connect(mesh_sandbox.settings()) as client:
         assert mesh.find_reply(client, Store(), sent["local_id"]) is None

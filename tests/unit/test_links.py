@@ -21,3 +21,7 @@ def test_operators_carry_the_links_and_the_provider_declares_them() -> None:
     assert {type(link) for link in GatedExportOperator.operator_extra_links} == {GovernancePageLink, DataDocsLink}
     declared = set(get_provider_info()["extra-links"])
     assert declared == {f"{cls.__module__}.{cls.__qualname__}" for cls in (GovernancePageLink, DataDocsLink)}
+
+
+def test_the_optout_asset_scheme_is_registered() -> None:
+    assert {"schemes": ["optout"], "handler": None} in get_provider_info()["asset-uris"]

@@ -151,6 +151,8 @@ def get_provider_info() -> dict[str, Any]:
             },
         ],
         "config": CONFIG,
+        # optout://cleared-list: the list version the refresh published (no handler: the URI is a name)
+        "asset-uris": [{"schemes": ["optout"], "handler": None}],
         "extra-links": [
             "optout.airflow.operators.links.GovernancePageLink",
             "optout.airflow.operators.links.DataDocsLink",

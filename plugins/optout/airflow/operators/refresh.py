@@ -194,12 +194,14 @@ class MeshImportReplyOperator(BaseOperator):
             info.cleared_count,
             info.opted_out_count,
         )
-        return {
+        counts = {
             "version_id": info.id,
             "cohort_count": info.cohort_count,
             "cleared_count": info.cleared_count,
             "opted_out_count": info.opted_out_count,
         }
+        context["outlet_events"][CLEARED_LIST].extra.update(counts)  # counts only: the event says which list
+        return counts
 
 
 def _as_list(value: Sequence[str] | str | None) -> list[str]:
