@@ -287,8 +287,12 @@ def main() -> None:
         subprocess.run([sys.executable, __file__, "--generate", str(rows), "--folder", str(folder)], check=True)
         print(f"{rows:,} rows ready in {time.perf_counter() - started:.0f}s (cached in {folder})", flush=True)
 
-        def measure(pair: tuple[str, str], folder: Path = folder) -> dict[str, Any]:
-            env = {**os.environ, KEY_ENV: KEY}
+        # A data folder of this run's own: the first pseudonymised run hashes the list, later ones read it.
+        home = args.cache / f"home-{rows}"
+        shutil.rmtree(home, ignore_errors=True)
+
+        def measure(pair: tuple[str, str], folder: Path = folder, home: Path = home) -> dict[str, Any]:
+            env = {**os.environ, KEY_ENV: KEY, "OPTOUT_HOME": str(home)}
             command = [sys.executable, __file__, "--folder", str(folder), "--child", *pair]
             return {**contender.measure(command, env=env), "load": os.getloadavg()[0]}
 
@@ -330,8 +334,13 @@ def print_table(rows: int, inputs: list[str], results: dict[tuple[str, str], dic
             f"{ours['peak_mib']:11.0f} {theirs['peak_mib']:11.0f}  runs {_runs(ours)} vs {_runs(theirs)}"
         )
     if "pseudo" in inputs and "text" in inputs:
-        ratio = results["optout", "pseudo"]["seconds"] / results["optout", "text"]["seconds"]
-        print(f"pseudonymised / text, optout: {ratio:.2f}x (goal <= 1.5x)")
+        pseudo, text = results["optout", "pseudo"], results["optout", "text"]["seconds"]
+        cold = (
+            f"; the first run, which hashes the list: {pseudo['runs'][0] / text:.2f}x"
+            if len(pseudo["runs"]) > 1
+            else ""
+        )
+        print(f"pseudonymised / text, optout: {pseudo['seconds'] / text:.2f}x (goal <= 1.5x){cold}")
 
 
 def _runs(result: dict[str, Any]) -> str:
