@@ -247,7 +247,7 @@ def child(contender_name: str, name: str, folder: Path) -> None:
     import optout.spec
     import optout.store  # noqa: F401
 
-    out = folder.with_name(f"{folder.name}-out-{contender_name}-{name}")  # outside the inputs' folder
+    out = folder.with_name(f"{folder.name}-out-{contender_name}-{name}-{os.getpid()}")  # outside the inputs' folder
     shutil.rmtree(out, ignore_errors=True)
     if contender_name == "duckdb":
         out.mkdir()
