@@ -10,6 +10,8 @@ from datetime import datetime
 from airflow.sdk import DAG, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from optout.airflow.tagging import no_cpi
+
 
 @task
 def apply_retention() -> dict[str, int]:
@@ -31,5 +33,6 @@ with DAG(
     max_active_runs=1,
     tags=["optout"],
     doc_md=__doc__,
-):
+) as dag:
+    no_cpi(dag, "deletes files and old list versions past their retention; reads and sends no patient data")
     apply_retention()

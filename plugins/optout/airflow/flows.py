@@ -12,11 +12,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from optout.airflow.tagging import CPI_TAG, PARAM
+from optout.airflow.tagging import CPI_TAG, NO_CPI_TAG, PARAM
 from optout.governance.flows import DeclaredFlow
 from optout.governance.overview import NightlyState, Uncovered
-
-NO_CPI_TAG = "no-confidential-patient-information"  # the declaration issue 15 adds to tagging
 
 
 def declared_flows(serialized: Iterable[Mapping[str, Any]]) -> list[DeclaredFlow]:
