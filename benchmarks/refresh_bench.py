@@ -183,6 +183,7 @@ def main() -> None:
     print(f"  ratio total / peer: {statistics.median(rows['total (send -> published)']) / peer_time:.2f}x")
     total = max(rows["total (send -> published)"])
     print(f"  slowest total {total:.1f} s, target < 120 s: {'OK' if total < 120 else 'MISSED'}")
+    print(f"  machine load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"  peak memory: ours {max(peaks['ours']):.0f} MiB (target < 1024), peer {max(peaks['peer']):.0f} MiB")
 
 
