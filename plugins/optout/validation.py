@@ -227,9 +227,18 @@ def _measure(
         raise InputError("a filtered extract is validated against the version it used; load it", field="check_result")
     listed = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     unexpected = sum(1 for p in out_dir.iterdir() if p.name not in listed)
-    in_place = home_for(spec).measure_in_place(check_result if manifest.filtered else None)
+    home = home_for(spec)
+    in_place = home.measure_in_place(check_result if manifest.filtered else None)
     if in_place is not None:
-        return _measured_in_place(spec, manifest, in_place, unexpected)
+        rows = _measured_in_place(spec, manifest, in_place, unexpected)
+        if manifest.filtered and check_result is not None:
+            for table, row, measure in zip(spec.tables, rows, in_place, strict=True):
+                if measure.present:  # every cell of the output table, streamed from the database
+                    scan = LeakScan(check_result.cleared_set)
+                    for batch in home.output_batches(out_dir, table):
+                        scan.batch(table.name, batch)
+                    _add_scan(row, scan, table, None)
+        return rows
     present = [t for t in spec.tables if (out_dir / t.output_name).is_file()]
     # hashlib and Arrow release the GIL: the outputs are hashed and scanned cell by cell while their
     # declared columns are read and checked.
@@ -261,7 +270,7 @@ def _scan(table: TableSpec, out_dir: Path, check_result: CheckResultLike) -> Lea
     return scan
 
 
-def _add_scan(row: dict[str, Any], scan: LeakScan, table: TableSpec, output: Path) -> None:
+def _add_scan(row: dict[str, Any], scan: LeakScan, table: TableSpec, output: Path | None) -> None:
     """The scan's counts into the table's row; where it found them (names, counts) beside, not for GX."""
     leaks = scan.leaks()
     row["leaked_values"] = scan.total()
@@ -270,7 +279,7 @@ def _add_scan(row: dict[str, Any], scan: LeakScan, table: TableSpec, output: Pat
         f"{table.name}.{_column_label(leak.column)}: {'cannot be scanned' if leak.unscannable else leak.values}"
         for leak in leaks
     ]
-    if table.path is not None and table.path.is_file():
+    if output is not None and table.path is not None and table.path.is_file():
         row["schema_changed"] = int(not _same_schema(schema_of(table.path), schema_of(output)))
 
 

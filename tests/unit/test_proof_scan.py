@@ -141,3 +141,25 @@ def test_an_out_dir_that_is_a_file_or_a_link_is_refused_and_left_alone(tmp_path:
     with pytest.raises(InputError, match="output folder is"):
         run_filter(load_spec(src / "spec.yaml"), out, make_check_result(NUMBERS, CLEARED))
     assert out.read_text() == "keep me" if kind == "file" else out.is_symlink() and not any(out.iterdir())
+
+
+def test_the_proof_scans_every_cell_of_database_tables(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with sqlite3.connect(tmp_path / "x.db") as conn:
+        conn.execute("CREATE TABLE events (nhs_number TEXT, notes TEXT)")
+        rows = [(str(n), f"kin {OPTED_OUT[0]}" if i == 1 else "ok") for i, n in enumerate(CLEARED)]
+        conn.executemany("INSERT INTO events VALUES (?, ?)", [*rows, (str(OPTED_OUT[1]), "x")])
+    (tmp_path / "spec.yaml").write_text(
+        f"name: db\npurpose: research\ntables:\n  - {{name: events, table: events, connection: '{url}', "
+        "nhs_number: nhs_number}\n"
+    )
+    result = make_check_result(NUMBERS, CLEARED, version=3, checked_at=NOW)
+    spec = load_spec(tmp_path / "spec.yaml")
+    run_filter(spec, tmp_path / "out", result)
+    proof = run_validation(spec, tmp_path / "out", result, current=result.info, now=NOW)
+    check = next(check for check in proof.checks if check.name == "no_uncleared_number")
+    assert not check.ok and check.detail["uncleared_rows"] == 0
+    assert "events.notes: 1" in str(check.detail["found_at"])
+    assert check.detail["tables_scanned_cell_by_cell"] == 1

@@ -93,8 +93,11 @@ class SqlHome(ExtractHome):
             else:
                 assert table.table
                 schema, _, name = table.table.rpartition(".")
-                source = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
-                query = sa.select(*(source.c[column] for column in columns)) if columns else sa.select(source)
+                # Untyped columns: values come as the driver gives them, not converted by the declared type
+                # (SQLite lets a REAL column hold text, which a typed result processor cannot read).
+                names_in = [c["name"] for c in sa.inspect(conn).get_columns(name, schema=schema or None)]
+                source = sa.table(name, *(sa.column(column) for column in names_in), schema=schema or None)
+                query = sa.select(*(source.c[column] for column in columns or names_in))
             result = conn.execution_options(stream_results=True).execute(query)
             names = list(result.keys())
             wanted = list(columns) if columns is not None else names
