@@ -110,11 +110,16 @@ def test_examples_load_without_import_errors(airflow_db: Path) -> None:
 def test_research_extract_runs_filtered_validated_and_recorded(
     load_dag: Any, seeded: Store, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    states = _run(load_dag, EXAMPLES["research_extract"], "research_extract")
-    assert states == {"filter": "success", "validate": "success", "export": "success"}
+    run = load_dag(EXAMPLES["research_extract"], "research_extract").test()
+    assert _states(run) == {"filter": "success", "validate": "success", "export": "success"}
+    (ti, *_) = run.get_task_instances()
+    for task_id in ("filter", "validate", "export"):  # the extra links, where Airflow 3's UI reads them
+        assert ti.xcom_pull(task_ids=task_id, key="_link_GovernancePageLink").endswith("/optout/")
+    (entry,) = Ledger().entries()
+    docs = ti.xcom_pull(task_ids="export", key="_link_DataDocsLink")
+    assert docs.endswith(f"/optout/data-docs/{entry.id}/index.html")
     logged = capfd.readouterr()
     assert not [n for n in numbers(SAMPLE / "patients.csv") if str(n) in logged.out + logged.err]
-    (entry,) = Ledger().entries()
     assert entry.disclosure.purpose == "research" and entry.disclosure.validation_ok
     assert entry.disclosure.removed_rows.get("opted_out", 0) > 0
     delivered = next((Path(os.environ["OPTOUT_HOME"]) / "outbox" / "research_extract").iterdir())
