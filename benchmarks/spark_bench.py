@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from optout.nhs_number import synthetic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.unit.filter_data
 from tests.unit.filter_data import make_check_result
 
 SPEC = """\
@@ -108,8 +111,10 @@ def main() -> None:
     from optout.filter import run_filter
     from optout.spec import load_spec
 
-    result = make_data(folder, args.rows)
-    (folder / "spec.yaml").write_text(SPEC)
+    data = folder / "in"
+    data.mkdir()
+    result = make_data(data, args.rows)
+    (data / "spec.yaml").write_text(SPEC)
     spark = (
         SparkSession.builder.master(f"local[{args.cores}]")
         .config("spark.driver.memory", args.memory)
@@ -118,14 +123,14 @@ def main() -> None:
         .config("spark.sql.warehouse.dir", str(folder / "warehouse"))
         .getOrCreate()
     )
-    spec = load_spec(folder / "spec.yaml")
+    spec = load_spec(data / "spec.yaml")
     print(f"rows {args.rows:,}, cores {args.cores}, load {os.getloadavg()[0]:.1f}", flush=True)
     staged = timed("engine, first (stages list)", lambda: run_filter(spec, folder / "out0", result))  # type: ignore[arg-type]
     engine = timed("engine, list staged", lambda: run_filter(spec, folder / "out1", result))  # type: ignore[arg-type]
 
     def hand() -> None:
-        spark.read.parquet(str(folder / "patients.parquet")).createOrReplaceTempView("patients")
-        spark.read.parquet(str(folder / "events.parquet")).createOrReplaceTempView("events")
+        spark.read.parquet(str(data / "patients.parquet")).createOrReplaceTempView("patients")
+        spark.read.parquet(str(data / "events.parquet")).createOrReplaceTempView("events")
         cleared = pa.table({"n": np.asarray(result.cleared)})  # type: ignore[attr-defined]
         spark.createDataFrame(cleared).write.mode("overwrite").parquet(str(folder / "cleared"))
         spark.read.parquet(str(folder / "cleared")).createOrReplaceTempView("cleared")
@@ -142,8 +147,8 @@ def main() -> None:
 
         con = duckdb.connect()
         con.execute(f"SET threads = {args.cores}")
-        con.execute(f"CREATE VIEW patients AS SELECT * FROM '{folder / 'patients.parquet'}'")
-        con.execute(f"CREATE VIEW events AS SELECT * FROM '{folder / 'events.parquet'}'")
+        con.execute(f"CREATE VIEW patients AS SELECT * FROM '{data / 'patients.parquet'}'")
+        con.execute(f"CREATE VIEW events AS SELECT * FROM '{data / 'events.parquet'}'")
         con.execute(f"CREATE VIEW cleared AS SELECT * FROM '{folder / 'cleared'}/*.parquet'")
         sql = (
             HAND_WRITTEN.replace("RLIKE", "SIMILAR TO")
