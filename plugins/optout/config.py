@@ -42,9 +42,11 @@ def parse_duration(text: str, *, field: str = "OPTOUT_MAX_AGE") -> timedelta:
 
 
 def max_age() -> timedelta:
-    """How old the current version may be before every secondary-use export refuses."""
-    text = os.environ.get("OPTOUT_MAX_AGE")
-    return parse_duration(text) if text else DEFAULT_MAX_AGE
+    """How old the current version may be before every secondary-use export refuses (see
+    :func:`optout.freshness.max_age`: the store's setting, which the environment may only shorten)."""
+    from optout.freshness import max_age as limit
+
+    return limit()
 
 
 def parquet_writer() -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from optout import config, db, ndop
+from optout import config, db, freshness, ndop
 from optout.errors import ConcurrentUpdateError, InputError, NoVersionError, StaleListError, SuspiciousReplyError
 from optout.lookup import NumberSet
 from optout.quarantine import Share, Thresholds, hold_reason
@@ -58,12 +58,12 @@ class VersionInfo:
         return None if opted_out is None else opted_out / self.cohort_count
 
     def age(self, now: datetime | None = None) -> timedelta:
-        """Time since the check (since the request while no reply has come)."""
-        return (now or _now()) - (self.checked_at or self.requested_at)
+        """Time since the check was requested (:func:`optout.freshness.age`)."""
+        return freshness.age(self, now)
 
     def is_fresh(self, max_age: timedelta | None = None, now: datetime | None = None) -> bool:
-        """Checked, and younger than ``max_age`` (``OPTOUT_MAX_AGE``, 48h by default)."""
-        return self.checked_at is not None and self.age(now) < (max_age or config.max_age())
+        """Replied to, and requested less than ``max_age`` ago (default: the limit in force)."""
+        return freshness.is_fresh(self, max_age or config.max_age(), now)
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,18 +237,21 @@ class Store:
             return _current(conn)
 
     def require_current(self, *, max_age: timedelta | None = None, now: datetime | None = None) -> VersionInfo:
-        """The current version if it is fresh; otherwise refuse, saying what to do."""
+        """The current version if it is fresh; otherwise refuse, saying what to do.
+
+        ``max_age`` may only shorten the limit in force (:func:`optout.freshness.max_age`).
+        """
         info = self.current()
         if info is None:
             raise NoVersionError("no opt-out list yet; run the refresh")
-        limit = max_age or config.max_age()
+        limit = freshness.max_age(self.url, tighter=(max_age,))
         if not info.is_fresh(limit, now):
-            assert info.checked_at is not None
-            since = info.checked_at + limit
+            since = (now or _now()) - info.age(now) + limit
             raise StaleListError(
-                f"the opt-out list is stale since {since:%Y-%m-%d %H:%M} UTC: version {info.id} was checked "
+                f"the opt-out list is stale since {since:%Y-%m-%d %H:%M} UTC: version {info.id} was requested "
                 f"{config.format_duration(info.age(now))} ago and the maximum age is "
-                f"{config.format_duration(limit)} (OPTOUT_MAX_AGE); run the refresh"
+                f"{config.format_duration(limit)} (set by `optout settings set max-age`; OPTOUT_MAX_AGE may only "
+                "shorten it); run the refresh"
             )
         return info
 

@@ -29,10 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from optout import config
 from optout.atomic import staging_dir, write_bytes
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError, VerificationFailed
+from optout.freshness import is_fresh
+from optout.freshness import max_age as limit_in_force
 from optout.homes import home_for, home_of
 from optout.homes.files.read import count_rows, read_batches, schema_of
 from optout.leak_scan import LeakScan
@@ -107,7 +108,7 @@ def run_validation(
     out_dir = Path(out_dir).resolve()
     manifest = read_manifest(out_dir)
     now = now or datetime.now(UTC)
-    max_age = max_age or config.max_age()
+    max_age = limit_in_force(tighter=(max_age,))  # an argument may shorten the limit, never lengthen it
     if current is _NOT_GIVEN:
         from optout.store import Store
 
@@ -458,8 +459,7 @@ def _freshness(
         return {"list_fresh_at_filter": True, "list_is_current": True, "version_matches": True}
     used = check_result.info if check_result is not None else None
     return {
-        "list_fresh_at_filter": manifest.checked_at is not None
-        and manifest.filtered_at - manifest.checked_at <= max_age,
+        "list_fresh_at_filter": used is not None and is_fresh(used, max_age, manifest.filtered_at),
         "list_is_current": current is not None
         and current.id == manifest.version_id
         and current.is_fresh(max_age=max_age, now=now),

@@ -185,3 +185,15 @@ def test_gated_exports_refuse_and_send_nothing(
     assert sum(reason in line for line in refusals) >= 2, refusals  # both exports, for this reason
     assert not outbox.exists() or not any(p.is_file() for p in outbox.rglob("*"))
     assert Ledger().entries() == []
+
+
+def test_dag_code_cannot_loosen_the_maximum_age(load_dag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DAG file sets OPTOUT_MAX_AGE=3650d and max_age='3650d': a three-day-old list is still stale."""
+    from datetime import timedelta
+
+    monkeypatch.setenv("OPTOUT_MAX_AGE", "48h")  # restored after the DAG file overwrites it
+    seed(Store(), age=timedelta(days=3))
+    states = _run(load_dag, ROOT / "tests" / "dags" / "loosen_max_age.py", "loosen_max_age")
+    assert states["filter"] == "failed"
+    assert states["export"] != "success"
+    assert Ledger().entries() == []

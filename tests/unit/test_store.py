@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from optout import ndop, store, store_tables
 from optout.errors import ConcurrentUpdateError, InputError, NoVersionError, StaleListError, SuspiciousReplyError
+from optout.freshness import set_max_age
 from optout.quarantine import Thresholds
 from optout.store import Store
 
@@ -173,9 +174,12 @@ def test_no_version_and_stale_version_refuse(db: Store) -> None:
         db.require_current(now=checked_at + timedelta(hours=50))
     message = str(caught.value)
     assert "stale since 2025-03-03 09:00 UTC" in message
-    assert "checked 2d 2h ago" in message and "maximum age is 2d" in message
+    assert "requested 2d 2h ago" in message and "maximum age is 2d" in message
     assert db.require_current(now=checked_at + timedelta(hours=47)).checked_at == checked_at
-    assert db.require_current(max_age=timedelta(days=7), now=checked_at + timedelta(days=6)).checked_at == checked_at
+    with pytest.raises(StaleListError):  # an argument may shorten the limit, never lengthen it
+        db.require_current(max_age=timedelta(days=7), now=checked_at + timedelta(days=6))
+    set_max_age("7d", changed_by="Caldicott Guardian", url=db.url)
+    assert db.require_current(now=checked_at + timedelta(days=6)).checked_at == checked_at
 
 
 def test_max_age_comes_from_the_environment(db: Store, monkeypatch: pytest.MonkeyPatch) -> None:

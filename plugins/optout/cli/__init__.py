@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from optout.cli import check, extract, flows, ledger, register, report, retention, sandbox
+from optout.cli import check, extract, flows, ledger, register, report, retention, sandbox, settings
 from optout.errors import OptOutError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.add_typer(flows.app, name="flows")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(retention.app, name="retention")
 app.add_typer(sandbox.app, name="sandbox")
+app.add_typer(settings.app, name="settings")
 extract.register(app)
 report.register(app)
 register.register(app)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import typer
@@ -22,9 +22,9 @@ def version_line(info: VersionInfo, now: datetime | None = None) -> str:
         share = opted_out / info.cohort_count if info.cohort_count else 0.0
         parts.append(f"cleared {info.cleared_count:,}, opted out {opted_out:,} ({share:.1%})")
     if info.checked_at is not None:
-        age = (now or datetime.now(UTC)) - info.checked_at
-        state = "fresh" if age <= max_age() else "STALE"
-        parts.append(f"checked {info.checked_at:%Y-%m-%d %H:%M} UTC, {format_duration(age)} ago, {state}")
+        state = "fresh" if info.is_fresh(max_age(), now) else "STALE"
+        age = format_duration(info.age(now))
+        parts.append(f"checked {info.checked_at:%Y-%m-%d %H:%M} UTC, requested {age} ago, {state}")
     if info.note:
         parts.append(info.note)
     return ", ".join(parts)
