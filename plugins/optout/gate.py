@@ -88,7 +88,7 @@ def check_before_send(
     validation = None
     if purpose.applies_opt_out:
         # Re-hashes every output (files, or tables through the connection) against the manifest.
-        validation = _require_validated(folder, connection)
+        validation = _require_validated(folder, connection, store.url if store is not None else None)
         require_still_current(manifest, store, max_age=max_age, now=now)
     elif in_database:
         from optout.validation import require_tables_unchanged
@@ -202,11 +202,12 @@ def _files(folder: Path, manifest: Manifest, files: Iterable[str | Path] | None)
     return sending
 
 
-def _require_validated(folder: Path, connection: str | None) -> ValidationRecord:
-    """The one switch point to the validation module (Great Expectations proof of this manifest)."""
+def _require_validated(folder: Path, connection: str | None, store_url: str | None) -> ValidationRecord:
+    """The one switch point to the validation module (Great Expectations proof of this manifest, as the
+    store recorded it)."""
     from optout.validation import require_validated
 
-    return require_validated(folder, connection=connection)
+    return require_validated(folder, connection=connection, store_url=store_url)
 
 
 def _tables(folder: Path, manifest: Manifest, names: Iterable[str | Path] | None) -> tuple[str, ...]:

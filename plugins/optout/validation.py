@@ -40,6 +40,7 @@ from optout.leak_scan import LeakScan
 from optout.manifest import MANIFEST_NAME, Manifest, TableReport, read_manifest, sha256_of
 from optout.nhs_number import is_valid
 from optout.streams import map_ahead, prefetch, reused_memory
+from optout.validation_record import record_validation, require_recorded
 
 if TYPE_CHECKING:
     from optout.homes.sql.run import TableMeasure
@@ -98,12 +99,14 @@ def run_validation(
     now: datetime | None = None,
     max_age: timedelta | None = None,
     current: Any = _NOT_GIVEN,
+    store_url: str | None = None,
 ) -> ValidationResult:
     """Prove the extract in ``out_dir`` and write the result and Data Docs; a failed proof returns ``ok=False``.
 
     :param check_result: the version the filter used (``Store().load(manifest.version_id)``); None only
         for extracts copied unfiltered (direct care, exemption).
     :param current: the store's current ``VersionInfo`` (default: asked of the store).
+    :param store_url: the store the validation is recorded in (default: ``OPTOUT_STORE_URL``).
     """
     out_dir = Path(out_dir).resolve()
     manifest = read_manifest(out_dir)
@@ -135,6 +138,15 @@ def run_validation(
             checks={check.name: check.ok for check in checks},
         )
         _write_record(staging / RESULT_NAME, record, checks)
+    # The record the gate trusts is the store's, not the folder's (DAG code can rewrite a folder).
+    record_validation(
+        out_dir,
+        extract=manifest.spec_name,
+        manifest_sha256=record.manifest_sha256,
+        ok=ok,
+        version_id=manifest.version_id,
+        url=store_url,
+    )
     return ValidationResult(ok, checks, index, target / RESULT_NAME)
 
 
@@ -157,11 +169,17 @@ def read_validation(out_dir: str | Path) -> ValidationRecord | None:
         raise InputError(f"validation result is damaged ({type(exc).__name__}); validate again", path=path) from None
 
 
-def require_validated(out_dir: str | Path, *, connection: str | None = None) -> ValidationRecord:
+def require_validated(
+    out_dir: str | Path, *, connection: str | None = None, store_url: str | None = None
+) -> ValidationRecord:
     """Refuse unless the extract passed validation and no output changed since (outputs are re-hashed).
+
+    The manifest must be the one the store recorded as validated (``optout.validation_record``), so a
+    rewritten manifest and ``result.json`` do not pass.
 
     :param connection: the spec's connection, for an extract held in database tables (their content
         hashes are computed again there); without it such an extract is refused.
+    :param store_url: the store holding the validation records (default: ``OPTOUT_STORE_URL``).
     """
     out_dir = Path(out_dir).resolve()
     record = read_validation(out_dir)
@@ -172,6 +190,7 @@ def require_validated(out_dir: str | Path, *, connection: str | None = None) -> 
         raise VerificationFailed(f"{out_dir} failed validation ({failed}); do not send it")
     if sha256_of(out_dir / MANIFEST_NAME) != record.manifest_sha256:
         raise VerificationFailed(f"{out_dir}/{MANIFEST_NAME} changed after validation; filter and validate again")
+    require_recorded(out_dir, record.manifest_sha256, url=store_url)
     manifest = read_manifest(out_dir)
     expected = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     if extra := sorted(p.name for p in out_dir.iterdir() if p.name not in expected):

@@ -93,3 +93,50 @@ def test_no_list_no_secondary_use(exempt: Path) -> None:
 
     with pytest.raises(NoVersionError):
         require_still_current(read_manifest(exempt), Store())
+
+
+def test_a_rewritten_output_manifest_and_result_do_not_pass(research: tuple[Path, Store]) -> None:
+    """The bypass: a task appends an opted-out person's row, then rewrites the manifest and result.json to
+    match. The folder is consistent again, but the store's record of what was validated is not."""
+    import dataclasses
+    import json
+
+    from optout.manifest import MANIFEST_NAME, Manifest, sha256_of
+    from optout.validation import RESULT_NAME, validation_dir
+    from tests.sample_extract import opted_out
+
+    out_dir, store = research
+    patients = out_dir / "patients.csv"
+    header = patients.read_text().splitlines()[0].split(",")
+    row = ["P999" if name == "person_id" else str(opted_out()[0]) if name == "nhs_number" else "x" for name in header]
+    with patients.open("a") as handle:
+        handle.write(",".join(row) + "\n")
+    manifest = Manifest.read(out_dir)
+    tables = tuple(
+        dataclasses.replace(t, rows_out=t.rows_out + 1, rows_in=t.rows_in + 1, sha256=sha256_of(patients))
+        if t.file == "patients.csv"
+        else t
+        for t in manifest.tables
+    )
+    dataclasses.replace(manifest, tables=tables).write(out_dir)
+    result = validation_dir(out_dir) / RESULT_NAME
+    data = json.loads(result.read_text())
+    data["manifest_sha256"] = sha256_of(out_dir / MANIFEST_NAME)
+    result.write_text(json.dumps(data))
+    with pytest.raises(VerificationFailed, match="not the one the store recorded as validated"):
+        check_before_send(out_dir, Purpose.RESEARCH, store=store)
+    with pytest.raises(VerificationFailed, match="not the one the store recorded as validated"):
+        check_before_send(out_dir, Purpose.RESEARCH, files=[patients], store=store)
+    assert Ledger().entries() == []
+
+
+def test_an_unrecorded_validation_does_not_pass(research: tuple[Path, Store], tmp_path: Path) -> None:
+    """A folder copied with its result.json to a new place was never validated there."""
+    out_dir, store = research
+    from optout.validation import validation_dir
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out_dir, copy)
+    shutil.copytree(validation_dir(out_dir), validation_dir(copy))
+    with pytest.raises(VerificationFailed, match="the store has no validation of"):
+        check_before_send(copy, Purpose.RESEARCH, store=store)

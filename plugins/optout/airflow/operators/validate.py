@@ -54,6 +54,7 @@ class OptOutValidateOperator(OptOutBaseOperator):
                 data_docs_dir=self.data_docs_dir,
                 max_age=self.max_age_limit,
                 current=store.current(),
+                store_url=store.url,
             )
         checks = {check.name: check.ok for check in result.checks}
         if not result.ok:
