@@ -48,7 +48,7 @@ def _filtered(tmp_path: Path, url: str) -> tuple[ExtractSpec, Path, Store]:
 
 def _validate(spec: ExtractSpec, out_dir: Path, store: Store) -> dict[str, bool]:
     used = store.load(read_manifest(out_dir).version_id)
-    result = run_validation(spec, out_dir, used, current=store.current())
+    result = run_validation(spec, out_dir, used, current=store.current(), store_url=store.url)
     return {check.name: check.ok for check in result.checks}
 
 
@@ -61,11 +61,11 @@ def _execute(url: str, statement: str, **params: object) -> None:
 
 def test_a_filtered_database_extract_is_proved_and_may_be_sent(db_url: str, tmp_path: Path) -> None:
     spec, out_dir, store = _filtered(tmp_path, db_url)
-    result = run_validation(spec, out_dir, store.load(), current=store.current())
+    result = run_validation(spec, out_dir, store.load(), current=store.current(), store_url=store.url)
     assert result.ok, result.checks
     assert [check.name for check in result.checks] == list(CHECKS)
     assert result.checks[2].detail["tables"] == 3 and result.checks[2].detail["files_changed"] == 0
-    record = require_validated(out_dir, connection=db_url)
+    record = require_validated(out_dir, connection=db_url, store_url=store.url)
     assert record == read_validation(out_dir)
     permit = check_before_send(out_dir, Purpose.RESEARCH, store=store, connection=db_url)
     assert permit.tables == ("patients_optout", "events_optout", "notes_out") and permit.files == {}
@@ -78,7 +78,7 @@ def test_a_filtered_database_extract_is_proved_and_may_be_sent(db_url: str, tmp_
 
 def test_the_gate_needs_the_connection_and_only_sends_listed_tables(db_url: str, tmp_path: Path) -> None:
     spec, out_dir, store = _filtered(tmp_path, db_url)
-    assert run_validation(spec, out_dir, store.load(), current=store.current()).ok
+    assert run_validation(spec, out_dir, store.load(), current=store.current(), store_url=store.url).ok
     with pytest.raises(VerificationFailed, match="held in database tables"):
         check_before_send(out_dir, Purpose.RESEARCH, store=store)
     with pytest.raises(VerificationFailed, match="not outputs listed"):
