@@ -43,6 +43,9 @@ class LegalBasis(StrEnum):
     NO_NHS_NUMBER_DISPROPORTIONATE = "no_nhs_number_disproportionate"
     ONS = "ons"
     CANCER_REGISTRATION = "cancer_registration"
+    CONGENITAL_ANOMALY_REGISTRATION = "congenital_anomaly_registration"  # the rare diseases register
+    CAG_OPTOUT_DISAPPLIED = "cag_optout_disapplied"  # a CAG approval that set the opt-out aside: its reference
+    INVOICE_VALIDATION = "invoice_validation"
 
 
 def parse_purpose(value: object, *, path: str | None = None, field: str = "purpose") -> Purpose:
