@@ -38,6 +38,7 @@ def test_the_page_shows_a_fresh_list_refreshes_and_disclosures(url: str) -> None
     html = render(view)
     assert "FRESH" in html and "STALE" not in html
     assert "1 reply waiting for approval</strong> (version 4)" in html
+    assert "opted-out share 50.00% (100 of 200)" in html and "above the 25.00% any real reply shows" in html
     assert "7.0%" in html and "<svg" in html and 'role="img"' in html
     assert "University of Leeds" in html and "opted out 60" in html and "FAILED" in html
     assert 'href="data-docs/1/index.html"' in html

@@ -16,6 +16,7 @@ from optout import config
 from optout.governance.flows import OVERDUE, UNREVIEWED
 from optout.governance.overview import NightlyState, Overview
 from optout.purpose import Purpose
+from optout.store import VersionInfo
 
 LONDON = ZoneInfo("Europe/London")
 _CHART_W, _CHART_H, _BAR_GAP, _BAR_MAX = 480, 160, 6, 64
@@ -95,13 +96,13 @@ def _refresh_section(view: Overview) -> str:
     )
     header = "".join(
         f'<th scope="col">{h}</th>'
-        for h in ("Version", "Requested", "Checked", "Status", "Cohort", "Cleared", "Opted out", "Share")
+        for h in ("Version", "Requested", "Checked", "Status", "Cohort", "Cleared", "Opted out", "Share", "Why held")
     )
     rows = "".join(
         "<tr>"
         f"<td>{v.id}</td><td>{escape(london(v.requested_at))}</td><td>{escape(london(v.checked_at))}</td>"
         f"<td>{escape(v.status)}</td><td>{_n(v.cohort_count)}</td><td>{_n(v.cleared_count)}</td>"
-        f"<td>{_n(v.opted_out_count)}</td><td>{_pct(v.opted_out_share)}</td>"
+        f"<td>{_n(v.opted_out_count)}</td><td>{_pct(v.opted_out_share)}</td><td>{_why_held(v)}</td>"
         "</tr>"
         for v in view.versions
     )
@@ -115,6 +116,14 @@ def _refresh_section(view: Overview) -> str:
         '<section aria-labelledby="refresh"><h2 id="refresh">Last refreshes</h2>'
         f"{note}{_chart(view.shares)}{table}</section>"
     )
+
+
+def _why_held(version: VersionInfo) -> str:
+    """Why a reply was quarantined or a request failed, as the refresh recorded it (the statistics behind a
+    hold, the service's rejection, a MESH report, or a late reply superseded): counts and words only."""
+    if version.status in {"quarantined", "failed", "rejected"} and version.note:
+        return escape(version.note)
+    return ""
 
 
 def _chart(shares: list[tuple[int, float]]) -> str:
