@@ -39,6 +39,7 @@ from optout.lookup import bits_at
 from optout.manifest import TableReport
 from optout.nhs_number import names_for_message
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
+from optout.rows import select
 from optout.spec import ExtractSpec, TableSpec
 from optout.streams import map_ahead
 
@@ -267,7 +268,7 @@ class Cascade:
             else:
                 # Only removed and keyless rows need their own number's reason.
                 check = np.flatnonzero((codes != KEEP) | keyless)
-                own = self.clearance_of(table).codes(numbers.take(pa.array(check)))
+                own = self.clearance_of(table).codes(select(numbers, check))
                 codes[check] = np.where(own != KEEP, own, codes[check])
                 tally.own_bad_seen += int((own != KEEP).sum())
         if numbers is not None:
@@ -281,7 +282,7 @@ class Cascade:
     def _note_keyless_people(self, table: TableSpec, numbers: pa.Array, codes: np.ndarray, keyless: np.ndarray) -> None:
         removed = np.flatnonzero(keyless & (codes != KEEP))
         if len(removed):
-            self._bad_numbers.append(self.clearance_of(table).numbers(numbers.take(pa.array(removed))))
+            self._bad_numbers.append(self.clearance_of(table).numbers(select(numbers, removed)))
             self._bad_number_codes.append(codes[removed])
 
     def reports(self) -> list[TableReport]:

@@ -24,6 +24,7 @@ from optout.homes.files.formats import BATCH_ROWS, Format, format_of
 from optout.homes.files.parquet_footer import MAGIC, JoinedFooter, split
 from optout.homes.files.parquet_read import DICTIONARY_SAMPLE_ROWS, open_parquet, repeats
 from optout.homes.files.sinks import HashingFile, Pieces
+from optout.rows import select
 
 # Values the Parquet encoder takes per step (pyarrow: 1024). Larger steps cost less bookkeeping per value
 # (statistics, levels, page-size checks): 6% less encoding time here; a page may exceed its 1 MiB target
@@ -77,7 +78,7 @@ class BatchWriter:
         The rows are selected here, while earlier batches are still being encoded.
         """
         if keep is not None and not keep.all():
-            batch = _without_unused_values(batch.filter(pa.array(keep)))
+            batch = _without_unused_values(select(batch, keep))
         self.rows += batch.num_rows
         if self._format is Format.PARQUET and self._options is None:
             self._options = self._parquet_options(dictionary_columns(batch))
@@ -231,6 +232,6 @@ def _without_unused_values(batch: pa.RecordBatch) -> pa.RecordBatch:
         renumbered = (np.cumsum(used) - 1).astype(column.indices.type.to_pandas_dtype())
         new_indices = pa.array(renumbered[indices], mask=column.is_null().to_numpy(zero_copy_only=False))
         columns[index] = pa.DictionaryArray.from_arrays(
-            new_indices, column.dictionary.filter(pa.array(used)), ordered=column.type.ordered
+            new_indices, select(column.dictionary, used), ordered=column.type.ordered
         )
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
