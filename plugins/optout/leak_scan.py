@@ -38,8 +38,12 @@ from optout.nhs_number import HIGHEST, LOWEST, Status, is_valid, is_valid_number
 RAW_BYTES = "(raw bytes)"  # the column name under which a CSV file's own bytes are reported
 _RAW_BLOCK_BYTES = 8 << 20
 _BATCH_ROWS = 1 << 20
-# Inside longer text: ten digits, or 3-3-4 with spaces or dashes, not part of a longer run of digits.
-_IN_TEXT = r"(?:^|[^0-9])(?P<n>[0-9]{10}|[0-9]{3}[\s\-]{1,3}[0-9]{3}[\s\-]{1,3}[0-9]{4})(?:[^0-9]|$)"
+# Inside longer text: ten digits, or 3-3-4 with spaces or dashes, not part of a longer run of hexadecimal
+# digits. A run of ten decimal digits turns up by chance in about one keyed hash, UUID or other hex token in
+# three, and one in eleven of those passes the check digit: counting them would fail clean pseudonymised
+# extracts at random. So a hex letter next to the digits ends the candidate ("NHS9434765919" is still found,
+# "ab9434765919" is not); whole cells are read as the normaliser reads them whatever they hold.
+_IN_TEXT = r"(?:^|[^0-9A-Fa-f])(?P<n>[0-9]{10}|[0-9]{3}[\s\-]{1,3}[0-9]{3}[\s\-]{1,3}[0-9]{4})(?:[^0-9A-Fa-f]|$)"
 # What a CSV parser could take as the edge of a field, whatever the dialect: raw text is cut there.
 _RAW_EDGES = rb",;\t|\"'\r\n"
 

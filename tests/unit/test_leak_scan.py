@@ -41,6 +41,9 @@ def count(values: pa.Array | pa.ChunkedArray) -> int:
         (" ".join(OUT), 1),  # one digit at a time: the normaliser reads it
         (f"seen at clinic, NHS no {spaced(OUT)} (next of kin {OK})", 1),
         (f"NHS{OUT}x", 1),
+        (f"3f{OUT}c0", 0),  # ten digits inside a hex token (a keyed hash, a UUID) are chance, not a number
+        (f"123e4567-e89b-12d3-a456-{OUT}ab", 0),
+        (f"hash 9f{OUT} then {OUT}", 1),
         (f"{OUT} {UNCLEARED[1]},{UNCLEARED[2]}", 3),
         (f"{OUT}{OUT}", 0),  # twenty digits: no number the normaliser would read
         (f"1{OUT}", 0),
