@@ -20,7 +20,18 @@ def connection_url(conn_id: str) -> str:
         return f"sqlite:///{conn.host}"
     uri = conn.get_uri()
     scheme, _, rest = uri.partition("://")
-    return f"postgresql+psycopg2://{rest}" if scheme in ("postgres", "postgresql") else uri
+    return masked(conn, f"postgresql+psycopg2://{rest}" if scheme in ("postgres", "postgresql") else uri)
+
+
+def masked(conn: Connection, url: str) -> str:
+    """``url``, after telling Airflow's secrets masker the connection's password and the URL that holds
+    it (percent-encoded, perhaps), so neither shows in a task log."""
+    if conn.password:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(conn.password)
+        mask_secret(url)
+    return url
 
 
 def connection_secret(conn_id: str) -> str | None:

@@ -97,15 +97,13 @@ class OptOutStoreHook(BaseHook):
 def store_url(conn: Connection) -> str:
     """A connection's fields as a SQLAlchemy URL; the password is masked in logs first."""
     import sqlalchemy as sa
-    from airflow.sdk.log import mask_secret
+
+    from optout.airflow.hooks.connections import masked
 
     dialect = str(conn.extra_dejson.get("dialect") or DEFAULT_DIALECT)
     if dialect.startswith("sqlite"):
         return f"{dialect}:///{conn.host or conn.schema or ''}"
     url = sa.engine.URL.create(
         dialect, username=conn.login, password=conn.password, host=conn.host, port=conn.port, database=conn.schema
-    ).render_as_string(hide_password=False)
-    if conn.password:
-        mask_secret(conn.password)
-        mask_secret(url)  # the password may be percent-encoded inside it
-    return url
+    )
+    return masked(conn, url.render_as_string(hide_password=False))
