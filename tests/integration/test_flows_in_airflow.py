@@ -14,6 +14,7 @@ from optout.ledger import Ledger
 
 pytestmark = pytest.mark.integration
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+TEST_DAGS = DAGS.parent / "tests" / "dags"
 
 
 def test_flows_are_read_from_the_serialized_dags(load_dag: Any) -> None:
@@ -35,6 +36,26 @@ def test_flows_are_read_from_the_serialized_dags(load_dag: Any) -> None:
     )
     assert research.extract and research.extract.endswith("research_extract.yaml")
     assert (exempt.legal_basis, exempt.legal_reference) == ("court_order", "HC-ORDER-2026-A17")
+
+
+def test_internal_tasks_and_declared_scopes_are_read_from_the_serialized_dags(load_dag: Any) -> None:
+    """The not-covered list from what Airflow stores: each internal task of a CPI DAG with its reason, and
+    a DAG declared as holding no patient information with the reason it gave."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from optout.airflow.flows import uncovered
+
+    serialized = [
+        DagSerialization.to_dict(load_dag(TEST_DAGS / "send_time_checks.py", "send_time_checks")),
+        DagSerialization.to_dict(load_dag(DAGS / "optout_retention.py", "optout_retention")),
+    ]
+    found = {(u.dag_id, u.task_id): u.reason for u in uncovered(serialized)}
+    assert found == {
+        ("send_time_checks", "tamper_early"): "internal (no data leaves): the test's tamper step",
+        ("send_time_checks", "tamper_late"): "internal (no data leaves): the test's tamper step: edits files in place",
+        ("optout_retention", None): "declared as handling no confidential patient information: deletes files and "
+        "old list versions past their retention; reads and sends no patient data",
+    }
 
 
 def _export_state(load_dag: Any) -> str:

@@ -31,8 +31,9 @@ RESEARCH = DeclaredFlow("research_extract", "export", "research", "specs/r.yaml"
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.sqlite'}"
+def url(store_url: str) -> str:
+    """Each test on SQLite and on PostgreSQL (the store's two backends)."""
+    return store_url
 
 
 def record(url: str, flow: str, review: date) -> None:

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from governance_data import NUMBERS, seed
 
 from optout.airflow.page import create_app
+from optout.airflow.tagging import NO_CPI_NOTE
 from optout.governance import overview, render
 
 NOW = datetime.now(UTC)
@@ -179,15 +180,38 @@ def test_the_evidence_pack_is_downloaded_from_the_page(season: str) -> None:
 def test_what_is_not_covered_is_listed(url: str) -> None:
     from optout.airflow.flows import uncovered
 
+    internal = {"__var": {"task_id": "stage", "params": [["optout", {"default": {"internal": "copies to staging"}}]]}}
+    exported = {"__var": {"task_id": "send", "params": [["optout", {"default": {"purpose": "research"}}]]}}
     serialized = [
-        {"dag": {"dag_id": "research_extract", "tags": ["confidential-patient-information"], "tasks": []}},
+        {
+            "dag": {
+                "dag_id": "research_extract",
+                "tags": ["confidential-patient-information"],
+                "tasks": [internal, exported],
+            }
+        },
         {"dag": {"dag_id": "optout_retention", "tags": ["optout"], "tasks": []}},
         {"dag": {"dag_id": "legacy_finance", "tags": [], "tasks": []}},
-        {"dag": {"dag_id": "weather", "tags": ["no-confidential-patient-information"], "tasks": []}},
+        {
+            "dag": {
+                "dag_id": "weather",
+                "tags": ["no-confidential-patient-information"],
+                "doc_md": "Forecasts.\n\n" + NO_CPI_NOTE + "met office data only",
+                "tasks": [],
+            }
+        },
     ]
-    found = {u.dag_id: u.reason for u in uncovered(serialized, ["legacy_*"])}
-    assert set(found) == {"optout_retention", "legacy_finance", "weather"}
-    assert "grandfathered" in found["legacy_finance"] and "no confidential" in found["weather"]
+    found = {(u.dag_id, u.task_id): u.reason for u in uncovered(serialized, ["legacy_*"])}
+    assert set(found) == {
+        ("optout_retention", None),
+        ("legacy_finance", None),
+        ("weather", None),
+        ("research_extract", "stage"),
+    }
+    assert "grandfathered" in found["legacy_finance", None]
+    assert found["weather", None].endswith("no confidential patient information: met office data only")
+    assert found["research_extract", "stage"] == "internal (no data leaves): copies to staging"
     html = render(overview(url, now=NOW, uncovered=uncovered(serialized, ["legacy_*"])))
     assert "Not covered by the opt-out checks" in html and "<td>legacy_finance</td>" in html
+    assert "<td>stage</td>" in html and "copies to staging" in html
     assert "could not be read" in render(overview(url, now=NOW))

@@ -37,8 +37,9 @@ def age_versions(url: str, days: int) -> None:
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.sqlite'}"
+def url(store_url: str) -> str:
+    """Each test on SQLite and on PostgreSQL (the store's two backends)."""
+    return store_url
 
 
 def test_outputs_validation_and_versions_past_their_rules_are_deleted_and_recorded(url: str, tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ read: no DAG file is imported and no operator is built.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from optout.airflow.tagging import CPI_TAG, NO_CPI_TAG, PARAM
+from optout.airflow.tagging import CPI_TAG, NO_CPI_TAG, PARAM, no_cpi_reason
 from optout.governance.flows import DeclaredFlow
 from optout.governance.overview import NightlyState, Uncovered
 
@@ -127,8 +127,9 @@ def nightly_state(dag_id: str = "optout_nightly_refresh") -> NightlyState:
 
 
 def uncovered(serialized: Iterable[Mapping[str, Any]], grandfathered: Iterable[str] = ()) -> list[Uncovered]:
-    """DAGs the policy does not check: not tagged as handling confidential patient information, declared as
-    not handling it, or named in ``[optout] unscoped_dags`` (globs)."""
+    """DAGs and tasks the policy does not check: DAGs not tagged as handling confidential patient information,
+    declared as not handling it (with their reason), or named in ``[optout] unscoped_dags`` (globs); and in a
+    DAG that handles it, each task marked ``internal`` (the reason is the promise reviewers hold it to)."""
     from fnmatch import fnmatch
 
     globs = [g.strip() for g in grandfathered if g.strip()]
@@ -139,10 +140,23 @@ def uncovered(serialized: Iterable[Mapping[str, Any]], grandfathered: Iterable[s
         if any(fnmatch(dag_id, g) for g in globs):
             found.append(Uncovered(dag_id, "grandfathered ([optout] unscoped_dags): not checked"))
         elif NO_CPI_TAG in tags:
-            found.append(Uncovered(dag_id, "declared as handling no confidential patient information"))
+            reason = no_cpi_reason(dag.get("doc_md"))
+            found.append(Uncovered(dag_id, f"declared as handling no confidential patient information: {reason}"))
         elif CPI_TAG not in tags:
             found.append(Uncovered(dag_id, f"not tagged {CPI_TAG!r}: the policy does not check its tasks"))
+        else:
+            found.extend(_internal_tasks(dag_id, dag.get("tasks") or []))
     return sorted(found, key=lambda u: (u.dag_id, u.task_id or ""))
+
+
+def _internal_tasks(dag_id: str, tasks: Iterable[Any]) -> Iterator[Uncovered]:
+    """The tasks of a CPI DAG marked ``internal(task, reason)``: no data may leave through them, and only
+    their reason says so (the policy cannot see what their code does)."""
+    for item in tasks:
+        task = item.get("__var", item)
+        tag = _tag(task.get("params"))
+        if tag is not None and set(tag) == {"internal"}:
+            yield Uncovered(dag_id, f"internal (no data leaves): {tag['internal']}", task_id=str(task["task_id"]))
 
 
 def read_uncovered() -> list[Uncovered]:

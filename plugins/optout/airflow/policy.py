@@ -155,7 +155,7 @@ def problems(dag: Any) -> list[str]:
 
 def _no_cpi_problems(dag: Any) -> list[str]:
     found = []
-    if no_cpi_reason(dag) is None:
+    if no_cpi_reason(getattr(dag, "doc_md", None)) is None:
         found.append(f"it is tagged {NO_CPI_TAG!r} without a reason: declare it with no_cpi(dag, 'why it holds none')")
     for task in dag.tasks:
         if role(task) or _has_optout_params(task):

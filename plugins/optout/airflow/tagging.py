@@ -255,9 +255,9 @@ def no_cpi(dag: Any, reason: str) -> Any:
     return dag
 
 
-def no_cpi_reason(dag: Any) -> str | None:
-    """The reason recorded by :func:`no_cpi` (a line of the DAG's docs), or None."""
-    for line in (getattr(dag, "doc_md", None) or "").splitlines():
+def no_cpi_reason(doc_md: str | None) -> str | None:
+    """The reason recorded by :func:`no_cpi` in a DAG's docs (``dag.doc_md``, or a serialized DAG's), or None."""
+    for line in (doc_md or "").splitlines():
         if line.startswith(NO_CPI_NOTE) and line[len(NO_CPI_NOTE) :].strip():
             return line[len(NO_CPI_NOTE) :].strip()
     return None
