@@ -88,8 +88,8 @@ def summary(env: dict[str, str]) -> None:
         d = entry.disclosure
         print(
             f"  last disclosure: {d.extract!r} for {d.purpose} to {d.recipient}, list version {d.version_id}: "
-            f"{d.rows_in} rows in, {d.rows_out} out, {d.removed_people} people removed "
-            f"({', '.join(f'{k} {v}' for k, v in d.removed_rows.items() if v)}), "
+            f"{d.rows_in} rows in, {d.rows_out} out; rows removed by reason "
+            f"({', '.join(f'{k} {v}' for k, v in d.removed_rows.items() if v)}), {d.removed_people} people removed; "
             f"validation {'passed' if d.validation_ok else 'FAILED'}"
         )
         if d.data_docs:
