@@ -63,11 +63,7 @@ def service_missing(what: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own data folder and SQLite store unless it sets its own, and starts with no
-    Airflow connection readers registered (an operator run in an earlier test registers them)."""
-    from optout import connections
-
-    monkeypatch.setattr(connections, "_readers", {})
+    """Every test gets its own data folder and SQLite store unless it sets its own."""
     monkeypatch.setenv("OPTOUT_HOME", str(tmp_path / "optout-home"))
     monkeypatch.delenv("OPTOUT_STORE_URL", raising=False)
     monkeypatch.delenv("OPTOUT_MAX_AGE", raising=False)

@@ -39,6 +39,7 @@ from optout.lookup import bits_at
 from optout.manifest import TableReport
 from optout.nhs_number import names_for_message
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
+from optout.resolver import Reader
 from optout.rows import select
 from optout.spec import ExtractSpec, TableSpec
 from optout.streams import map_ahead
@@ -164,12 +165,20 @@ class _Tally:
 class Cascade:
     """One run's decisions over one spec and one check result."""
 
-    def __init__(self, spec: ExtractSpec, check_result: CheckResultLike, key_types: dict[str, pa.DataType]) -> None:
+    def __init__(
+        self,
+        spec: ExtractSpec,
+        check_result: CheckResultLike,
+        key_types: dict[str, pa.DataType],
+        *,
+        secret: Reader | None = None,
+    ) -> None:
+        """:param secret: reads a pseudonymisation key kept in a connection (see :mod:`optout.resolver`)."""
         self.spec = spec
         self.clearance = Clearance(check_result)
         # Pseudonymised tables match keyed hashes of the cohort instead of numbers.
         self._clearances: dict[str, Clearance | PseudonymClearance] = {
-            table.name: PseudonymClearance(check_result, load_key(table.pseudonymised))
+            table.name: PseudonymClearance(check_result, load_key(table.pseudonymised, connection_secret=secret))
             for table in spec.tables
             if table.pseudonymised is not None
         }

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from optout.homes.base import ExtractHome
+    from optout.resolver import Resolver
     from optout.spec import ExtractSpec
 
 
@@ -32,18 +33,20 @@ def run_filter(
     frames: dict[str, pd.DataFrame] | None = None,
     *,
     home: ExtractHome | None = None,
+    resolver: Resolver | None = None,
 ) -> Manifest:
     """Filter ``spec``'s tables (its files, or ``frames`` keyed by table name) into ``out_dir``.
 
     Outputs keep each table's file name, format, columns and types; ``out_dir`` is replaced whole,
     manifest included, or left untouched on any error. ``check_result`` may be None only for an
     extract that is copied unfiltered (direct care, exempt). ``home``: where the tables live, when the
-    caller chose it (the Airflow skin, with the database its hook opened); else :func:`home_for` decides.
+    caller chose it; else :func:`home_for` decides, with ``resolver`` reading the connection ids the spec
+    names (the Airflow skin's; by default URLs only).
     """
     require_check(spec, check_result)
     _refuse_odd_out_dir(Path(out_dir))
     _refuse_overlap(spec, Path(out_dir))
-    home = home or home_for(spec, frames=frames)
+    home = home or home_for(spec, frames=frames, resolver=resolver)
     with staging_dir(out_dir) as staging:
         if check_result is not None and spec.filtered:
             reports, people = home.filter(staging, check_result)

@@ -30,6 +30,7 @@ from optout.purpose import Purpose
 
 if TYPE_CHECKING:
     from optout.ledger import LedgerEntry
+    from optout.resolver import Resolver
     from optout.spec import ExtractSpec
     from optout.store import Store
     from optout.validation import ValidationRecord
@@ -62,6 +63,7 @@ def check_before_send(
     now: datetime | None = None,
     connection: str | None = None,
     spec: ExtractSpec | None = None,
+    resolver: Resolver | None = None,
 ) -> Permit:
     """Prove ``out_dir`` may be sent for ``purpose``; ``files`` are the paths about to go (default: all),
     or, for an extract held in database tables, the names of the tables about to go (default: all).
@@ -69,6 +71,7 @@ def check_before_send(
     :param connection: the spec's connection (SQLAlchemy URL or connection id) for an extract held in
         database tables; such an extract is refused without it.
     :param spec: the spec being sent: the manifest must be of this extract (name, legal basis, reference).
+    :param resolver: reads ``connection`` when it is a connection id (the Airflow skin's; default: URLs only).
 
     :raises VerificationFailed: the manifest, a file, the purpose or the validation does not match.
     :raises StaleListError, NoVersionError: the list is not fresh now.
@@ -88,12 +91,12 @@ def check_before_send(
     validation = None
     if purpose.applies_opt_out:
         # Re-hashes every output (files, or tables through the connection) against the manifest.
-        validation = _require_validated(folder, connection, store.url if store is not None else None)
+        validation = _require_validated(folder, connection, store.url if store is not None else None, resolver)
         require_still_current(manifest, store, max_age=max_age, now=now)
     elif in_database:
         from optout.validation import require_tables_unchanged
 
-        require_tables_unchanged(manifest, connection, tables)
+        require_tables_unchanged(manifest, connection, tables, resolver=resolver)
     else:
         verify_files(manifest, sending)
     return Permit(folder, purpose, manifest, sending, validation, tables)
@@ -202,12 +205,14 @@ def _files(folder: Path, manifest: Manifest, files: Iterable[str | Path] | None)
     return sending
 
 
-def _require_validated(folder: Path, connection: str | None, store_url: str | None) -> ValidationRecord:
+def _require_validated(
+    folder: Path, connection: str | None, store_url: str | None, resolver: Resolver | None
+) -> ValidationRecord:
     """The one switch point to the validation module (Great Expectations proof of this manifest, as the
     store recorded it)."""
     from optout.validation import require_validated
 
-    return require_validated(folder, connection=connection, store_url=store_url)
+    return require_validated(folder, connection=connection, store_url=store_url, resolver=resolver)
 
 
 def _tables(folder: Path, manifest: Manifest, names: Iterable[str | Path] | None) -> tuple[str, ...]:

@@ -32,7 +32,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from optout.clearance import KEEP, CheckResultLike, Reason
-from optout.connections import secret_reader
 from optout.errors import InputError
 from optout.keyed_hash import DIGEST_BYTES, MESSAGE_BYTES, hmac_block, hmac_parallel
 from optout.nhs_number import NULL_TOKENS, to_text
@@ -86,10 +85,9 @@ class Key:
 def load_key(config: Pseudonymisation, *, connection_secret: Callable[[str], str | None] | None = None) -> Key:
     """The key named by the spec: an environment variable, or an Airflow connection's password.
 
-    The library does not import Airflow: ``connection_secret`` (conn id -> password) defaults to the reader
-    the Airflow skin registers in :mod:`optout.connections`.
+    The library does not import Airflow: ``connection_secret`` (conn id -> password) is the caller's, the
+    Airflow skin's reader (:mod:`optout.resolver`); without one a ``key_conn`` is refused.
     """
-    connection_secret = connection_secret or secret_reader()
     if config.key_env:
         secret = os.environ.get(config.key_env)
     elif connection_secret is None:

@@ -43,7 +43,9 @@ from optout.streams import map_ahead, prefetch, reused_memory
 from optout.validation_record import record_validation, require_recorded
 
 if TYPE_CHECKING:
+    from optout.homes.base import ExtractHome
     from optout.homes.sql.run import TableMeasure
+    from optout.resolver import Reader, Resolver
     from optout.spec import ExtractSpec, TableSpec
 
 RESULT_NAME = "result.json"
@@ -100,6 +102,7 @@ def run_validation(
     max_age: timedelta | None = None,
     current: Any = _NOT_GIVEN,
     store_url: str | None = None,
+    resolver: Resolver | None = None,
 ) -> ValidationResult:
     """Prove the extract in ``out_dir`` and write the result and Data Docs; a failed proof returns ``ok=False``.
 
@@ -107,6 +110,7 @@ def run_validation(
         for extracts copied unfiltered (direct care, exemption).
     :param current: the store's current ``VersionInfo`` (default: asked of the store).
     :param store_url: the store the validation is recorded in (default: ``OPTOUT_STORE_URL``).
+    :param resolver: reads the connection ids the spec names (the Airflow skin's; default: URLs only).
     """
     out_dir = Path(out_dir).resolve()
     manifest = read_manifest(out_dir)
@@ -116,7 +120,7 @@ def run_validation(
         from optout.store import Store
 
         current = Store().current()
-    rows = _measure(spec, out_dir, manifest, check_result)
+    rows = _measure(home_for(spec, resolver=resolver), out_dir, manifest, check_result)
     freshness = _freshness(manifest, check_result, current, now, max_age)
     frame_rows = [{**row, **freshness} for row in rows]
     target = validation_dir(out_dir)
@@ -170,7 +174,11 @@ def read_validation(out_dir: str | Path) -> ValidationRecord | None:
 
 
 def require_validated(
-    out_dir: str | Path, *, connection: str | None = None, store_url: str | None = None
+    out_dir: str | Path,
+    *,
+    connection: str | None = None,
+    store_url: str | None = None,
+    resolver: Resolver | None = None,
 ) -> ValidationRecord:
     """Refuse unless the extract passed validation and no output changed since (outputs are re-hashed).
 
@@ -180,6 +188,7 @@ def require_validated(
     :param connection: the spec's connection, for an extract held in database tables (their content
         hashes are computed again there); without it such an extract is refused.
     :param store_url: the store holding the validation records (default: ``OPTOUT_STORE_URL``).
+    :param resolver: reads ``connection`` when it is a connection id (default: URLs only).
     """
     out_dir = Path(out_dir).resolve()
     record = read_validation(out_dir)
@@ -195,7 +204,7 @@ def require_validated(
     expected = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     if extra := sorted(p.name for p in out_dir.iterdir() if p.name not in expected):
         raise VerificationFailed(f"{out_dir} holds {len(extra)} file(s) the manifest does not list; do not send it")
-    in_database = require_tables_unchanged(manifest, connection)
+    in_database = require_tables_unchanged(manifest, connection, resolver=resolver)
     for table in manifest.tables:
         path = out_dir / table.file
         if table.file in in_database:
@@ -206,16 +215,21 @@ def require_validated(
 
 
 def require_tables_unchanged(
-    manifest: Manifest, connection: str | None, names: Iterable[str] | None = None
+    manifest: Manifest,
+    connection: str | None,
+    names: Iterable[str] | None = None,
+    *,
+    resolver: Resolver | None = None,
 ) -> set[str]:
     """Each output table the manifest lists (or those of ``names``) must hold what the manifest hashed:
     the database side of re-hashing files. Returns the tables checked (none for a file extract).
 
     :raises VerificationFailed: a table changed or is missing, or no connection was given to reach them.
     """
-    from optout.connections import database_url
+    from optout.resolver import OUTSIDE_AIRFLOW
 
-    home = home_of(manifest, database=database_url(connection) if connection is not None else None)
+    database = (resolver or OUTSIDE_AIRFLOW).database_url(connection) if connection is not None else None
+    home = home_of(manifest, database=database)
     if home.holds_files:
         return set()
     if connection is None:
@@ -240,14 +254,14 @@ def require_tables_unchanged(
 
 
 def _measure(
-    spec: ExtractSpec, out_dir: Path, manifest: Manifest, check_result: CheckResultLike | None
+    home: ExtractHome, out_dir: Path, manifest: Manifest, check_result: CheckResultLike | None
 ) -> list[dict[str, Any]]:
     """One row of counts per table: the only thing GX ever sees."""
+    spec = home.spec
     if manifest.filtered and check_result is None:
         raise InputError("a filtered extract is validated against the version it used; load it", field="check_result")
     listed = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     unexpected = sum(1 for p in out_dir.iterdir() if p.name not in listed)
-    home = home_for(spec)
     in_place = home.measure_in_place(check_result if manifest.filtered else None)
     if in_place is not None:
         rows = _measured_in_place(spec, manifest, in_place, unexpected)
@@ -271,7 +285,7 @@ def _measure(
         scans: dict[str, Future[LeakScan]] = {}
         if manifest.filtered and check_result is not None:
             scans = {t.name: scanning.submit(_scan, t, out_dir, check_result) for t in present}
-        people = _People(spec, check_result) if manifest.filtered and check_result is not None else None
+        people = _People(spec, check_result, home.secret) if manifest.filtered and check_result is not None else None
         rows = [
             _measure_table(table, out_dir, manifest, people, unexpected, len(spec.tables), hashes.get(table.name))
             for table in spec.tables
@@ -321,14 +335,16 @@ class _People:
     key indexes are the filter's (``KeyKind``, ``KeySet``); the decision is taken here, independently.
     """
 
-    def __init__(self, spec: ExtractSpec, check_result: CheckResultLike) -> None:
+    def __init__(self, spec: ExtractSpec, check_result: CheckResultLike, secret: Reader | None) -> None:
         from optout.cascade import KeyKind, KeySet, key_types
         from optout.homes.files.read import schema_of
         from optout.pseudonym import PseudonymClearance, load_key
 
         plain = Clearance(check_result)
         self._clearances: dict[str, Any] = {
-            t.name: PseudonymClearance(check_result, load_key(t.pseudonymised)) if t.pseudonymised else plain
+            t.name: PseudonymClearance(check_result, load_key(t.pseudonymised, connection_secret=secret))
+            if t.pseudonymised
+            else plain
             for t in spec.tables
         }
         self.kind = KeyKind.INTEGER

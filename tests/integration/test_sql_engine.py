@@ -273,16 +273,16 @@ def test_numbers_are_normalised_in_sql_as_in_python(
 def test_airflow_connection_ids_name_the_warehouse_and_the_key(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from optout import connections
-    from optout.airflow.hooks.connections import register_readers
+    from optout.airflow.hooks.connections import airflow_resolver
 
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", pg_url.replace("postgresql+psycopg2://", "postgres://"))
     monkeypatch.setenv("AIRFLOW_CONN_PSEUDO_KEY", json.dumps({"conn_type": "generic", "password": SECRET}))
-    monkeypatch.setattr(connections, "_readers", {})
-    register_readers()
     _load(pg_url, {"visits": _tokens(SECRET)})
     text = PSEUDO_SPEC.replace("key_env: OPTOUT_TEST_PSEUDO_KEY", "key_conn: pseudo_key").replace("{url}", "warehouse")
-    manifest = run_filter(load_spec(_spec(tmp_path, pg_url, text)), tmp_path / "out", check_result())
+    spec = load_spec(_spec(tmp_path, pg_url, text))
+    with pytest.raises(InputError, match="only be read inside Airflow"):  # outside Airflow: a clear error
+        run_filter(spec, tmp_path / "out", check_result())
+    manifest = run_filter(spec, tmp_path / "out", check_result(), resolver=airflow_resolver())
     assert manifest.table("visits").rows_out == 4
 
 

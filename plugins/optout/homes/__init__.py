@@ -7,7 +7,6 @@ format through :mod:`optout.homes.files.formats` without loading Arrow.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from optout.errors import InputError
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
 
     from optout.homes.base import ExtractHome
     from optout.manifest import Manifest
+    from optout.resolver import Resolver
     from optout.spec import ExtractSpec
 
 # The home that reads a written extract, by the engine its manifest records (module:class, imported on use).
@@ -34,32 +34,34 @@ def home_for(
     *,
     frames: dict[str, pd.DataFrame] | None = None,
     database: sa.Engine | str | None = None,
-    secret: Callable[[str], str | None] | None = None,
+    resolver: Resolver | None = None,
 ) -> ExtractHome:
     """The home of ``spec``'s tables, decided here once: the DataFrames given, the spec's database, or
     its files.
 
-    :param database: for a spec with a ``connection``: the engine or URL to use (the Airflow skin passes
-        the one its hook made); by default the connection itself when it is a URL.
-    :param secret: reads a pseudonymisation key kept in an Airflow connection.
+    :param database: for a spec with a ``connection``: the engine or URL to use; by default the
+        connection, resolved.
+    :param resolver: turns the connection ids the spec names (a warehouse, a Spark Connect server, a
+        pseudonymisation key's connection) into URLs and secrets; by default URLs only (outside Airflow).
     """
+    from optout.resolver import OUTSIDE_AIRFLOW
+
+    resolver = resolver or OUTSIDE_AIRFLOW
     if frames is not None:
         from optout.homes.frames import FramesHome
 
-        return FramesHome(spec, frames)
+        return FramesHome(spec, frames, secret=resolver.secret)
     if spec.engine == "spark":
-        from optout.connections import spark_url
         from optout.homes.spark_home import SparkHome
 
-        return SparkHome(spec, spark_url(spec.spark_connection))
+        return SparkHome(spec, resolver.spark_url(spec.spark_connection))
     if spec.connection is not None:
-        from optout.connections import database_url, secret_reader
         from optout.homes.sql.home import SqlHome
 
-        return SqlHome(spec, database or database_url(spec.connection), secret or secret_reader())
+        return SqlHome(spec, database or resolver.database_url(spec.connection), resolver.secret)
     from optout.homes.files.home import FilesHome
 
-    return FilesHome(spec)
+    return FilesHome(spec, secret=resolver.secret)
 
 
 def home_of(manifest: Manifest, *, database: sa.Engine | str | None = None) -> ExtractHome:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from optout.clearance import CheckResultLike
     from optout.homes.sql.run import TableMeasure
     from optout.manifest import Manifest, TableReport
+    from optout.resolver import Reader
     from optout.spec import ExtractSpec, TableSpec
 
 
@@ -28,14 +29,17 @@ class ExtractHome(ABC):
     """Where one extract's tables are read from and its outputs written to.
 
     :param spec: the extract; None for a home rebuilt from a manifest only to check its outputs.
+    :param secret: reads the password of a connection id (a pseudonymisation key's ``key_conn``), handed
+        in by the caller (see :mod:`optout.resolver`); None outside Airflow.
     """
 
     engine: ClassVar[str]  # the manifest's ``engine``: which home wrote the outputs
     holds_files: ClassVar[bool]  # outputs are files in the extract folder (else: tables, and the folder
     # holds only the manifest)
 
-    def __init__(self, spec: ExtractSpec | None) -> None:
+    def __init__(self, spec: ExtractSpec | None, *, secret: Reader | None = None) -> None:
         self._spec = spec
+        self.secret = secret
 
     @classmethod
     def for_outputs(cls, database: Any = None) -> ExtractHome:

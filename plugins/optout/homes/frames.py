@@ -22,13 +22,18 @@ from optout.homes.files.formats import BATCH_ROWS
 from optout.homes.files.home import FilesHome
 from optout.homes.files.parquet_write import write_table
 from optout.manifest import Manifest, TableReport, new_manifest
+from optout.resolver import Reader
 from optout.spec import ExtractSpec, TableSpec
 
 ENGINE = "frames"
 
 
 def filter_frames(
-    spec: ExtractSpec, frames: dict[str, pd.DataFrame], check_result: CheckResultLike | None
+    spec: ExtractSpec,
+    frames: dict[str, pd.DataFrame],
+    check_result: CheckResultLike | None,
+    *,
+    secret: Reader | None = None,
 ) -> tuple[dict[str, pd.DataFrame], Manifest]:
     """Filter one DataFrame per table of ``spec`` (keyed by table name); return the kept rows and the manifest.
 
@@ -45,7 +50,7 @@ def filter_frames(
         return copies, manifest
     batches = {table.name: _batches(frames[table.name], columns_of(table)) for table in spec.tables}
     schemas = {name: _schema(frames[name], found) for name, found in batches.items()}
-    cascade = Cascade(spec, check_result, key_types(spec, schemas))
+    cascade = Cascade(spec, check_result, key_types(spec, schemas), secret=secret)
     cascade.learn_all(lambda table: batches[table.name])
     kept = {}
     for table in spec.tables:
@@ -90,8 +95,8 @@ class FramesHome(FilesHome):
 
     engine: ClassVar[str] = ENGINE
 
-    def __init__(self, spec: ExtractSpec, frames: dict[str, pd.DataFrame]) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: ExtractSpec, frames: dict[str, pd.DataFrame], *, secret: Reader | None = None) -> None:
+        super().__init__(spec, secret=secret)
         self.frames = frames
 
     def filter(self, staging: Path, check_result: CheckResultLike) -> tuple[list[TableReport], dict[str, int]]:
@@ -101,7 +106,7 @@ class FramesHome(FilesHome):
         return self._write(staging, None)[0]
 
     def _write(self, staging: Path, check_result: CheckResultLike | None) -> tuple[list[TableReport], dict[str, int]]:
-        kept, manifest = filter_frames(self.spec, self.frames, check_result)
+        kept, manifest = filter_frames(self.spec, self.frames, check_result, secret=self.secret)
         tables = []
         for report in manifest.tables:
             target = staging / report.file

@@ -1,8 +1,9 @@
-"""Airflow connection ids that a spec may name: a warehouse (SQL engine) and a pseudonymisation key.
+"""Airflow connection ids that a spec may name: a warehouse (SQL engine), a Spark Connect server and a
+pseudonymisation key.
 
-The library cannot read Airflow connections; :func:`register_readers` hands it two readers (called by
-the filter operator before it runs, never at import). The key is the connection's password and is
-never logged.
+The library cannot read Airflow connections and looks nothing up: each operator hands it
+:func:`airflow_resolver` (an :class:`optout.resolver.Resolver` over these readers) explicitly. The key
+is the connection's password and is never logged.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
+
+    from optout.resolver import Resolver
 
 
 def connection_url(conn_id: str) -> str:
@@ -64,8 +67,8 @@ def spark_connect_url(conn_id: str) -> str:
     return SparkConnectHook(conn_id).get_connection_url()
 
 
-def register_readers() -> None:
-    """Let the library resolve Airflow connection ids in specs (idempotent)."""
-    from optout import connections
+def airflow_resolver() -> Resolver:
+    """What the library is given to read the Airflow connection ids a spec names (read only when used)."""
+    from optout.resolver import Resolver
 
-    connections.register(url=connection_url, secret=connection_secret, spark=spark_connect_url)
+    return Resolver(url=connection_url, secret=connection_secret, spark=spark_connect_url)

@@ -51,12 +51,11 @@ class _Gate:
         ``self.spec`` is the rendered spec: its name, purpose and legal basis must be the manifest's, and
         a basis or reference the task repeats must be the spec's.
         """
-        from optout.airflow.hooks.connections import register_readers
+        from optout.airflow.hooks.connections import airflow_resolver
         from optout.errors import VerificationFailed
         from optout.gate import check_before_send
         from optout.spec import load_spec
 
-        register_readers()  # a database extract's tables are re-hashed through the spec's connection
         out_dir = filtered_dir(task, self.spec, context)
         tag = _tag(task)
         with fail_closed():
@@ -70,8 +69,9 @@ class _Gate:
                 files=files,
                 store=self.hook.store,
                 max_age=parse_max_age(self.max_age),
-                connection=spec.connection,
+                connection=spec.connection,  # a database extract's tables are hashed again there
                 spec=spec,
+                resolver=airflow_resolver(),
             )
         task.log.info("Opt-out gate passed for %s: %d file(s), hashes match the manifest", out_dir, len(permit.files))
         return permit

@@ -36,10 +36,9 @@ class OptOutFilterOperator(OptOutBaseOperator):
         self.out_dir = out_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from optout.airflow.hooks.connections import register_readers
+        from optout.airflow.hooks.connections import airflow_resolver
         from optout.filter import run_filter
 
-        register_readers()  # a spec may name Airflow connections (warehouse, pseudonymisation key)
         with fail_closed():
             spec = self.load_spec()
             check_result = None
@@ -48,7 +47,8 @@ class OptOutFilterOperator(OptOutBaseOperator):
                 check_result = self.store.load(version.id)
                 self.log.info("Filtering %r with list version %s", spec.name, version.id)
             out_dir = Path(self.out_dir) if self.out_dir else data_path("extracts", spec.name, context["run_id"])
-            manifest = run_filter(spec, out_dir, check_result)
+            # a spec may name Airflow connections (warehouse, Spark, pseudonymisation key)
+            manifest = run_filter(spec, out_dir, check_result, resolver=airflow_resolver())
         self.log.info(
             "Wrote %s: %s rows in, %s out, %s removed",
             out_dir,

@@ -36,11 +36,10 @@ class OptOutValidateOperator(OptOutBaseOperator):
         self.data_docs_dir = data_docs_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from optout.airflow.hooks.connections import register_readers
+        from optout.airflow.hooks.connections import airflow_resolver
         from optout.manifest import read_manifest
         from optout.validation import run_validation
 
-        register_readers()  # a database extract is measured through the spec's connection
         out_dir = filtered_dir(self, self.spec, context)
         with fail_closed():
             spec = self.load_spec()
@@ -55,6 +54,7 @@ class OptOutValidateOperator(OptOutBaseOperator):
                 max_age=self.max_age_limit,
                 current=store.current(),
                 store_url=store.url,
+                resolver=airflow_resolver(),  # a database extract is measured through the spec's connection
             )
         checks = {check.name: check.ok for check in result.checks}
         if not result.ok:

@@ -27,6 +27,7 @@ from optout.homes.files.parquet_write import BatchWriter
 from optout.homes.files.read import count_rows, read_batches, schema_of
 from optout.manifest import TableReport, sha256_of
 from optout.nhs_number import require_number_column
+from optout.resolver import Reader
 from optout.spec import ExtractSpec, TableSpec
 from optout.streams import prefetch, reused_memory
 
@@ -42,15 +43,18 @@ def _source(table: TableSpec) -> Path:
 
 @reused_memory()
 def filter_files(
-    spec: ExtractSpec, staging: Path, check_result: CheckResultLike
+    spec: ExtractSpec, staging: Path, check_result: CheckResultLike, *, secret: Reader | None = None
 ) -> tuple[list[TableReport], dict[str, int]]:
-    """Filter every table of ``spec`` into ``staging``; return per-table reports and people removed."""
+    """Filter every table of ``spec`` into ``staging``; return per-table reports and people removed.
+
+    :param secret: reads a pseudonymisation key kept in a connection (see :mod:`optout.resolver`).
+    """
     schemas = {table.name: schema_of(_source(table)) for table in spec.tables}
     for table in spec.tables:
         if table.nhs_number and table.pseudonymised is None and table.nhs_number in schemas[table.name].names:
             kind = schemas[table.name].field(table.nhs_number).type
             require_number_column(kind, path=table.path, column=table.nhs_number)
-    cascade = Cascade(spec, check_result, key_types(spec, schemas))
+    cascade = Cascade(spec, check_result, key_types(spec, schemas), secret=secret)
     kept = _Kept(spec)
     cascade.learn_all(lambda table: prefetch(kept.pass_one(table)))
     hashes = {}

@@ -22,7 +22,7 @@ class FilesHome(ExtractHome):
     holds_files: ClassVar[bool] = True
 
     def filter(self, staging: Path, check_result: CheckResultLike) -> tuple[list[TableReport], dict[str, int]]:
-        return engine.filter_files(self.spec, staging, check_result)
+        return engine.filter_files(self.spec, staging, check_result, secret=self.secret)
 
     def copy(self, staging: Path) -> list[TableReport]:
         return engine.copy_files(self.spec, staging)

@@ -38,9 +38,8 @@ class SqlHome(ExtractHome):
         database: sa.Engine | str | None,
         secret: Callable[[str], str | None] | None = None,
     ) -> None:
-        super().__init__(spec)
+        super().__init__(spec, secret=secret)
         self._database = database
-        self.secret = secret
 
     @classmethod
     def for_outputs(cls, database: Any = None) -> SqlHome:
