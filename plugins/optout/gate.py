@@ -94,7 +94,7 @@ def check_before_send(
         validation = _require_validated(folder, connection, store.url if store is not None else None, resolver)
         require_still_current(manifest, store, max_age=max_age, now=now)
     elif in_database:
-        from optout.validation import require_tables_unchanged
+        from optout.proof import require_tables_unchanged
 
         require_tables_unchanged(manifest, connection, tables, resolver=resolver)
     else:

@@ -22,6 +22,7 @@ one number are searched further (RE2, in Arrow).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,9 +75,10 @@ class LeakScan:
     excluded: dict[str, set[str]] = field(default_factory=dict)
     _counts: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     _unscannable: set[tuple[str, str]] = field(default_factory=set, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def batch(self, table: str, batch: pa.RecordBatch | pa.Table) -> None:
-        """Scan every column of one batch of ``table``."""
+        """Scan every column of one batch of ``table`` (batches may be scanned on several threads at once)."""
         skip = self.excluded.get(table, set())
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             if name in skip:
@@ -85,9 +87,11 @@ class LeakScan:
             try:
                 found = uncleared_values(column, self.cleared)
             except Unscannable:
-                self._unscannable.add(key)
+                with self._lock:
+                    self._unscannable.add(key)
                 continue
-            self._counts[key] = self._counts.get(key, 0) + found
+            with self._lock:
+                self._counts[key] = self._counts.get(key, 0) + found
 
     def file(self, table: str, path: str | Path, encoding: str = "utf-8") -> None:
         """Scan a whole file with readers of its own: a Parquet file's every column, a CSV file's bytes and
@@ -103,8 +107,9 @@ class LeakScan:
 
     def raw_file(self, table: str, path: str | Path, encoding: str = "utf-8") -> None:
         """Scan a text file's bytes as text cut at anything a parser could take for a field's edge."""
-        key = (table, RAW_BYTES)
-        self._counts[key] = self._counts.get(key, 0) + uncleared_in_raw(path, self.cleared, encoding)
+        key, found = (table, RAW_BYTES), uncleared_in_raw(path, self.cleared, encoding)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + found
 
     def leaks(self) -> list[ColumnLeak]:
         """The columns holding an uncleared number, or that could not be scanned (empty: clean)."""

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from optout.clearance import CheckResultLike
     from optout.homes.sql.run import TableMeasure
-    from optout.manifest import Manifest, TableReport
+    from optout.manifest import TableReport
     from optout.resolver import Reader
     from optout.spec import ExtractSpec, TableSpec
 
@@ -82,15 +82,8 @@ class ExtractHome(ABC):
         """Every row of one input, as Arrow record batches (the proof learns again who was removed)."""
 
     def measure_in_place(self, check_result: CheckResultLike | None) -> list[TableMeasure] | None:
-        """Each output's counts and hash computed where it lives (validation's figures), or None when the
-        caller reads the outputs itself (files). Only counts and hashes come back."""
-        return None
-
-    def verify_in_place(
-        self, manifest: Manifest, check_result: CheckResultLike | None
-    ) -> list[tuple[str, bool, str]] | None:
-        """``(check, ok, detail)`` per output made where it lives (:func:`optout.verify.verify`), or None
-        when the caller reads the outputs itself (files)."""
+        """Each output's counts and hash computed where it lives (the figures :mod:`optout.proof` gives GX),
+        or None when the proof reads the outputs itself (files). Only counts and hashes come back."""
         return None
 
     def output_names(self, out_dir: Path) -> list[str]:

@@ -21,7 +21,7 @@ from optout.homes.sql.content_hash import content_hash
 from optout.homes.sql.dialect import Dialect
 from optout.homes.sql.dialects import dialect_for
 from optout.homes.sql.run import Run, TableMeasure
-from optout.manifest import Manifest, TableReport
+from optout.manifest import TableReport
 
 if TYPE_CHECKING:
     from optout.spec import ExtractSpec
@@ -71,43 +71,6 @@ def measure_tables(
     database; read-only (everything staged is rolled back)."""
     rows = check_result is not None and spec.filtered
     return _session(engine, spec, check_result, connection_secret, lambda run: run.measure(rows), keep=False)
-
-
-def verify_tables(
-    spec: ExtractSpec,
-    manifest: Manifest,
-    check_result: CheckResultLike | None,
-    *,
-    engine: sa.Engine | str,
-    connection_secret: Callable[[str], str | None] | None = None,
-) -> list[tuple[str, bool, str]]:
-    """The database side of :func:`optout.verify.verify`: ``(check, ok, detail)`` for each output table's
-    content hash and rows, and (given a check result) for uncleared numbers and people in the outputs."""
-    given = check_result if manifest.filtered else None
-    checks: list[tuple[str, bool, str]] = []
-    for measure in measure_tables(spec, given, engine=engine, connection_secret=connection_secret):
-        listed = manifest.table(measure.name)
-        if not measure.present:
-            checks.append((f"{listed.name}: table", False, f"{listed.file} is missing"))
-            continue
-        same = measure.sha256 == listed.sha256
-        checks.append((f"{listed.name}: sha256", same, "matches the manifest" if same else "the table changed"))
-        removed = sum(listed.removed.values())
-        balanced = listed.rows_in - removed == listed.rows_out == measure.rows
-        detail = (
-            f"{measure.rows} rows in the table; manifest: {listed.rows_in} in, {removed} removed, {listed.rows_out} out"
-        )
-        checks.append((f"{listed.name}: rows", balanced, detail))
-        if measure.uncleared_numbers is not None:
-            bad = measure.uncleared_numbers
-            checks.append(
-                (f"{listed.name}: numbers", bad == 0, f"{bad} rows with a number that is not valid and cleared")
-            )
-        if measure.uncleared_people is not None:
-            bad = measure.uncleared_people
-            detail = f"{bad} rows of people who are not cleared (people learnt from the input tables)"
-            checks.append((f"{listed.name}: people", bad == 0, detail))
-    return checks
 
 
 def table_hashes(engine: sa.Engine | str, tables: Sequence[str]) -> dict[str, str | None]:

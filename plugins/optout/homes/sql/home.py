@@ -17,7 +17,7 @@ from optout.errors import VerificationFailed
 from optout.homes.base import ExtractHome
 from optout.homes.sql import engine
 from optout.homes.sql.run import TableMeasure
-from optout.manifest import Manifest, TableReport
+from optout.manifest import TableReport
 from optout.spec import ExtractSpec, TableSpec
 
 _BATCH_ROWS = 65_536
@@ -65,14 +65,8 @@ class SqlHome(ExtractHome):
         return engine.table_hashes(self.database, sorted(set(names)))
 
     def measure_in_place(self, check_result: CheckResultLike | None) -> list[TableMeasure]:
-        """Each output table's counts and content hash, computed in the database (validation's figures)."""
+        """Each output table's counts and content hash, computed in the database (the proof's figures)."""
         return engine.measure_tables(self.spec, check_result, engine=self.database, connection_secret=self.secret)
-
-    def verify_in_place(self, manifest: Manifest, check_result: CheckResultLike | None) -> list[tuple[str, bool, str]]:
-        """The database side of :func:`optout.verify.verify`: ``(check, ok, detail)`` per output table."""
-        return engine.verify_tables(
-            self.spec, manifest, check_result, engine=self.database, connection_secret=self.secret
-        )
 
     def output_batches(
         self, out_dir: Path, table: TableSpec, columns: Sequence[str] | None = None
