@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from optout import mesh, ndop
+from optout import mesh, mesh_transport, ndop
 from optout.sandbox import server
 
 READ_BLOCK = 4 * 1024 * 1024
@@ -62,7 +62,7 @@ def ours(url: str, cohort_path: str, chunk: int, home: str, results: Any) -> Non
     settings = type(settings)(**{**settings.__dict__, "chunk_size": chunk})
     store = Store(f"sqlite:///{home}/store.sqlite")
     times = {}
-    with mesh.connect(settings) as client:
+    with mesh_transport.connect(settings) as client:
         start = time.perf_counter()
         sent = mesh.send_request(client, store, cohort, settings=settings)
         times["send"] = time.perf_counter() - start
@@ -91,8 +91,8 @@ def peer(url: str, request_path: str, chunk: int, results: Any) -> None:
     """A plain mesh-client send of the request file and a streamed receive of it: moving the bytes only."""
     sandbox = server.Sandbox(url, 0, "")
     with (
-        mesh.connect(sandbox.settings()) as client,
-        mesh.connect(sandbox.settings(mailbox=server.SERVICE_MAILBOX)) as service,
+        mesh_transport.connect(sandbox.settings()) as client,
+        mesh_transport.connect(sandbox.settings(mailbox=server.SERVICE_MAILBOX)) as service,
     ):
         start = time.perf_counter()
         with open(request_path, "rb") as data:

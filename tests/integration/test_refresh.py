@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from optout import mesh, ndop
+from optout import mesh, mesh_transport, ndop
 from optout.sandbox.standin import Behaviour
 from optout.store import Store
 
@@ -60,8 +60,8 @@ def empty_inbox(request):  # type: ignore[no-untyped-def]
     if "mesh_sandbox" not in request.fixturenames and "mesh_connection" not in request.fixturenames:
         return
     sandbox = request.getfixturevalue("mesh_sandbox")
-    with mesh.connect(sandbox.settings()) as client:
-        for message_id in mesh.list_inbox(client, None):
+    with mesh_transport.connect(sandbox.settings()) as client:
+        for message_id in mesh_transport.list_inbox(client, None):
             client.acknowledge_message(message_id)
 
 
@@ -204,7 +204,7 @@ def test_round_trip_publishes_the_cleared_set_and_ignores_job_created(
     assert extra["version_id"] == current.info.id
     assert (extra["cohort_count"], extra["opted_out_count"]) == (len(cohort), len(opt_outs))
     # "job created" came first: it was acknowledged and never read as the list; nothing is left behind.
-    with mesh.connect(mesh_sandbox.settings()) as client:
+    with mesh_transport.connect(mesh_sandbox.settings()) as client:
         assert mesh.find_reply(client, Store(), sent["local_id"]) is None
     text = output()
     assert "'job created' notice" in text
@@ -315,7 +315,7 @@ def test_two_refreshes_racing_leave_one_consistent_version(mesh_sandbox, stand_i
 
     def refresh(cohort: np.ndarray) -> None:
         try:
-            with mesh.connect(mesh_sandbox.settings()) as client:
+            with mesh_transport.connect(mesh_sandbox.settings()) as client:
                 sent = mesh.send_request(client, store, cohort, settings=mesh_sandbox.settings())
                 for _ in range(100):
                     if message_id := mesh.find_reply(client, store, sent.local_id):
@@ -397,8 +397,8 @@ def page_text() -> str:
 
 
 def inbox_headers(mesh_sandbox) -> list:  # type: ignore[no-untyped-def,type-arg]
-    with mesh.connect(mesh_sandbox.settings()) as client:
-        return [mesh.headers(client, message_id) for message_id in mesh.list_inbox(client, None)]
+    with mesh_transport.connect(mesh_sandbox.settings()) as client:
+        return [mesh_transport.headers(client, message_id) for message_id in mesh_transport.list_inbox(client, None)]
 
 
 @pytest.mark.parametrize(
@@ -454,7 +454,7 @@ def test_a_duplicate_reply_is_acknowledged_and_never_imported_twice(
     assert all(v.cleared_count == len(cohort) - 5 for v in versions)
     left = inbox_headers(mesh_sandbox)
     assert [h.local_id for h in left] == [versions[0].local_id], "only the second run's own copy is left"
-    with mesh.connect(mesh_sandbox.settings()) as client:
+    with mesh_transport.connect(mesh_sandbox.settings()) as client:
         assert mesh.check_inbox(client, Store(), None).duplicates == [left[0].message_id]
     text = output()
     assert f"repeats the reply to {versions[1].local_id}" in text
@@ -526,7 +526,7 @@ def test_late_replies_to_a_superseded_or_too_old_request_are_not_imported(mesh_s
     cohort = cohort_numbers(120, offset=150_000)
     service = stand_in(cohort[:2], behaviour=Behaviour.LATE)
     store, settings = Store(), mesh_sandbox.settings()
-    with mesh.connect(settings) as client:
+    with mesh_transport.connect(settings) as client:
         older = mesh.send_request(client, store, cohort, settings=settings)
         newer = mesh.send_request(client, store, cohort, settings=settings)
         service.release()
@@ -549,4 +549,4 @@ def test_late_replies_to_a_superseded_or_too_old_request_are_not_imported(mesh_s
         assert mesh.collect_late_replies(client, store) == []
         too_old = store.find_request(local_id=stale.local_id)
         assert too_old.status == "failed" and too_old.note.startswith("too old")
-        assert mesh.list_inbox(client, None) == []
+        assert mesh_transport.list_inbox(client, None) == []

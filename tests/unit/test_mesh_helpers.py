@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from optout import mesh, ndop
+from optout import mesh_transport, ndop
 from optout.errors import InputError
 from optout.sandbox.standin import INVALID_FILE_REPLY, Behaviour, read_opt_outs, reply_bytes, request_numbers
 
@@ -26,7 +26,7 @@ def http_error(status: int) -> requests.HTTPError:
 
 
 def test_local_ids_are_unique_and_only_use_characters_the_service_accepts() -> None:
-    ids = {mesh.new_local_id("X26ABC1") for _ in range(200)}
+    ids = {mesh_transport.new_local_id("X26ABC1") for _ in range(200)}
     assert len(ids) == 200
     assert all(re.fullmatch(r"X26ABC1-\d{14}-[0-9a-f]{8}", i) for i in ids)
 
@@ -34,30 +34,35 @@ def test_local_ids_are_unique_and_only_use_characters_the_service_accepts() -> N
 @pytest.mark.parametrize("bad", ["has space", "colon:here", "", "x" * 101])
 def test_references_with_characters_the_service_drops_are_refused(bad: str) -> None:
     with pytest.raises(InputError, match="local_id"):
-        mesh.send_file(None, "X26HC065", b"", local_id=bad, subject="ok")  # type: ignore[arg-type]
+        mesh_transport.send_file(None, "X26HC065", b"", local_id=bad, subject="ok")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
-    ("status", "error"), [(401, mesh.MeshAuthError), (403, mesh.MeshAuthError), (400, mesh.MeshRejectedError)]
+    ("status", "error"),
+    [
+        (401, mesh_transport.MeshAuthError),
+        (403, mesh_transport.MeshAuthError),
+        (400, mesh_transport.MeshRejectedError),
+    ],
 )
 def test_mesh_refusals_become_our_errors(status: int, error: type[Exception]) -> None:
-    with pytest.raises(error, match=f"HTTP {status}"), mesh.mesh_errors("send"):
+    with pytest.raises(error, match=f"HTTP {status}"), mesh_transport.mesh_errors("send"):
         raise http_error(status)
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_busy_or_down_passes_through_as_transient(status: int) -> None:
-    with pytest.raises(requests.HTTPError) as caught, mesh.mesh_errors("send"):
+    with pytest.raises(requests.HTTPError) as caught, mesh_transport.mesh_errors("send"):
         raise http_error(status)
-    assert mesh.is_transient(caught.value)
+    assert mesh_transport.is_transient(caught.value)
 
 
 def test_transient_classification() -> None:
-    assert mesh.is_transient(requests.ConnectionError())
-    assert mesh.is_transient(requests.Timeout())
-    assert not mesh.is_transient(http_error(403))
-    assert not mesh.is_transient(InputError("bad"))
-    assert not mesh.is_transient(ValueError())
+    assert mesh_transport.is_transient(requests.ConnectionError())
+    assert mesh_transport.is_transient(requests.Timeout())
+    assert not mesh_transport.is_transient(http_error(403))
+    assert not mesh_transport.is_transient(InputError("bad"))
+    assert not mesh_transport.is_transient(ValueError())
 
 
 def test_stand_in_reply_is_the_request_minus_opt_outs_in_every_variant() -> None:

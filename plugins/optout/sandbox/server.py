@@ -24,7 +24,7 @@ from pathlib import Path
 
 from optout import config
 from optout.errors import InputError
-from optout.mesh import MeshSettings
+from optout.mesh_transport import MeshSettings
 
 OUR_MAILBOX = "X26ABC1"
 SERVICE_MAILBOX = "X26ABC2"

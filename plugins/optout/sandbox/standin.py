@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from optout import mesh, ndop
+from optout import mesh_transport, ndop
 from optout.errors import InputError
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def rejected_bytes(local_id: str, reason: str = INVALID_FILE_REASON) -> bytes:
 class StandIn:
     """Answers requests arriving in ``settings.mailbox`` until :meth:`stop` (or ``serve(until=...)``)."""
 
-    settings: mesh.MeshSettings
+    settings: mesh_transport.MeshSettings
     opt_outs: np.ndarray
     behaviour: Behaviour = Behaviour.NORMAL
     delay: float = 0.0
@@ -144,7 +144,7 @@ class StandIn:
 
     def serve(self, *, until: int | None = None) -> None:
         """Poll the inbox and send replies when due; return after ``until`` replies, or when stopped."""
-        client = mesh.connect(self.settings, max_retries=0)
+        client = mesh_transport.connect(self.settings, max_retries=0)
         try:
             while not self._stop.is_set() and (until is None or self.answered < until):
                 self.step(client)
@@ -154,7 +154,7 @@ class StandIn:
 
     def step(self, client: MeshClient) -> None:
         """Take every new request from the inbox, then send whatever replies are due."""
-        for message_id in mesh.list_inbox(client, self.settings.workflow_id):
+        for message_id in mesh_transport.list_inbox(client, self.settings.workflow_id):
             self._take(client, message_id)
         held = self.behaviour is Behaviour.LATE and not self._released.is_set()
         while self._due and self._due[0][0] <= time.monotonic() and not held:
@@ -173,7 +173,7 @@ class StandIn:
             data = message.read()
         finally:
             message.close()
-        mesh.acknowledge(client, message_id)
+        mesh_transport.acknowledge(client, message_id)
         sender, local_id = message.sender, message.local_id
         if not sender or not local_id:
             log.warning("stand-in ignored message %s without a sender or LocalId", message_id)
@@ -197,12 +197,12 @@ class StandIn:
     def _send(self, client: MeshClient, recipient: str, local_id: str, data: bytes) -> None:
         workflow = self.settings.workflow_id
         chunk = self.chunk_size or (SMALL_CHUNK if self.behaviour is Behaviour.CHUNKED else None)
-        mesh.send_file(
+        mesh_transport.send_file(
             client, recipient, data, local_id=local_id, subject=local_id, workflow_id=workflow, max_chunk_size=chunk
         )
 
     def _send_status(self, client: MeshClient, recipient: str, local_id: str, data: bytes) -> None:
-        mesh.send_file(
+        mesh_transport.send_file(
             client,
             recipient,
             data,

@@ -21,7 +21,7 @@ from optout.airflow.provider import MESH_EXTRAS
 if TYPE_CHECKING:
     from mesh_client import MeshClient
 
-    from optout.mesh import MeshSettings
+    from optout.mesh_transport import MeshSettings
 
 
 class MeshHook(BaseHook):
@@ -48,7 +48,7 @@ class MeshHook(BaseHook):
         from airflow.sdk.log import mask_secret
 
         from optout.errors import InputError
-        from optout.mesh import WORKFLOW_ID, MeshSettings
+        from optout.mesh_transport import WORKFLOW_ID, MeshSettings
 
         conn = self.get_connection(self.mesh_conn_id)
         extras = conn.extra_dejson
@@ -78,7 +78,7 @@ class MeshHook(BaseHook):
     def get_conn(self) -> MeshClient:
         """The MeshClient for this connection, created once per hook."""
         if self._client is None:
-            from optout.mesh import connect
+            from optout.mesh_transport import connect
 
             self._client = connect(self.settings, max_retries=self.max_retries)
         return self._client
@@ -91,7 +91,7 @@ class MeshHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Authenticate with MESH (its handshake); the message never contains a secret."""
         from optout.errors import OptOutError
-        from optout.mesh import handshake
+        from optout.mesh_transport import handshake
 
         try:
             handshake(self.get_conn())

@@ -104,7 +104,7 @@ class MeshReplySensor(BaseSensorOperator):
         raise AirflowFailException(str(event.get("reason") or event))
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        from optout.mesh import is_transient
+        from optout.mesh_transport import is_transient
 
         with fail_unless_transient():
             try:

@@ -79,7 +79,7 @@ class MeshReplyTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from optout.errors import OptOutError
-        from optout.mesh import is_transient
+        from optout.mesh_transport import is_transient
 
         deadline = datetime.fromisoformat(self.deadline)
         while True:
