@@ -6,8 +6,8 @@ row of counts per table; :mod:`optout.validation` hands those rows to Great Expe
 
 - ``rows``, ``uncleared_number_rows`` (the declared number column: not valid and cleared),
   ``removed_person_rows`` (keys of people learnt again from the inputs, independently of the filter's
-  cascade), ``rows_mismatch`` and ``hash_ok`` (the manifest reconciles), ``tables_mismatch``,
-  ``unexpected_files``;
+  cascade: :mod:`optout.proof_people`), ``rows_mismatch`` and ``hash_ok`` (the manifest reconciles),
+  ``tables_mismatch``, ``unexpected_files``;
 - ``leaked_values`` and ``unscannable_columns``: the independent every-cell scan
   (:mod:`optout.leak_scan`), which shares neither the filter's reader nor its idea of which columns hold
   numbers (decision 0006);
@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from optout.clearance import KEEP, CheckResultLike, Clearance
+from optout.clearance import KEEP, CheckResultLike
 from optout.errors import InputError, VerificationFailed
 from optout.freshness import is_fresh
 from optout.homes import home_of
@@ -45,6 +44,7 @@ from optout.homes.files.read import count_rows, read_batches, schema_of
 from optout.leak_scan import LeakScan, parquet_batches
 from optout.manifest import MANIFEST_NAME, Manifest, TableReport, sha256_of
 from optout.nhs_number import is_valid
+from optout.proof_people import People
 from optout.streams import map_ahead, prefetch, reused_memory
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def _read_files(
     """Outputs that are files in ``out_dir``: each hashed on one thread while it is read and counted (and
     a CSV output scanned on another); hashlib and Arrow release the GIL."""
     present = [t for t in spec.tables if (out_dir / t.output_name).is_file()]
-    scans = {t.name: LeakScan(used.cleared_set) for t in present} if used is not None else {}
+    scans = {t.name: _new_scan(spec, used) for t in present} if used is not None else {}
     with (
         reused_memory(),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-hash") as hashing,
@@ -176,7 +176,7 @@ def _read_files(
             for t in present
             if t.name in scans and format_of(out_dir / t.output_name) is not Format.PARQUET
         ]
-        people = _People(spec, used, secret) if used is not None else None
+        people = People(spec, used, secret) if used is not None else None
         rows = []
         for table in spec.tables:
             row = _counts_row(table, manifest, unexpected, len(spec.tables))
@@ -199,13 +199,18 @@ def _read_files(
     return rows, scans
 
 
+def _new_scan(spec: ExtractSpec, used: CheckResultLike) -> LeakScan:
+    """The every-cell scan of one output against the cleared set of the version used."""
+    return LeakScan(used.cleared_set)
+
+
 def _scan_text_file(scan: LeakScan, table: TableSpec, path: Path) -> None:
     """A CSV output, read by the scan's own means: its raw bytes and every column as text."""
     scan.file(table.name, path)
 
 
 def _count_file(
-    table: TableSpec, path: Path, people: _People | None, scan: LeakScan | None, row: dict[str, Any]
+    table: TableSpec, path: Path, people: People | None, scan: LeakScan | None, row: dict[str, Any]
 ) -> None:
     """One pass over an output file: its rows, uncleared numbers and removed people; a Parquet output's
     every column goes through the leak scan in the same pass (a CSV output's is scanned apart)."""
@@ -233,7 +238,7 @@ def _parquet_every_column(path: Path) -> Iterator[pa.RecordBatch]:
 
 def _measure_batch(
     table: TableSpec,
-    people: _People | None,
+    people: People | None,
     scan: Callable[[pa.RecordBatch], None] | None,
     batch: pa.RecordBatch,
 ) -> tuple[int, int, int]:
@@ -279,7 +284,7 @@ def _measured_in_place(
         row["rows_mismatch"] = _rows_mismatch(measure.rows, measure.rows_in, report)
         row["hash_ok"] = report.sha256 is not None and measure.sha256 == report.sha256
         if used is not None:
-            scan = scans[table.name] = LeakScan(used.cleared_set)
+            scan = scans[table.name] = _new_scan(spec, used)
             for batch in home.output_batches(out_dir, table):
                 scan.batch(table.name, batch)
             _add_scan(row, scan)
@@ -338,69 +343,3 @@ def _column_label(name: str) -> str:
 def _same_schema(given: pa.Schema, written: pa.Schema) -> bool:
     """Same column names in the same order, with the same types: what comes out is what went in."""
     return given.names == written.names and given.types == written.types
-
-
-class _People:
-    """Who may appear in the outputs, learnt again from the inputs with the filter's own primitives.
-
-    A key is removed when any input row carrying it beside a number is not cleared; a key only tables
-    carry must also have been seen beside a number. Key comparison (integers, or trimmed text) and the
-    key indexes are the filter's (``KeyKind``, ``KeySet``); the decision is taken here, independently.
-    """
-
-    def __init__(self, spec: ExtractSpec, check_result: CheckResultLike, secret: Reader | None) -> None:
-        from optout.cascade import KeyKind, KeySet, key_types
-        from optout.pseudonym import PseudonymClearance, load_key
-
-        plain = Clearance(check_result)
-        self._clearances: dict[str, Any] = {
-            t.name: PseudonymClearance(check_result, load_key(t.pseudonymised, connection_secret=secret))
-            if t.pseudonymised
-            else plain
-            for t in spec.tables
-        }
-        self.kind = KeyKind.INTEGER
-        if any(t.person_key for t in spec.tables):  # without keys there is nobody to learn
-            schemas = {t.name: schema_of(_input_path(t)) for t in spec.tables}
-            self.kind = KeyKind.of(key_types(spec, schemas).values())
-        bad: list[pa.Array] = []
-        seen: list[pa.Array] = []
-        needs_seen = any(t.person_key and not t.nhs_number for t in spec.tables)
-        for table in spec.tables:
-            if not (table.nhs_number and table.person_key):
-                continue
-            batches = prefetch(read_batches(_input_path(table), columns=[table.nhs_number, table.person_key]))
-            for removed, keys in map_ahead(partial(self._keys_of, table, needs_seen), batches):
-                bad.append(removed)
-                if keys is not None:
-                    seen.append(keys)
-        self.removed = KeySet(bad, self.kind)
-        self.known = KeySet(seen, self.kind) if needs_seen else None
-
-    def _keys_of(self, table: TableSpec, all_keys: bool, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array | None]:
-        """A batch's distinct keys beside an uncleared number (and all its distinct keys, if asked)."""
-        assert table.nhs_number and table.person_key
-        keys = self.kind.column(batch.column(table.person_key))
-        uncleared = self.codes(table, batch.column(table.nhs_number)) != KEEP
-        removed = pc.unique(keys.filter(pa.array(uncleared)).drop_null())
-        return removed, pc.unique(keys.drop_null()) if all_keys else None
-
-    def codes(self, table: TableSpec, numbers: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        return np.asarray(self._clearances[table.name].codes(numbers))
-
-    def removed_rows(self, table: TableSpec, keys: pa.Array | pa.ChunkedArray) -> int:
-        """Rows whose key is a removed person's, or (in a key-only table) unknown or blank."""
-        keys = self.kind.column(keys)
-        hit = self.removed.contains(keys)
-        if not table.nhs_number:
-            assert self.known is not None
-            hit |= ~self.known.contains(keys)  # unseen or blank keys: nobody checked them
-        return int(np.count_nonzero(hit))
-
-
-def _input_path(table: TableSpec) -> Path:
-    if table.path is None:
-        raise InputError(
-            "validation re-reads the inputs to find removed people; give the table's path", field=f"{table.name}.path"
-        )
-    return table.path

@@ -1,0 +1,91 @@
+"""Who may appear in a filtered extract's outputs, learnt again from its inputs, for the proof.
+
+The filter's cascade decides who is removed; the proof must not take its word for it. So the inputs'
+number and key columns are read again and the decision is taken here, independently, with the filter's
+primitives only (clearance codes, key comparison, key indexes). Counts come out, never a key.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from optout.clearance import KEEP, CheckResultLike, Clearance
+from optout.errors import InputError
+from optout.homes.files.read import read_batches, schema_of
+from optout.streams import map_ahead, prefetch
+
+if TYPE_CHECKING:
+    from optout.resolver import Reader
+    from optout.spec import ExtractSpec, TableSpec
+
+
+class People:
+    """Who may appear in the outputs, learnt again from the inputs with the filter's own primitives.
+
+    A key is removed when any input row carrying it beside a number is not cleared; a key only tables
+    carry must also have been seen beside a number. Key comparison (integers, or trimmed text) and the
+    key indexes are the filter's (``KeyKind``, ``KeySet``); the decision is taken here, independently.
+    """
+
+    def __init__(self, spec: ExtractSpec, check_result: CheckResultLike, secret: Reader | None) -> None:
+        from optout.cascade import KeyKind, KeySet, key_types
+        from optout.pseudonym import PseudonymClearance, load_key
+
+        plain = Clearance(check_result)
+        self._clearances: dict[str, Any] = {
+            t.name: PseudonymClearance(check_result, load_key(t.pseudonymised, connection_secret=secret))
+            if t.pseudonymised
+            else plain
+            for t in spec.tables
+        }
+        self.kind = KeyKind.INTEGER
+        if any(t.person_key for t in spec.tables):  # without keys there is nobody to learn
+            schemas = {t.name: schema_of(_input_path(t)) for t in spec.tables}
+            self.kind = KeyKind.of(key_types(spec, schemas).values())
+        bad: list[pa.Array] = []
+        seen: list[pa.Array] = []
+        needs_seen = any(t.person_key and not t.nhs_number for t in spec.tables)
+        for table in spec.tables:
+            if not (table.nhs_number and table.person_key):
+                continue
+            batches = prefetch(read_batches(_input_path(table), columns=[table.nhs_number, table.person_key]))
+            for removed, keys in map_ahead(partial(self._keys_of, table, needs_seen), batches):
+                bad.append(removed)
+                if keys is not None:
+                    seen.append(keys)
+        self.removed = KeySet(bad, self.kind)
+        self.known = KeySet(seen, self.kind) if needs_seen else None
+
+    def _keys_of(self, table: TableSpec, all_keys: bool, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array | None]:
+        """A batch's distinct keys beside an uncleared number (and all its distinct keys, if asked)."""
+        assert table.nhs_number and table.person_key
+        keys = self.kind.column(batch.column(table.person_key))
+        uncleared = self.codes(table, batch.column(table.nhs_number)) != KEEP
+        removed = pc.unique(keys.filter(pa.array(uncleared)).drop_null())
+        return removed, pc.unique(keys.drop_null()) if all_keys else None
+
+    def codes(self, table: TableSpec, numbers: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        return np.asarray(self._clearances[table.name].codes(numbers))
+
+    def removed_rows(self, table: TableSpec, keys: pa.Array | pa.ChunkedArray) -> int:
+        """Rows whose key is a removed person's, or (in a key-only table) unknown or blank."""
+        keys = self.kind.column(keys)
+        hit = self.removed.contains(keys)
+        if not table.nhs_number:
+            assert self.known is not None
+            hit |= ~self.known.contains(keys)  # unseen or blank keys: nobody checked them
+        return int(np.count_nonzero(hit))
+
+
+def _input_path(table: TableSpec) -> Path:
+    if table.path is None:
+        raise InputError(
+            "validation re-reads the inputs to find removed people; give the table's path", field=f"{table.name}.path"
+        )
+    return table.path
