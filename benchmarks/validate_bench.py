@@ -5,7 +5,9 @@
 
 On the extract of ``filter_bench.py`` (same generator), each contender in its own subprocess:
 - filter: ``run_filter`` (what is being proven; its time is the yardstick);
-- optout: ``run_validation``: our vectorised counts, then the GX suite over them, result and Data Docs;
+- optout: ``run_validation``: the one proof's counts, then the GX suite over them, result and Data Docs;
+- proof:  ``optout.proof.prove`` alone (counts, the every-cell scan and schema comparison, each output
+  read once; no GX): what the proof itself costs;
 - naive:  GX ``ExpectColumnValuesToNotBeInSet(value_set=opted_out)`` on the output's number column,
   with the same checkpoint and Data Docs; it proves check 1 only;
 - scan:   the independent every-cell leak scan alone (``optout.leak_scan``): every column of the output
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import contender
@@ -32,7 +34,7 @@ import numpy as np
 
 FILTER_BENCH = str(Path(__file__).resolve().with_name("filter_bench.py"))  # its generator makes the data
 
-CONTENDERS = ("filter", "optout", "scan", "naive")
+CONTENDERS = ("filter", "optout", "proof", "scan", "naive")
 DATA = "data"  # the generated extract; outputs go beside it (the filter refuses to write inside its inputs)
 
 
@@ -63,6 +65,19 @@ def run_optout(folder: Path, result) -> dict[str, object]:  # type: ignore[no-un
     spec = load_spec(folder / DATA / "spec.yaml")
     proof = run_validation(spec, folder / "out", result, data_docs_dir=folder / "docs", current=result.info)
     return {"ok": proof.ok, "artefacts": [str(proof.result_path.parent), str(folder / "docs")]}
+
+
+def run_proof(folder: Path, result) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    from optout.homes import home_for
+    from optout.manifest import read_manifest
+    from optout.proof import prove
+    from optout.spec import load_spec
+
+    spec, out = load_spec(folder / DATA / "spec.yaml"), folder / "out"
+    when = {"current": result.info, "now": datetime.now(UTC), "max_age": timedelta(days=1)}
+    found = prove(home_for(spec), out, read_manifest(out), result, **when)
+    flags = ("uncleared_number_rows", "removed_person_rows", "rows_mismatch", "leaked_values", "schema_changed")
+    return {"ok": all(row["hash_ok"] and not any(row[flag] for flag in flags) for row in found.rows)}
 
 
 def run_scan(folder: Path, result) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -169,6 +184,9 @@ def main() -> None:
             f"   scan: {scan['seconds']:.2f}s = {scan['seconds'] / base:.2f}x the filter's {base:.2f}s; "
             f"clean={scan['ok']}; peak {scan['peak_mib']:.0f} MiB"
         )
+        proof = results["proof"]
+        ratio = proof["seconds"] / base
+        print(f"  proof: {proof['seconds']:.2f}s = {ratio:.2f}x the filter's {base:.2f}s; ok={proof['ok']}")
         for name in ("optout", "naive"):
             if name in results:
                 r = results[name]
