@@ -16,6 +16,7 @@ from optout.cascade import require_check
 from optout.clearance import CheckResultLike, no_removals
 from optout.errors import InputError
 from optout.homes import home_for
+from optout.input_scan import InputScan
 from optout.manifest import Manifest, new_manifest
 
 if TYPE_CHECKING:
@@ -39,20 +40,29 @@ def run_filter(
 
     Outputs keep each table's file name, format, columns and types; ``out_dir`` is replaced whole,
     manifest included, or left untouched on any error. ``check_result`` may be None only for an
-    extract that is copied unfiltered (direct care, exempt). ``home``: where the tables live, when the
-    caller chose it; else :func:`home_for` decides, with ``resolver`` reading the connection ids the spec
-    names (the Airflow skin's; by default URLs only).
+    extract that is copied unfiltered (direct care, exempt). Every input's undeclared columns are scanned
+    for uncleared NHS numbers (:mod:`optout.input_scan`): one found refuses the extract, nothing written.
+    ``home``: where the tables live, when the caller chose it; else :func:`home_for` decides, with
+    ``resolver`` reading the connection ids the spec names (the Airflow skin's; by default URLs only).
     """
     require_check(spec, check_result)
     _refuse_odd_out_dir(Path(out_dir))
     _refuse_overlap(spec, Path(out_dir))
     home = home or home_for(spec, frames=frames, resolver=resolver)
     with staging_dir(out_dir) as staging:
+        scanned = None
         if check_result is not None and spec.filtered:
-            reports, people = home.filter(staging, check_result)
+            scan = InputScan(spec, check_result.cleared_set)
+            home.scan_inputs(scan)
+            scan.require_clean()  # before a database home writes its output tables
+            reports, people = home.filter(staging, check_result, scan)
+            scan.require_clean()  # a home that scanned while filtering: before its outputs are swapped in
+            scanned = scan.summary()
         else:
             reports, people = home.copy(staging), no_removals()
-        manifest = new_manifest(spec, check_result, engine=home.engine, tables=reports, people_removed=people)
+        manifest = new_manifest(
+            spec, check_result, engine=home.engine, tables=reports, people_removed=people, input_scan=scanned
+        )
         manifest.write(staging)
     return manifest
 

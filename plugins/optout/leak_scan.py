@@ -101,13 +101,20 @@ class LeakScan:
             for batch in parquet_batches(path):
                 self.batch(table, batch)
             return
-        self.raw_file(table, path, encoding)
+        # The bytes hold an excluded column's numbers too: those its parsed cells hold are excused.
+        skip, excused = self.excluded.get(table, set()), 0
         for batch in _csv_batches(path, encoding):  # rows it cannot parse are skipped: the bytes hold them
             self.batch(table, batch)
+            excused += sum(
+                uncleared_values(batch.column(name), self.cleared) for name in skip & set(batch.schema.names)
+            )
+        self.raw_file(table, path, encoding, excused)
 
-    def raw_file(self, table: str, path: str | Path, encoding: str = "utf-8") -> None:
-        """Scan a text file's bytes as text cut at anything a parser could take for a field's edge."""
-        key, found = (table, RAW_BYTES), uncleared_in_raw(path, self.cleared, encoding)
+    def raw_file(self, table: str, path: str | Path, encoding: str = "utf-8", excused: int = 0) -> None:
+        """Scan a text file's bytes as text cut at anything a parser could take for a field's edge;
+        ``excused``: how many of them excluded columns hold."""
+        key = (table, RAW_BYTES)
+        found = max(0, uncleared_in_raw(path, self.cleared, encoding) - excused)
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + found
 

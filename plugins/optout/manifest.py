@@ -57,6 +57,9 @@ class Manifest:
     legal_basis: str | None = None
     legal_reference: str | None = None
     not_filtered_reason: str | None = None
+    # The input leak scan (:mod:`optout.input_scan`): what it does on a finding, what it scanned, and every
+    # column the spec excludes with its reason. None when the extract was copied unfiltered.
+    input_scan: dict[str, Any] | None = None
 
     @property
     def rows_in(self) -> int:
@@ -108,6 +111,8 @@ class Manifest:
         for table in self.tables:
             lines.append(f"  {table.name}: {table.rows_in} rows in, {table.rows_out} out{_why(table.removed)}")
         lines.append(f"people removed: {self.people_removed_total}{_why(self.people_removed)}")
+        for item in (self.input_scan or {}).get("excluded", []):
+            lines.append(f"not scanned for NHS numbers: {item['table']}.{item['column']} ({item['reason']})")
         return lines
 
     @classmethod
@@ -145,6 +150,7 @@ def new_manifest(
     engine: str,
     tables: list[TableReport],
     people_removed: dict[str, int],
+    input_scan: dict[str, Any] | None = None,
 ) -> Manifest:
     """The manifest of a run that has just finished."""
     info = check_result.info if check_result is not None else None
@@ -167,6 +173,7 @@ def new_manifest(
         engine=engine,
         tables=tuple(tables),
         people_removed=people_removed,
+        input_scan=input_scan,
     )
 
 

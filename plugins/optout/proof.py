@@ -41,6 +41,7 @@ from optout.homes import home_of
 from optout.homes.files.formats import Format, format_of, require_columns
 from optout.homes.files.parquet_read import open_parquet
 from optout.homes.files.read import count_rows, read_batches, schema_of
+from optout.input_scan import excluded_columns
 from optout.leak_scan import LeakScan, parquet_batches
 from optout.manifest import MANIFEST_NAME, Manifest, TableReport, sha256_of
 from optout.nhs_number import is_valid
@@ -200,8 +201,9 @@ def _read_files(
 
 
 def _new_scan(spec: ExtractSpec, used: CheckResultLike) -> LeakScan:
-    """The every-cell scan of one output against the cleared set of the version used."""
-    return LeakScan(used.cleared_set)
+    """The every-cell scan of one output against the cleared set of the version used; only the columns the
+    spec excludes by name, with a reason, are skipped."""
+    return LeakScan(used.cleared_set, excluded=excluded_columns(spec))
 
 
 def _scan_text_file(scan: LeakScan, table: TableSpec, path: Path) -> None:

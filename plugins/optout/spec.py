@@ -22,7 +22,8 @@ from optout.purpose import LegalBasis, Purpose, check_exemption, parse_legal_bas
 MAX_SPEC_BYTES = 1 << 20
 _TOP_KEYS = ("name", "purpose", "legal_basis", "legal_reference", "engine", "tables")
 ENGINES = ("spark",)  # an engine named in the spec; without one, where the tables live decides
-_TABLE_KEYS = ("name", "path", "table", "query", "connection", "nhs_number", "person_key", "pseudonymised", "output")
+_WHERE_KEYS = ("name", "path", "table", "query", "connection")
+_TABLE_KEYS = (*_WHERE_KEYS, "nhs_number", "person_key", "pseudonymised", "output", "scan_exclude")
 PSEUDONYM_SCHEMES = ("hmac-sha256",)
 _PSEUDONYM_KEYS = ("scheme", "key_env", "key_conn")
 _SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
@@ -75,13 +76,23 @@ class Pseudonymisation:
 
 
 @dataclass(frozen=True)
+class ScanExclusion:
+    """A column the leak scan does not read (on input nor output), named in the spec with the reason: the
+    manifest, the ledger and the governance page show both (decision 0006)."""
+
+    column: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """One table of an extract. ``path`` may be None when the table is given as a DataFrame.
 
     ``output`` is the file name under the output folder (default: the input's file name). A table in a
     database names a ``table`` (``schema.name``) or a ``query`` and a ``connection`` (a SQLAlchemy URL or
     an Airflow connection id); its ``output`` is a table in the same database (default ``<name>_optout``).
-    ``pseudonymised`` says the ``nhs_number`` column holds a keyed hash of the number.
+    ``pseudonymised`` says the ``nhs_number`` column holds a keyed hash of the number. ``scan_exclude``:
+    columns the leak scan skips, each with a reason (never a declared column).
     """
 
     name: str
@@ -93,6 +104,7 @@ class TableSpec:
     query: str | None = None
     connection: str | None = None
     pseudonymised: Pseudonymisation | None = None
+    scan_exclude: tuple[ScanExclusion, ...] = ()
 
     @property
     def in_database(self) -> bool:
@@ -288,8 +300,27 @@ def _table(entry: Any, source: Path, where: str, engine: str | None = None) -> T
         output=output,
         connection=connection,
         pseudonymised=pseudonymised,
+        scan_exclude=_scan_exclude(table.get("scan_exclude"), source, f"{where}.scan_exclude"),
         **in_database,
     )
+
+
+def _scan_exclude(value: Any, source: Path, where: str) -> tuple[ScanExclusion, ...]:
+    """``scan_exclude: [{column: NAME, reason: WHY}]``: each column once, each with a reason."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InputError("expected a list of {column: NAME, reason: WHY}", path=source, field=where)
+    found: list[ScanExclusion] = []
+    for index, entry in enumerate(value):
+        item = _mapping(entry, ("column", "reason"), source, f"{where}[{index}]")
+        column = _string(item.get("column"), source, f"{where}[{index}].column")
+        reason = _string(item.get("reason"), source, f"{where}[{index}].reason")
+        assert column is not None and reason is not None
+        if any(known.column == column for known in found):
+            raise InputError("this column is excluded twice", path=source, field=f"{where}[{index}].column")
+        found.append(ScanExclusion(column, reason))
+    return tuple(found)
 
 
 def _check_table(table: TableSpec, source: Path | None, where: str) -> None:
@@ -302,6 +333,12 @@ def _check_table(table: TableSpec, source: Path | None, where: str) -> None:
         )
     if table.pseudonymised is not None and not table.nhs_number:
         raise InputError("pseudonymised says how nhs_number was hashed: name that column", path=source, field=where)
+    if any(excluded.column in (table.nhs_number, table.person_key) for excluded in table.scan_exclude):
+        raise InputError(
+            "a declared nhs_number or person_key column is never excluded from the leak scan",
+            path=source,
+            field=f"{where}.scan_exclude",
+        )
     if table.in_database:
         if table.query is not None:
             _check_query(table.query, source, f"{where}.query")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,8 +17,10 @@ import pytest
 from filter_data import make_check_result
 
 from optout.filter import run_filter
+from optout.input_scan import InputScan, UndeclaredNumbers
 from optout.nhs_number import synthetic
-from optout.spec import load_spec
+from optout.spec import ExtractSpec, load_spec
+from optout.store import CheckResult
 from optout.validation import run_validation, validation_dir
 
 pytestmark = pytest.mark.slow
@@ -81,6 +84,17 @@ CASES: list[tuple[Callable[[Path], str], str | None]] = [
 ]
 
 
+def filter_blind(spec: ExtractSpec, out: Path, result: CheckResult, found_at: str | None) -> None:
+    """The filter refuses what its input scan finds; the proof must find it too, without that scan."""
+    if found_at is not None:
+        with pytest.raises(UndeclaredNumbers, match=re.escape(found_at)):
+            run_filter(spec, out, result)
+        assert not out.exists()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(InputScan, "require_clean", lambda self: None)  # a filter blind to undeclared columns
+        run_filter(spec, out, result)
+
+
 @pytest.mark.parametrize(("write", "found_at"), CASES, ids=[write.__name__ for write, _ in CASES])
 def test_the_proof_finds_numbers_in_undeclared_columns(tmp_path: Path, write: Callable[[Path], str], found_at) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "src"
@@ -89,7 +103,7 @@ def test_the_proof_finds_numbers_in_undeclared_columns(tmp_path: Path, write: Ca
     result = make_check_result(NUMBERS, CLEARED, version=3, checked_at=NOW)
     spec = load_spec(src / "spec.yaml")
     out = tmp_path / "out"
-    run_filter(spec, out, result)
+    filter_blind(spec, out, result, found_at)
     proof = run_validation(spec, out, result, current=result.info, now=NOW)
     check = next(check for check in proof.checks if check.name == "no_uncleared_number")
     if found_at is None:
@@ -157,7 +171,7 @@ def test_the_proof_scans_every_cell_of_database_tables(tmp_path: Path) -> None:
     )
     result = make_check_result(NUMBERS, CLEARED, version=3, checked_at=NOW)
     spec = load_spec(tmp_path / "spec.yaml")
-    run_filter(spec, tmp_path / "out", result)
+    filter_blind(spec, tmp_path / "out", result, "events.notes: 1")
     proof = run_validation(spec, tmp_path / "out", result, current=result.info, now=NOW)
     check = next(check for check in proof.checks if check.name == "no_uncleared_number")
     assert not check.ok and check.detail["uncleared_rows"] == 0

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from optout.clearance import CheckResultLike
     from optout.homes.sql.run import TableMeasure
+    from optout.input_scan import InputScan
     from optout.manifest import TableReport
     from optout.resolver import Reader
     from optout.spec import ExtractSpec, TableSpec
@@ -55,9 +56,18 @@ class ExtractHome(ABC):
     # -- writing an extract
 
     @abstractmethod
-    def filter(self, staging: Path, check_result: CheckResultLike) -> tuple[list[TableReport], dict[str, int]]:
+    def filter(
+        self, staging: Path, check_result: CheckResultLike, scan: InputScan | None = None
+    ) -> tuple[list[TableReport], dict[str, int]]:
         """Remove every row that may not be used; outputs go to ``staging`` (files) or beside the inputs
-        (tables). Returns each table's report and the people removed by first reason."""
+        (tables). Returns each table's report and the people removed by first reason. A home that reads
+        every column while filtering gives its batches to ``scan`` (see :meth:`scan_inputs`)."""
+
+    def scan_inputs(self, scan: InputScan) -> None:
+        """Give every input's batches to the input leak scan before filtering (:mod:`optout.input_scan`).
+        A home whose filter reads every column anyway feeds ``scan`` from that pass instead."""
+        for table in self.spec.tables:
+            scan.batches(table.name, self.input_batches(table))
 
     @abstractmethod
     def copy(self, staging: Path) -> list[TableReport]:

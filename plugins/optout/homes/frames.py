@@ -18,9 +18,11 @@ import pyarrow as pa
 from optout.cascade import Cascade, columns_of, key_types, require_check, unfiltered_report
 from optout.clearance import KEEP, CheckResultLike, no_removals
 from optout.errors import InputError
+from optout.homes.base import ExtractHome
 from optout.homes.files.formats import BATCH_ROWS
 from optout.homes.files.home import FilesHome
 from optout.homes.files.parquet_write import write_table
+from optout.input_scan import InputScan
 from optout.manifest import Manifest, TableReport, new_manifest
 from optout.resolver import Reader
 from optout.spec import ExtractSpec, TableSpec
@@ -99,11 +101,16 @@ class FramesHome(FilesHome):
         super().__init__(spec, secret=secret)
         self.frames = frames
 
-    def filter(self, staging: Path, check_result: CheckResultLike) -> tuple[list[TableReport], dict[str, int]]:
+    def filter(
+        self, staging: Path, check_result: CheckResultLike, scan: InputScan | None = None
+    ) -> tuple[list[TableReport], dict[str, int]]:
         return self._write(staging, check_result)
 
     def copy(self, staging: Path) -> list[TableReport]:
         return self._write(staging, None)[0]
+
+    # The frames are filtered by their declared columns only: every column is scanned before, in memory.
+    scan_inputs = ExtractHome.scan_inputs
 
     def _write(self, staging: Path, check_result: CheckResultLike | None) -> tuple[list[TableReport], dict[str, int]]:
         kept, manifest = filter_frames(self.spec, self.frames, check_result, secret=self.secret)

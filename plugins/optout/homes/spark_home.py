@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from optout.clearance import CheckResultLike
+    from optout.input_scan import InputScan
     from optout.manifest import TableReport
     from optout.spec import ExtractSpec, TableSpec
 
@@ -44,8 +45,19 @@ class SparkHome(ExtractHome):
             self._session = session(self._connection)
         return self._session
 
-    def filter(self, staging: Path, check_result: CheckResultLike) -> tuple[list[TableReport], dict[str, int]]:
+    def filter(
+        self, staging: Path, check_result: CheckResultLike, scan: InputScan | None = None
+    ) -> tuple[list[TableReport], dict[str, int]]:
         return filter_spark(self.spec, staging, check_result, spark=self.spark)
+
+    def scan_inputs(self, scan: InputScan) -> None:
+        """Path inputs are read here with Arrow and scanned; a Spark table's rows are never brought to the
+        driver, so it is not scanned (the manifest names it)."""
+        for table in self.spec.tables:
+            if table.table:
+                scan.not_scanned(table.name, "a Spark table: its rows are not brought to the driver")
+            else:
+                scan.batches(table.name, self.input_batches(table))
 
     def copy(self, staging: Path) -> list[TableReport]:
         return filter_spark(self.spec, staging, None, spark=self.spark)[0]

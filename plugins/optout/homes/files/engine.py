@@ -25,6 +25,7 @@ from optout.homes.files.formats import Format, format_of
 from optout.homes.files.parquet_read import ParquetParts, repetitive_text_columns
 from optout.homes.files.parquet_write import BatchWriter
 from optout.homes.files.read import count_rows, read_batches, schema_of
+from optout.input_scan import InputScan
 from optout.manifest import TableReport, sha256_of
 from optout.nhs_number import require_number_column
 from optout.resolver import Reader
@@ -43,9 +44,15 @@ def _source(table: TableSpec) -> Path:
 
 @reused_memory()
 def filter_files(
-    spec: ExtractSpec, staging: Path, check_result: CheckResultLike, *, secret: Reader | None = None
+    spec: ExtractSpec,
+    staging: Path,
+    check_result: CheckResultLike,
+    scan: InputScan | None = None,
+    *,
+    secret: Reader | None = None,
 ) -> tuple[list[TableReport], dict[str, int]]:
     """Filter every table of ``spec`` into ``staging``; return per-table reports and people removed.
+    Pass 2 reads every column: each batch also goes to ``scan`` (the input leak scan).
 
     :param secret: reads a pseudonymisation key kept in a connection (see :mod:`optout.resolver`).
     """
@@ -61,6 +68,8 @@ def filter_files(
     for table in spec.tables:
         with BatchWriter(_target(staging, table), schemas[table.name], like=kept.settings_of(table)) as writer:
             for batch in prefetch(kept.pass_two(table)):
+                if scan is not None:
+                    scan.batch(table.name, batch)
                 writer.write(batch, cascade.codes(table, batch) == KEEP)
         hashes[table.name] = writer.sha256
     reports = [replace(report, sha256=hashes[report.name]) for report in cascade.reports()]

@@ -13,6 +13,7 @@ from optout.errors import InputError
 from optout.homes.base import ExtractHome
 from optout.homes.files import engine
 from optout.homes.files.read import read_batches
+from optout.input_scan import InputScan
 from optout.manifest import TableReport, sha256_of
 from optout.spec import TableSpec
 
@@ -21,8 +22,13 @@ class FilesHome(ExtractHome):
     engine: ClassVar[str] = engine.ENGINE
     holds_files: ClassVar[bool] = True
 
-    def filter(self, staging: Path, check_result: CheckResultLike) -> tuple[list[TableReport], dict[str, int]]:
-        return engine.filter_files(self.spec, staging, check_result, secret=self.secret)
+    def filter(
+        self, staging: Path, check_result: CheckResultLike, scan: InputScan | None = None
+    ) -> tuple[list[TableReport], dict[str, int]]:
+        return engine.filter_files(self.spec, staging, check_result, scan, secret=self.secret)
+
+    def scan_inputs(self, scan: InputScan) -> None:
+        """Nothing before: pass 2 of the filter reads every column and gives each batch to ``scan``."""
 
     def copy(self, staging: Path) -> list[TableReport]:
         return engine.copy_files(self.spec, staging)

@@ -17,6 +17,7 @@ from optout.errors import VerificationFailed
 from optout.homes.base import ExtractHome
 from optout.homes.sql import engine
 from optout.homes.sql.run import TableMeasure
+from optout.input_scan import InputScan
 from optout.manifest import TableReport
 from optout.spec import ExtractSpec, TableSpec
 
@@ -55,7 +56,9 @@ class SqlHome(ExtractHome):
             )
         return self._database
 
-    def filter(self, staging: Path, check_result: CheckResultLike) -> tuple[list[TableReport], dict[str, int]]:
+    def filter(
+        self, staging: Path, check_result: CheckResultLike, scan: InputScan | None = None
+    ) -> tuple[list[TableReport], dict[str, int]]:
         return engine.filter_sql(self.spec, check_result, engine=self.database, connection_secret=self.secret)
 
     def copy(self, staging: Path) -> list[TableReport]:
