@@ -174,6 +174,7 @@ def record_disclosure(
         task_id=task_id,
         run_id=run_id,
         data_docs=validation.data_docs_index if validation is not None else None,
+        scan_excluded=(manifest.input_scan or {}).get("excluded") or None,
     )
     return Ledger(ledger_url).append(disclosure)
 

@@ -70,6 +70,8 @@ table = sa.Table(
     # before these columns existed keep their hashes and the chain verifies across the change.
     sa.Column("kind", sa.String(40)),
     sa.Column("detail", sa.Text),
+    # The columns the spec excluded from the leak scan, with reasons (JSON); hashed only when set, like kind.
+    sa.Column("scan_excluded", sa.Text),
     sa.Column("prev_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("entry_hash", sa.String(64), nullable=False),
 )
@@ -112,6 +114,8 @@ class Disclosure:
     task_id: str | None = None
     run_id: str | None = None
     data_docs: str | None = None
+    # Columns the spec excluded from the leak scan: ``{"table", "column", "reason"}`` each (None: none).
+    scan_excluded: list[dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -248,7 +252,7 @@ class Ledger:
             db.serialise(conn, table.name)
             metadata.create_all(conn)
             present_columns = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
-            for column in ("kind", "detail"):  # a ledger made before entry kinds existed
+            for column in ("kind", "detail", "scan_excluded"):  # a ledger made before these existed
                 if column not in present_columns:
                     kind = "VARCHAR(40)" if column == "kind" else "TEXT"
                     conn.execute(sa.text(f"ALTER TABLE disclosure_ledger ADD COLUMN {column} {kind}"))
@@ -283,6 +287,8 @@ def _check_disclosure(d: Disclosure) -> None:
     for reason, count in d.removed_rows.items():
         if not isinstance(count, int) or count < 0 or _holds_nhs_number(reason):
             raise InputError("must map reason names to row counts", field=f"removed_rows[{reason}]")
+    if any(_holds_nhs_number(str(text)) for item in d.scan_excluded or [] for text in item.values()):
+        raise InputError("looks like it holds an NHS number; the ledger records names only", field="scan_excluded")
 
 
 def _holds_nhs_number(text: str) -> bool:
@@ -296,6 +302,7 @@ def _to_row(d: Disclosure, entry_id: int, recorded_at: datetime, prev_hash: str)
     values["version_checked_at"] = _iso(checked) if checked is not None else None
     values["removed_rows"] = _canonical(d.removed_rows)
     values["output_hashes"] = _canonical(d.output_hashes)
+    values["scan_excluded"] = _canonical(d.scan_excluded) if d.scan_excluded else None
     values["version_age_seconds"] = int((recorded_at - checked).total_seconds()) if checked is not None else None
     values.update(id=entry_id, recorded_at=_iso(recorded_at), prev_hash=prev_hash)
     values["entry_hash"] = _hash(values)
@@ -331,6 +338,7 @@ def _from_row(row: dict[str, Any]) -> LedgerEntry:
     values["version_checked_at"] = datetime.fromisoformat(checked) if checked is not None else None
     values["removed_rows"] = json.loads(row["removed_rows"])
     values["output_hashes"] = json.loads(row["output_hashes"])
+    values["scan_excluded"] = json.loads(row["scan_excluded"]) if row.get("scan_excluded") else None
     values["validation_ok"] = bool(row["validation_ok"])
     return LedgerEntry(
         id=row["id"],
@@ -346,7 +354,7 @@ def _hash(row: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of every column but the hash itself (booleans as booleans)."""
     payload = {c.name: row.get(c.name) for c in table.columns if c.name != "entry_hash"}
     payload["validation_ok"] = bool(payload["validation_ok"])
-    for name in ("kind", "detail"):  # hashed only when set: older entries keep their hashes
+    for name in ("kind", "detail", "scan_excluded"):  # hashed only when set: older entries keep their hashes
         if payload[name] is None:
             del payload[name]
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()

@@ -195,6 +195,9 @@ def _disclosure_section(view: Overview, docs_link: str) -> str:
         proof = f'<strong class="state stale">{label}</strong>' if label == FAILED else label
         if d.data_docs:
             proof += f' — <a href="{escape(docs_link.format(id=entry.id))}">Data Docs</a>'
+        for item in d.scan_excluded or []:  # a column the spec kept out of the leak scan, and why
+            where, why = f"{item.get('table')}.{item.get('column')}", item.get("reason", "")
+            proof += f"<br><small>not scanned for NHS numbers: {escape(where)} ({escape(str(why))})</small>"
         rows.append(
             "<tr>"
             f"<td>{escape(london(entry.recorded_at))}</td><td>{escape(d.extract)}</td>"
