@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from optout.cli import check, extract, flows, ledger, register, report, retention, sandbox, settings
+from optout.cli import check, extract, flows, ledger, register, report, retention, sandbox, settings, spec
 from optout.errors import OptOutError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(ledger.app, name="ledger")
 app.add_typer(retention.app, name="retention")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(settings.app, name="settings")
+app.add_typer(spec.app, name="spec")
 extract.register(app)
 report.register(app)
 register.register(app)
