@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from optout.errors import PolicyRefusal
 from optout.leak_scan import LeakScan
-from optout.nhs_number import is_valid
+from optout.nhs_number import shown_as_name
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -48,8 +48,8 @@ def exclusions(spec: ExtractSpec) -> list[dict[str, str]]:
 
 
 def column_label(name: str) -> str:
-    """A column's name for a report, unless the name itself could be an NHS number (a header that is data)."""
-    return "a column named like an NHS number" if is_valid(name) else name
+    """A column's name for a report, unless the name itself could be a value (a header that is data)."""
+    return name if shown_as_name(name) else "a column named like a value from the data"
 
 
 class InputScan:

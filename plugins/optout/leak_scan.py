@@ -34,7 +34,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from optout.lookup import NumberSet
-from optout.nhs_number import HIGHEST, LOWEST, Status, is_valid, is_valid_number, normalise
+from optout.nhs_number import HIGHEST, LOWEST, Status, is_valid_number, normalise, shown_as_name
 
 RAW_BYTES = "(raw bytes)"  # the column name under which a CSV file's own bytes are reported
 _RAW_BLOCK_BYTES = 8 << 20
@@ -162,8 +162,8 @@ def _csv_batches(path: Path, encoding: str) -> Iterator[pa.RecordBatch]:
 
 
 def _label(header: str, index: int) -> str:
-    """A CSV column's name for a report: its header cell, unless that could be an NHS number (data)."""
-    return f"column {index + 1}" if not header.strip() or is_valid(header) else header
+    """A CSV column's name for a report: its header cell, unless that could be a value (data)."""
+    return header if shown_as_name(header) else f"column {index + 1}"
 
 
 def uncleared_values(values: pa.Array | pa.ChunkedArray, cleared: NumberSet) -> int:

@@ -8,6 +8,7 @@ lost digits (fewer than ten) are malformed. Only whole-array operations run per 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -297,13 +298,26 @@ def is_valid(value: Any) -> bool:
 
 
 def names_for_message(names: Iterable[str]) -> str:
-    """Column names for an error message, leaving out any that could be an NHS number (a header row that
-    is really data): a message never shows a value from the data."""
+    """Column names for an error message, leaving out any that could be a value from the data (a header row
+    that is really data: an NHS number, a person's name): a message never shows a value from the data."""
     names = list(names)
-    shown = [name for name in names if not is_valid(name)]
+    shown = [name for name in names if shown_as_name(name)]
     hidden = len(names) - len(shown)
-    note = f" and {hidden} that look like NHS numbers (is the first row data, not a header?)" if hidden else ""
-    return ", ".join(shown) + note
+    if not hidden:
+        return ", ".join(shown)
+    note = f"{hidden} column(s) whose names look like data (is the first row data, not a header?)"
+    return f"{', '.join(shown)} and {note}" if shown else note
+
+
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+
+
+def shown_as_name(name: str) -> bool:
+    """Whether a header cell may be shown in a message: it looks like a column name (a letter or ``_``
+    first, then letters, digits, ``_``, ``.``, ``-``; no spaces) and could not be an NHS number. Free
+    text, a person's full name or a number are shown by position instead. A single word that is really a
+    value (a surname) still passes: nothing can tell it from a name."""
+    return bool(_COLUMN_NAME.fullmatch(name)) and not is_valid(name)
 
 
 def to_text(numbers: np.ndarray) -> pa.Array:

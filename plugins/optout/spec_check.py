@@ -5,8 +5,8 @@ number, one in free text), a table that carries numbers but declares only a pers
 key links to the cohort (every row of it would be removed as unchecked). This reads every table the
 spec names (or its first ``rows`` rows) and counts, per column, the values that read as valid NHS
 numbers, with the leak scan's own finder (:mod:`optout.leak_scan`): counts and column names only,
-never a value, and a column whose *name* could be an NHS number (a header that is really data) is
-shown by its position.
+never a value, and a column whose *name* could be a value (a number, a full name: a header that is
+really data) is shown by its position.
 
 Needs attention (exit 1): an undeclared, not excluded column holding valid numbers; a declared column
 the table lacks; a table with no link to the cohort. Listed without needing attention: tables that
@@ -23,7 +23,7 @@ import numpy as np
 
 from optout.leak_scan import Unscannable, uncleared_values
 from optout.lookup import NumberSet
-from optout.nhs_number import is_valid
+from optout.nhs_number import shown_as_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -153,7 +153,7 @@ def _numbers(column: pa.Array) -> int:
 
 
 def _label(name: str, index: int) -> str:
-    """A column's name, or its position when the name could be an NHS number (a header that is data)."""
-    if not is_valid(name):
+    """A column's name, or its position when the name could be a value (a header that is data)."""
+    if shown_as_name(name):
         return name
-    return f"column {index + 1} (named like an NHS number)" if index >= 0 else "a column named like an NHS number"
+    return f"column {index + 1} (named like data)" if index >= 0 else "a column named like data"

@@ -66,7 +66,7 @@ def test_undeclared_number_columns_need_attention_and_a_number_like_name_is_hidd
     code, out = run(capsys, str(path), "--json")
     document = json.loads(out)
     assert code == 1 and document["needs_attention"] and document["tables"][0]["undeclared"] == ["notes"]
-    assert "column 3 (named like an NHS number)" in [c["column"] for c in document["tables"][0]["columns"]]
+    assert "column 3 (named like data)" in [c["column"] for c in document["tables"][0]["columns"]]
 
 
 def test_a_key_only_table_with_numbers_and_an_unlinked_table_need_attention(

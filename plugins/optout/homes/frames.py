@@ -24,6 +24,7 @@ from optout.homes.files.home import FilesHome
 from optout.homes.files.parquet_write import write_table
 from optout.input_scan import InputScan
 from optout.manifest import Manifest, TableReport, new_manifest
+from optout.nhs_number import names_for_message
 from optout.resolver import Reader
 from optout.spec import ExtractSpec, TableSpec
 
@@ -76,7 +77,7 @@ def _batches(frame: pd.DataFrame, columns: list[str]) -> list[pa.RecordBatch]:
     for column in columns:
         if column not in frame.columns:
             raise InputError(
-                f"no column {column!r}; the DataFrame has: {', '.join(map(str, frame.columns))}", field=column
+                f"no column {column!r}; the DataFrame has: {names_for_message(map(str, frame.columns))}", field=column
             )
     return [
         pa.RecordBatch.from_arrays([_arrow(part[column]) for column in columns], names=columns)

@@ -43,6 +43,7 @@ from optout.errors import InputError, OptOutError
 from optout.homes import spark_sql as q
 from optout.homes.files.formats import Format
 from optout.manifest import TableReport
+from optout.nhs_number import names_for_message
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -263,7 +264,9 @@ class _Run:
             for name in (t.nhs_number, t.person_key):
                 if name and name not in types[t.name]:
                     raise InputError(
-                        f"no column {name!r}; the table has: {', '.join(types[t.name])}", path=t.path, field=name
+                        f"no column {name!r}; the table has: {names_for_message(types[t.name])}",
+                        path=t.path,
+                        field=name,
                     )
         keyed = [types[t.name][t.person_key] for t in spec.tables if t.person_key]
         integer_keys = bool(keyed) and all(q.integer_type(kind) for kind in keyed)

@@ -34,11 +34,11 @@ def csv_header(path: Path) -> list[str]:
     if not header:
         raise InputError("the file is empty; a CSV extract needs a header row", path=path, line=1)
     seen: set[str] = set()
-    for name in header:
+    for index, name in enumerate(header):
         if not name.strip():
             raise InputError("the header has an empty column name", path=path, line=1)
-        if name in seen:
-            raise InputError("the header names this column twice", path=path, line=1, field=name)
+        if name in seen:  # named by position: a header row that is really data holds values
+            raise InputError("the header names this column twice", path=path, line=1, field=f"column {index + 1}")
         seen.add(name)
     return header
 
