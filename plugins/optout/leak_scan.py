@@ -333,7 +333,10 @@ def _text_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
     found = [_uncleared(read.numbers[valid], at[valid], cleared)]
     if not valid.all():  # a cell read as one number has no other ten digits in it
         rest = np.flatnonzero(~valid)
-        found.append(_in_text(cells.take(pa.array(rest)), at[rest], cleared))
+        others = cells.take(pa.array(rest))
+        rest = rest[_may_match_in_text(others)]  # most long cells (decimals, hashes) have no candidate
+        if len(rest):
+            found.append(_in_text(cells.take(pa.array(rest)), at[rest], cleared))
     return _concat(found)
 
 
@@ -357,6 +360,31 @@ def _ten_digits_or_more(values: pa.Array) -> np.ndarray:
     np.cumsum(digits, out=digits)
     many = digits[end - offsets[0]] - digits[begin - offsets[0]] >= 10
     return at[many]
+
+
+def _may_match_in_text(cells: pa.Array) -> np.ndarray:
+    """Per cell of a (large) string array: whether :data:`_IN_TEXT` could match in it at all, from its runs
+    of ASCII digits alone. A candidate is a run of exactly ten, or runs of three, three and four; a cell
+    with neither (``-0.12345678901234567``, a run of 16) cannot hold one, and skips the regex rounds."""
+    large = pa.types.is_large_string(cells.type)
+    _, offsets_buffer, data_buffer = cells.buffers()[:3]
+    every = np.frombuffer(offsets_buffer, np.int64 if large else np.int32)
+    given = every[cells.offset : cells.offset + len(cells) + 1].astype(np.int64)
+    if data_buffer is None or not len(cells):
+        return np.zeros(len(cells), dtype=bool)
+    digit = np.frombuffer(data_buffer, np.uint8)[given[0] : given[-1]] - np.uint8(48) < 10
+    offsets = given - given[0]
+    starts_cell = np.zeros(len(digit) + 1, dtype=bool)
+    starts_cell[offsets] = True  # a run never continues from one cell into the next
+    padded = np.concatenate([[False], digit, [False]])
+    starts = np.flatnonzero(digit & (~padded[:-2] | starts_cell[:-1]))
+    ends = np.flatnonzero(digit & (~padded[2:] | starts_cell[1:]))
+    lengths = ends - starts + 1
+    cell = np.searchsorted(offsets, starts, side="right") - 1
+    has = {n: np.zeros(len(cells), dtype=bool) for n in (3, 4, 10)}
+    for n, flags in has.items():
+        flags[cell[lengths == n]] = True
+    return has[10] | (has[3] & has[4])
 
 
 def _in_text(cells: pa.Array, positions: np.ndarray, cleared: NumberSet) -> np.ndarray:

@@ -178,3 +178,23 @@ def test_file_scan_reads_every_column_of_parquet_and_csv(tmp_path: Path) -> None
 def test_a_dictionary_value_no_row_uses_still_counts() -> None:
     unused = pa.DictionaryArray.from_arrays(pa.array([0, 0]), pa.array([OK, OUT]))
     assert count(unused) == 1
+
+
+def test_the_in_text_prefilter_passes_every_cell_the_regex_could_match() -> None:
+    """A cell skipped before the regex rounds (no run of exactly ten digits, no runs of three and four) is a
+    cell the regex cannot match: checked against the regex itself on random text of digits and edges."""
+    import random
+
+    import pyarrow.compute as pc
+
+    from optout.leak_scan import _IN_TEXT, _may_match_in_text
+
+    rng = random.Random(7)
+    cells = ["".join(rng.choice("0123456789" * 6 + " -.,xAf") for _ in range(rng.randint(0, 40))) for _ in range(4000)]
+    cells += ["943 476 5919", "x9434765919", "-0.12345678901234567", "", "123-456-7890 and 1"]
+    array = pa.array(cells).slice(3)  # a slice: offsets from the middle of the buffers
+    could = pc.match_substring_regex(array, _IN_TEXT).to_numpy(zero_copy_only=False)
+    kept = _may_match_in_text(array)
+    assert not (could & ~kept).any()
+    assert kept.sum() < len(array)  # it does skip cells
+    assert _may_match_in_text(pa.array(cells, pa.large_string()))[-5:].tolist() == [True, True, False, False, True]
