@@ -41,10 +41,9 @@ from optout.homes import home_of
 from optout.homes.files.formats import Format, format_of, require_columns
 from optout.homes.files.parquet_read import open_parquet
 from optout.homes.files.read import count_rows, read_batches, schema_of
-from optout.input_scan import excluded_columns
+from optout.input_scan import column_label, excluded_columns
 from optout.leak_scan import LeakScan, parquet_batches
 from optout.manifest import MANIFEST_NAME, Manifest, TableReport, sha256_of
-from optout.nhs_number import is_valid
 from optout.proof_people import People
 from optout.streams import map_ahead, prefetch, reused_memory
 
@@ -91,7 +90,7 @@ def prove(
         rows, scans = _read_files(home.spec, out_dir, manifest, used, unexpected, home.secret)
     flags = freshness(manifest, check_result, current, now, max_age)
     found_at = [
-        f"{table}.{_column_label(leak.column)}: {'cannot be scanned' if leak.unscannable else leak.values}"
+        f"{table}.{column_label(leak.column)}: {'cannot be scanned' if leak.unscannable else leak.values}"
         for table, scan in scans.items()
         for leak in scan.leaks()
     ]
@@ -335,11 +334,6 @@ def _rows_mismatch(rows_out: int, rows_in: int, report: TableReport) -> int:
         + abs(rows_in - report.rows_in)
         + abs(report.rows_in - report.rows_out - sum(report.removed.values()))
     )
-
-
-def _column_label(name: str) -> str:
-    """A column's name for a report, unless the name itself could be an NHS number (a header that is data)."""
-    return "a column named like an NHS number" if is_valid(name) else name
 
 
 def _same_schema(given: pa.Schema, written: pa.Schema) -> bool:
