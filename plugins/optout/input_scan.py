@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from optout.errors import PolicyRefusal
-from optout.leak_scan import LeakScan
+from optout.leak_scan import RAW_BYTES, LeakScan
 from optout.nhs_number import shown_as_name
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def exclusions(spec: ExtractSpec) -> list[dict[str, str]]:
 
 def column_label(name: str) -> str:
     """A column's name for a report, unless the name itself could be a value (a header that is data)."""
-    return name if shown_as_name(name) else "a column named like a value from the data"
+    return name if name == RAW_BYTES or shown_as_name(name) else "a column named like a value from the data"
 
 
 class InputScan:

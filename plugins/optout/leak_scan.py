@@ -45,6 +45,9 @@ _BATCH_ROWS = 1 << 20
 # extracts at random. So a hex letter next to the digits ends the candidate ("NHS9434765919" is still found,
 # "ab9434765919" is not); whole cells are read as the normaliser reads them whatever they hold.
 _IN_TEXT = r"(?:^|[^0-9A-Fa-f])(?P<n>[0-9]{10}|[0-9]{3}[\s\-]{1,3}[0-9]{3}[\s\-]{1,3}[0-9]{4})(?:[^0-9A-Fa-f]|$)"
+# What the normaliser could read whole as one number: digits, blanks (Unicode ones too: it trims them) and
+# dashes, with an optional ``.0``. A necessary shape only; the normaliser decides.
+_WHOLE_SHAPE = r"^[\s\pZ\x{85}\-0-9]*(?:\.0+)?[\s\pZ\x{85}]*$"
 # What a CSV parser could take as the edge of a field, whatever the dialect: raw text is cut there.
 _RAW_EDGES = rb",;\t|\"'\r\n"
 
@@ -328,9 +331,14 @@ def _text_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
     cells = values.take(pa.array(at))
     if not _is_text(cells.type):  # bytes in no known encoding: read as UTF-8 would (few cells get here)
         cells = pa.array([None if c is None else c.decode("utf-8", "replace") for c in cells.to_pylist()])
-    read = normalise(cells)
-    valid = read.status == Status.VALID
-    found = [_uncleared(read.numbers[valid], at[valid], cleared)]
+    # Only a cell of digits, blanks and dashes (and ``.0``) can be read whole as one number: the others
+    # (decimals, free text) skip the normaliser's slower rules for messy values.
+    shaped = pc.fill_null(pc.match_substring_regex(cells, _WHOLE_SHAPE), False).to_numpy(zero_copy_only=False)
+    whole = np.flatnonzero(shaped)
+    read = normalise(cells.take(pa.array(whole)))
+    valid = np.zeros(len(cells), dtype=bool)
+    valid[whole[read.status == Status.VALID]] = True
+    found = [_uncleared(read.numbers[read.status == Status.VALID], at[valid], cleared)]
     if not valid.all():  # a cell read as one number has no other ten digits in it
         rest = np.flatnonzero(~valid)
         others = cells.take(pa.array(rest))

@@ -198,3 +198,25 @@ def test_the_in_text_prefilter_passes_every_cell_the_regex_could_match() -> None
     assert not (could & ~kept).any()
     assert kept.sum() < len(array)  # it does skip cells
     assert _may_match_in_text(pa.array(cells, pa.large_string()))[-5:].tolist() == [True, True, False, False, True]
+
+
+def test_every_cell_the_normaliser_reads_whole_has_the_whole_shape() -> None:
+    """Cells that skip the normaliser (not digits, blanks, dashes and ``.0``) are never cells it reads as one
+    valid number: checked on numbers written with random blanks (Unicode ones too), dashes and ``.0``."""
+    import random
+
+    import pyarrow.compute as pc
+
+    from optout.leak_scan import _WHOLE_SHAPE
+    from optout.nhs_number import Status, normalise
+
+    rng = random.Random(11)
+    noise = [" ", "-", "\t", "\u00a0", "\u2007", "\u3000", "\u0085", "\u2028", "x", ".", ",", "/"]
+    cells = []
+    for number in synthetic(400):
+        text = "".join(d + (rng.choice(noise) if rng.random() < 0.15 else "") for d in f"{number:010d}")
+        cells.append(rng.choice(["", " ", "\u00a0"]) + text + rng.choice(["", ".0", ".000", " ", ".5", "\u2029"]))
+    array = pa.array(cells)
+    valid = normalise(array).status == Status.VALID
+    shaped = pc.match_substring_regex(array, _WHOLE_SHAPE).to_numpy(zero_copy_only=False)
+    assert valid.sum() > 100 and not (valid & ~shaped).any()
