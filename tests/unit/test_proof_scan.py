@@ -75,12 +75,26 @@ def key_only_table_with_numbers(src: Path) -> str:
     )
 
 
+def link_table_with_a_second_number(src: Path) -> str:
+    people = [f"p{i}" for i in range(6)]
+    previous = [None, str(OPTED_OUT[0]), None, None, None, None]  # the link says p1 is cleared; not all of it
+    pq.write_table(
+        pa.table({"nhs_number": CLEARED, "person_id": people, "previous_nhs_number": previous}), src / "link.parquet"
+    )
+    pq.write_table(pa.table({"person_id": people, "code": ["a"] * 6}), src / "events.parquet")
+    return (
+        "{name: link, path: link.parquet, nhs_number: nhs_number, person_key: person_id}\n"
+        "  - {name: events, path: events.parquet, person_key: person_id}"
+    )
+
+
 CASES: list[tuple[Callable[[Path], str], str | None]] = [
     (parquet_notes, "events.notes: 1"),
     (parquet_cleared_next_of_kin, None),
     (parquet_list_column, "events.linked: 1"),
     (csv_spaced_kin, "events.kin: 1"),
     (key_only_table_with_numbers, "contacts.nhs: 1"),
+    (link_table_with_a_second_number, "link.previous_nhs_number: 1"),
 ]
 
 
