@@ -6,7 +6,10 @@ stale or be replaced, a file can be edited, or validation can have failed. So, a
 - the manifest is there and names every file about to be sent, and each file's sha256 matches it;
 - the purpose being sent for is the purpose the extract was filtered for;
 - for secondary uses, the validation passed for this very manifest, and the list version the filter
-  used is still the store's current version and still fresh.
+  used is still the store's current version and still fresh (the limit and the version's age are kept
+  for the ledger entry);
+- for an exemption, the approval the spec cites is recorded, for the spec's legal basis, neither revoked
+  nor expired (:mod:`optout.governance.approvals`).
 
 An extract held in database tables (the SQL engine) is checked the same way, its tables' content hashes
 computed again in the database (``connection`` is the spec's) instead of the files' sha256.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +49,8 @@ class Permit:
     files: dict[str, Path]
     validation: ValidationRecord | None
     tables: tuple[str, ...] = ()  # output tables about to be sent, for an extract held in a database
+    max_age: timedelta | None = None  # the limit the list was checked against (secondary uses)
+    list_age: timedelta | None = None  # the list version's age when it was checked
 
     @property
     def hashes(self) -> dict[str, str]:
@@ -88,18 +93,28 @@ def check_before_send(
     in_database = not home_of(manifest).holds_files
     tables = _tables(folder, manifest, files) if in_database else ()
     sending = {} if in_database else _files(folder, manifest, files)
-    validation = None
+    validation, limit, list_age = None, None, None
+    if purpose is Purpose.EXEMPT:
+        _require_approval(manifest, store, now)
     if purpose.applies_opt_out:
         # Re-hashes every output (files, or tables through the connection) against the manifest.
         validation = _require_validated(folder, connection, store.url if store is not None else None, resolver)
-        require_still_current(manifest, store, max_age=max_age, now=now)
+        limit, list_age = require_still_current(manifest, store, max_age=max_age, now=now)
     elif in_database:
         from optout.proof import require_tables_unchanged
 
         require_tables_unchanged(manifest, connection, tables, resolver=resolver)
     else:
         verify_files(manifest, sending)
-    return Permit(folder, purpose, manifest, sending, validation, tables)
+    return Permit(folder, purpose, manifest, sending, validation, tables, limit, list_age)
+
+
+def _require_approval(manifest: Manifest, store: Store | None, now: datetime | None) -> None:
+    """An exempt extract leaves only under a valid approval recorded by governance staff."""
+    from optout.governance.approvals import require_approval
+
+    day = now.astimezone(UTC).date() if now is not None else None
+    require_approval(manifest.legal_reference, manifest.legal_basis, store.url if store else None, today=day)
 
 
 def _require_same_extract(manifest: Manifest, spec: ExtractSpec) -> None:
@@ -127,16 +142,21 @@ def verify_files(manifest: Manifest, files: Mapping[str, Path]) -> None:
 
 def require_still_current(
     manifest: Manifest, store: Store | None, *, max_age: timedelta | None = None, now: datetime | None = None
-) -> None:
-    """The version the filter used must be the current one and fresh, now."""
+) -> tuple[timedelta, timedelta]:
+    """The version the filter used must be the current one and fresh, now; returns the limit it was
+    checked against and the version's age."""
+    from optout import freshness
     from optout.store import Store
 
-    current = (store or Store()).require_current(max_age=max_age, now=now)
+    store = store or Store()
+    limit = freshness.max_age(store.url, tighter=(max_age,))
+    current = store.require_current(max_age=limit, now=now)
     if manifest.version_id != current.id:
         raise VerificationFailed(
             f"extract {manifest.spec_name!r} was filtered with list version {manifest.version_id}, but version "
             f"{current.id} is current now: rerun the filter and validation before sending"
         )
+    return limit, freshness.age(current, now)
 
 
 def record_disclosure(
@@ -175,8 +195,14 @@ def record_disclosure(
         run_id=run_id,
         data_docs=validation.data_docs_index if validation is not None else None,
         scan_excluded=(manifest.input_scan or {}).get("excluded") or None,
+        max_age_seconds=_seconds(permit.max_age),
+        version_age_seconds=_seconds(permit.list_age),
     )
     return Ledger(ledger_url).append(disclosure)
+
+
+def _seconds(span: timedelta | None) -> int | None:
+    return None if span is None else int(span.total_seconds())
 
 
 def _manifest(folder: Path) -> Manifest:

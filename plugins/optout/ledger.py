@@ -65,6 +65,9 @@ table = sa.Table(
     sa.Column("validation_ok", sa.Boolean, nullable=False),
     sa.Column("output_hashes", sa.Text, nullable=False),
     sa.Column("data_docs", sa.String(1000)),
+    # The maximum age in force when the gate checked the list (a secondary use; null otherwise). Hashed
+    # only when set, like ``kind`` and ``detail`` below.
+    sa.Column("max_age_seconds", sa.BigInteger),
     # Null for a disclosure; otherwise what kind of event the entry records ("retention": a deletion),
     # with its counts and names in ``detail``. Both are hashed only when set, so the entries written
     # before these columns existed keep their hashes and the chain verifies across the change.
@@ -116,6 +119,10 @@ class Disclosure:
     data_docs: str | None = None
     # Columns the spec excluded from the leak scan: ``{"table", "column", "reason"}`` each (None: none).
     scan_excluded: list[dict[str, str]] | None = None
+    max_age_seconds: int | None = None  # the limit the list was checked against at send time
+    # The list's age by the freshness rule, as the gate saw it (default: since checked_at, at recording);
+    # read back as ``LedgerEntry.version_age_seconds``.
+    version_age_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -252,9 +259,9 @@ class Ledger:
             db.serialise(conn, table.name)
             metadata.create_all(conn)
             present_columns = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
-            for column in ("kind", "detail", "scan_excluded"):  # a ledger made before these existed
+            added = {"kind": "VARCHAR(40)", "detail": "TEXT", "scan_excluded": "TEXT", "max_age_seconds": "BIGINT"}
+            for column, kind in added.items():  # a ledger made before these columns existed
                 if column not in present_columns:
-                    kind = "VARCHAR(40)" if column == "kind" else "TEXT"
                     conn.execute(sa.text(f"ALTER TABLE disclosure_ledger ADD COLUMN {column} {kind}"))
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text(_PG_FUNCTION))
@@ -303,7 +310,8 @@ def _to_row(d: Disclosure, entry_id: int, recorded_at: datetime, prev_hash: str)
     values["removed_rows"] = _canonical(d.removed_rows)
     values["output_hashes"] = _canonical(d.output_hashes)
     values["scan_excluded"] = _canonical(d.scan_excluded) if d.scan_excluded else None
-    values["version_age_seconds"] = int((recorded_at - checked).total_seconds()) if checked is not None else None
+    if d.version_age_seconds is None:
+        values["version_age_seconds"] = int((recorded_at - checked).total_seconds()) if checked is not None else None
     values.update(id=entry_id, recorded_at=_iso(recorded_at), prev_hash=prev_hash)
     values["entry_hash"] = _hash(values)
     return values
@@ -332,7 +340,7 @@ def _event_row(event: Event, entry_id: int, recorded_at: datetime, prev_hash: st
 
 
 def _from_row(row: dict[str, Any]) -> LedgerEntry:
-    names = {f.name for f in fields(Disclosure)}
+    names = {f.name for f in fields(Disclosure)} - {"version_age_seconds"}  # the entry's, as recorded
     values = {k: v for k, v in row.items() if k in names}
     checked = row["version_checked_at"]
     values["version_checked_at"] = datetime.fromisoformat(checked) if checked is not None else None
@@ -354,7 +362,12 @@ def _hash(row: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of every column but the hash itself (booleans as booleans)."""
     payload = {c.name: row.get(c.name) for c in table.columns if c.name != "entry_hash"}
     payload["validation_ok"] = bool(payload["validation_ok"])
-    for name in ("kind", "detail", "scan_excluded"):  # hashed only when set: older entries keep their hashes
+    for name in (
+        "kind",
+        "detail",
+        "scan_excluded",
+        "max_age_seconds",
+    ):  # hashed only when set: older entries keep theirs
         if payload[name] is None:
             del payload[name]
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from optout.errors import NoVersionError, StaleListError, VerificationFailed
 from optout.filter import run_filter
 from optout.gate import check_before_send, record_disclosure, require_still_current
+from optout.governance.approvals import ApprovalRefused, ApprovalRegister
 from optout.ledger import Ledger
 from optout.purpose import Purpose
 from optout.spec import load_spec
@@ -33,9 +34,25 @@ def research(tmp_path: Path) -> tuple[Path, Store]:
 
 @pytest.fixture
 def exempt(tmp_path: Path) -> Path:
+    """The sample court-order extract, copied unfiltered, with its approval recorded."""
     out_dir = tmp_path / "exempt"
     run_filter(load_spec(SPECS / "exempt_disclosure.yaml"), out_dir, None)
+    approve("HC-ORDER-2026-A17")
     return out_dir
+
+
+def approve(reference: str, basis: str = "court_order", expires: date | None = None) -> None:
+    register = ApprovalRegister()
+    try:
+        register.add(
+            reference,
+            basis=basis,
+            approved_by="Caldicott Guardian",
+            expires=expires or datetime.now(UTC).date() + timedelta(days=30),
+            recorded_by="IG officer",
+        )
+    finally:
+        register.dispose()
 
 
 def test_a_proved_extract_passes_and_is_recorded(research: tuple[Path, Store]) -> None:
@@ -81,6 +98,38 @@ def test_unfiltered_extract_is_hashed_without_a_list(exempt: Path) -> None:
         handle.write("P902,,65+\n")
     with pytest.raises(VerificationFailed, match=r"'patients\.csv' changed after the filter wrote its manifest"):
         check_before_send(exempt, Purpose.EXEMPT)
+
+
+def test_an_exemption_leaves_only_under_a_valid_approval(exempt: Path) -> None:
+    register = ApprovalRegister()
+    register.revoke("HC-ORDER-2026-A17", by="IG officer")
+    with pytest.raises(ApprovalRefused, match="'HC-ORDER-2026-A17' was revoked by IG officer"):
+        check_before_send(exempt, Purpose.EXEMPT)
+    approve("HC-ORDER-2026-A17", basis="copi_reg3")  # recorded again, for another basis
+    with pytest.raises(ApprovalRefused, match="basis 'copi_reg3', but the spec claims 'court_order'"):
+        check_before_send(exempt, Purpose.EXEMPT)
+    approve("HC-ORDER-2026-A17", expires=datetime.now(UTC).date())  # valid on its last day, expired the day after
+    check_before_send(exempt, Purpose.EXEMPT)
+    with pytest.raises(ApprovalRefused, match=r"expired on .*optout approvals add HC-ORDER-2026-A17"):
+        check_before_send(exempt, Purpose.EXEMPT, now=datetime.now(UTC) + timedelta(days=1))
+    register.dispose()
+    assert Ledger().entries() == []  # refusals record no disclosure
+
+
+def test_an_unrecorded_approval_is_refused(tmp_path: Path) -> None:
+    out_dir = tmp_path / "exempt"
+    run_filter(load_spec(SPECS / "exempt_disclosure.yaml"), out_dir, None)
+    with pytest.raises(ApprovalRefused, match="have not recorded: nothing was sent"):
+        check_before_send(out_dir, Purpose.EXEMPT)
+
+
+def test_the_ledger_keeps_the_limit_the_list_was_checked_against(research: tuple[Path, Store]) -> None:
+    out_dir, store = research
+    permit = check_before_send(out_dir, Purpose.RESEARCH, store=store, max_age=timedelta(hours=5))
+    entry = record_disclosure(permit, recipient="Research team")
+    assert entry.disclosure.max_age_seconds == 5 * 3600
+    assert entry.version_age_seconds is not None and 3500 < entry.version_age_seconds < 3700
+    assert Ledger().verify()[0]
 
 
 def test_no_manifest_no_send(tmp_path: Path) -> None:

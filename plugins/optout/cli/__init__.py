@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from optout.cli import check, extract, flows, ledger, register, report, retention, sandbox, settings, spec
+from optout.cli import approvals, check, extract, flows, ledger, register, report, retention, sandbox, settings, spec
 from optout.errors import OptOutError
 
 app = typer.Typer(
@@ -17,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(approvals.app, name="approvals")
 app.add_typer(check.app, name="check")
 app.add_typer(flows.app, name="flows")
 app.add_typer(ledger.app, name="ledger")
