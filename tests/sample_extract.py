@@ -33,3 +33,13 @@ def seed(store: Store, *, age: timedelta = timedelta(hours=1)) -> int:
     version = store.record_request(cohort)
     store.import_reply(version.id, np.setdiff1d(cohort, opted_out()), checked_at=datetime.now(UTC) - age)
     return version.id
+
+
+def approve_court_order(url: str | None = None) -> None:
+    """Governance staff record the approval the example exempt spec cites (valid for 30 days)."""
+    from optout.governance.approvals import ApprovalRegister
+
+    register = ApprovalRegister(url)
+    expires = (datetime.now(UTC) + timedelta(days=30)).date()
+    register.add("HC-ORDER-2026-A17", basis="court_order", approved_by="CG", expires=expires, recorded_by="IG")
+    register.dispose()

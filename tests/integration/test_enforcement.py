@@ -13,7 +13,7 @@ import pytest
 
 from optout.ledger import Ledger
 from optout.store import Store
-from tests.sample_extract import SAMPLE, numbers, opted_out, seed
+from tests.sample_extract import SAMPLE, approve_court_order, numbers, opted_out, seed
 
 pytestmark = pytest.mark.integration
 
@@ -137,10 +137,41 @@ def test_direct_care_runs_without_filter_or_list(load_dag: Any) -> None:
 
 
 def test_exempt_disclosure_records_its_legal_basis(load_dag: Any) -> None:
+    approve_court_order()
     states = _run(load_dag, EXAMPLES["exempt_disclosure"], "exempt_disclosure")
     assert states == {"copy_with_manifest": "success", "export": "success"}
     (entry,) = Ledger().entries()
     assert (entry.disclosure.legal_basis, entry.disclosure.legal_reference) == ("court_order", "HC-ORDER-2026-A17")
+
+
+APPROVALS = ROOT / "tests" / "dags" / "exempt_approvals.py"
+
+
+@pytest.mark.parametrize(
+    ("approval", "reason"),
+    [
+        ("expired", "ApprovalRefused: approval 'HC-ORDER-2026-A17' expired on"),
+        ("revoked", "ApprovalRefused: approval 'HC-ORDER-2026-A17' was revoked by Data Protection Officer"),
+        ("mismatched", "was recorded for legal basis 'copi_reg3', but the spec claims 'court_order'"),
+        ("missing", "which governance staff have not recorded"),
+    ],
+)
+def test_an_exemption_without_a_valid_approval_sends_nothing(
+    load_dag: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str], approval: str, reason: str
+) -> None:
+    outbox = tmp_path / "outbox"
+    states = _run(load_dag, APPROVALS, "exempt_approvals", {"approval": approval, "outbox": str(outbox)})
+    assert states == {"copy_with_manifest": "success", "record_approval": "success", "export": "failed"}, states
+    assert any(reason in line for line in capfd.readouterr().out.splitlines()), reason
+    assert not outbox.exists() or not any(p.is_file() for p in outbox.rglob("*"))
+    assert Ledger().entries() == []
+
+
+def test_an_exemption_with_a_valid_approval_is_sent(load_dag: Any, tmp_path: Path) -> None:
+    states = _run(load_dag, APPROVALS, "exempt_approvals", {"outbox": str(tmp_path / "outbox")})
+    assert states["export"] == "success", states
+    (entry,) = Ledger().entries()
+    assert (entry.disclosure.legal_reference, entry.disclosure.max_age_seconds) == ("HC-ORDER-2026-A17", None)
 
 
 CHECKS = ROOT / "tests" / "dags" / "send_time_checks.py"
@@ -152,7 +183,9 @@ def test_send_time_checks_pass_when_nothing_changed(
     monkeypatch.setenv("OPTOUT_MAX_AGE", "48h")
     states = _run(load_dag, CHECKS, "send_time_checks", {"outbox": str(tmp_path / "outbox")})
     assert states["export"] == states["drop"] == "success", states
-    assert len(Ledger().entries()) == 2
+    entries = Ledger().entries()
+    assert len(entries) == 2
+    assert {e.disclosure.max_age_seconds for e in entries} == {48 * 3600}  # the limit each was checked against
     assert (tmp_path / "outbox" / "drop" / "patients.csv").is_file()
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from optout.governance.flows import FlowRegister
 from optout.ledger import Ledger
+from tests.sample_extract import approve_court_order
 
 pytestmark = pytest.mark.integration
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -59,6 +60,7 @@ def test_internal_tasks_and_declared_scopes_are_read_from_the_serialized_dags(lo
 
 
 def _export_state(load_dag: Any) -> str:
+    approve_court_order()
     run = load_dag(DAGS / "exempt_disclosure.py", "exempt_disclosure").test()
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}["export"]
 

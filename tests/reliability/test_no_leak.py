@@ -141,11 +141,12 @@ def test_dags_and_refresh_leave_no_number_or_secret_anywhere(  # type: ignore[no
     from optout.store import Store
     from tests.integration.test_refresh import cohort_numbers as refresh_cohort
     from tests.integration.test_refresh import run_refresh
-    from tests.sample_extract import SAMPLE, numbers, opted_out, seed
+    from tests.sample_extract import SAMPLE, approve_court_order, numbers, opted_out, seed
 
     root = Path(__file__).resolve().parents[2]
     monkeypatch.setenv("OPTOUT_MAX_AGE", "48h")
     seed(Store())  # the sample extract's version: the example DAGs use it
+    approve_court_order()
     runs = {
         "research_extract": load_dag(root / "dags" / "research_extract.py", "research_extract").test(),
         "direct_care_share": load_dag(root / "dags" / "direct_care_share.py", "direct_care_share").test(),
