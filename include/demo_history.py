@@ -4,9 +4,10 @@ after months of nightly refreshes and disclosures, on test-range NHS numbers onl
     python include/demo_history.py [--days 120]      # adds to the demo's store (var/demo/optout)
 
 Nightly refreshes with two outages (the list goes stale), one reply quarantined then approved and one
-rejected; research, planning and exempt disclosures to several recipients, and flows with reviews, one
-of them overdue. Written through the store and ledger APIs, then the versions' publication times are
-moved to their check times, as if each had been imported the night it ran.
+rejected; research, planning and exempt disclosures to several recipients, the approvals the exempt
+ones cite (one valid, one expired, one revoked), and flows with reviews, one of them overdue. Written
+through the store and ledger APIs, then the versions' publication times are moved to their check
+times, as if each had been imported the night it ran.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from optout.errors import SuspiciousReplyError
+from optout.governance.approvals import ApprovalRegister
 from optout.governance.decisions import record_decision
 from optout.governance.flows import FlowRegister
 from optout.ledger import Disclosure, Ledger
@@ -39,8 +41,9 @@ def seed_history(url: str, now: datetime, *, days: int = 120, cohort: int = 2000
     """``days`` nights of refreshes ending ``now`` and the disclosures that followed them."""
     rng = random.Random(seed)
     numbers = synthetic(cohort)
-    store, ledger = Store(url), Ledger(url)
     start = now - timedelta(days=days)
+    _approvals(url, start, now.date())
+    store, ledger = Store(url), Ledger(url)
     skipped = {start.date() + timedelta(days=d + i) for d, n in OUTAGES for i in range(n) if d + i < days}
     published: dict[int, datetime | None] = {}  # version -> when it was published
     share = 0.05
@@ -96,6 +99,7 @@ def seed_history(url: str, now: datetime, *, days: int = 120, cohort: int = 2000
                     dag_id=dag_id,
                     task_id=task_id,
                     run_id=f"scheduled__{checked:%Y-%m-%dT%H:%M}",
+                    max_age_seconds=None if purpose == "exempt" else 48 * 3600,
                 ),
                 now=checked + timedelta(hours=2, minutes=rng.randint(0, 50)),
             )
@@ -117,6 +121,28 @@ def _publish_at(url: str, published: dict[int, datetime | None]) -> None:
                 versions_table.update().where(v.id == version_id).values(published_at=moment, requested_at=requested)
             )
     engine.dispose()
+
+
+def _approvals(url: str, recorded: datetime, today: date) -> None:
+    """The court order the exempt flow cites, and two approvals no longer in force."""
+    register = ApprovalRegister(url)
+    approvals = (
+        ("HC-ORDER-2026-A17", "court_order", today + timedelta(days=60), "Order of the High Court"),
+        ("HC-ORDER-2025-B03", "court_order", recorded.date() + timedelta(days=30), "Superseded by HC-ORDER-2026-A17"),
+        ("CAG 24/CAG/0107", "cag_optout_disapplied", today + timedelta(days=300), "Withdrawn by the applicant"),
+    )
+    for reference, basis, expires, note in approvals:
+        register.add(
+            reference,
+            basis=basis,
+            approved_by="Caldicott Guardian",
+            expires=expires,
+            note=note,
+            recorded_by="Information Governance Lead",
+            now=recorded,
+        )
+    register.revoke("CAG 24/CAG/0107", by="Information Governance Lead", now=recorded + timedelta(days=10))
+    register.dispose()
 
 
 def _reviews(url: str, today: date) -> None:

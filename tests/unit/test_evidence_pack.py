@@ -63,6 +63,8 @@ def test_the_pack_holds_every_section_with_the_seeded_facts(document) -> None:  
     assert {r[3] for r in found["Replies held back"].rows} == {"approved and published", "rejected"}
     assert {r[5] for r in found["Replies held back"].rows} == {"Caldicott Guardian", "Information Governance Lead"}
     assert any(r[0] == "court_order" and r[1] == "HC-ORDER-2026-A17" for r in found["Exemptions used"].rows)
+    (cited,) = found["Approvals cited"].rows  # the approval behind them, as governance staff recorded it
+    assert cited[:5] == ["HC-ORDER-2026-A17", "court_order", "Caldicott Guardian", cited[3], "valid"]
     flows = {r[0]: r for r in found["Flows"].rows}
     assert flows["planning_extract/export"][7] == "overdue"
     alerts = [b.text for s in doc.sections for b in s.blocks if isinstance(b, Alert)]

@@ -149,6 +149,21 @@ def test_flows_show_their_review_dates_and_overdue_ones_in_red(season: str) -> N
     assert "<td>research_extract/export</td>" in html and "in review" in html
 
 
+def test_approvals_show_with_their_expiry_and_lapsed_ones_marked(season: str) -> None:
+    html = render(overview(season, now=NOW))
+    section = html[html.index('id="approvals"') : html.index('id="uncovered"')]
+    assert re.search(r"<tr><td>HC-ORDER-2026-A17</td><td>court_order</td>.*?<td>valid</td>", section)
+    assert re.search(r"<tr class=overdue><td>HC-ORDER-2025-B03</td>.*?EXPIRED", section)
+    assert re.search(r"<tr class=overdue><td>CAG 24/CAG/0107</td>.*?REVOKED", section)
+
+
+def test_each_disclosure_shows_the_limit_it_was_checked_against(season: str) -> None:
+    from optout.governance.overview import DisclosureFilter
+
+    html = render(overview(season, now=NOW, filter=DisclosureFilter(purpose="research")))
+    assert re.search(r"<td>\d+ \([^)]* of 2d\)</td>", html)
+
+
 def test_the_nightly_refresh_state_is_shown_next_to_the_list(url: str) -> None:
     from optout.governance.overview import NightlyState
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from optout import config
 from optout.governance import charts
+from optout.governance.approvals import Approval, read_approvals
 from optout.governance.decisions import Decision, decisions
 from optout.governance.document import Alert, Document, Section, Table
 from optout.governance.flows import OVERDUE, UNREVIEWED, DeclaredFlow, Flow, build_register
@@ -39,6 +40,7 @@ class Facts:
     ledger_total: int
     blocked: list[datetime] = field(default_factory=list)  # export attempts refused (Airflow's task history)
     decided: dict[int, Decision] = field(default_factory=dict)  # who approved or rejected a quarantined reply
+    approvals: dict[str, Approval] = field(default_factory=dict)  # by reference, as governance staff recorded
 
     @property
     def refreshes(self) -> list[VersionInfo]:
@@ -76,6 +78,7 @@ def read_facts(
         ledger_total=len(all_entries),
         blocked=sorted(t for t in blocked if since <= t < until),
         decided=decisions(url),
+        approvals={approval.reference: approval for approval in read_approvals(url)},
     )
 
 
@@ -272,7 +275,30 @@ def _exemptions(facts: Facts) -> Section:
             empty="No exemption was used in this period.",
             numeric=(3, 4),
         ),
+        "The approvals those exemptions cited, as governance staff recorded them (optout approvals add), "
+        "and their state at the end of the period.",
+        Table(
+            "Approvals cited",
+            ["Approval", "Legal basis", "Approved by", "Expires", "State", "Recorded by"],
+            _cited(facts, sorted({ref for _basis, ref, _recipient in groups})),
+            empty="No approval was cited in this period.",
+        ),
     )
+
+
+def _cited(facts: Facts, references: list[str]) -> list[list[str]]:
+    """One row per approval cited; one the store does not hold (sent before approvals were recorded) says so."""
+    rows = []
+    day = min(facts.until, facts.now).date()
+    for ref in references:
+        found = facts.approvals.get(ref)
+        if found is None:
+            rows.append([ref, "—", "—", "—", "not recorded", "—"])
+            continue
+        recorded = f"{found.recorded_by}, {found.recorded_at:%d %b %Y}"
+        expires = f"{found.expires:%d %b %Y}"
+        rows.append([ref, found.legal_basis, found.approved_by, expires, found.state(day), recorded])
+    return rows
 
 
 def _quarantine(facts: Facts) -> Section:

@@ -1,5 +1,5 @@
-"""What the governance page shows, read in one go from the store, the ledger and the flows register
-(no HTML here). Airflow's own state (the nightly refresh's DAG, the DAGs' declared flows) is passed in
+"""What the governance page shows, read in one go from the store, the ledger, the flows register and the
+approvals (no HTML here). Airflow's own state (the nightly refresh's DAG, the DAGs' declared flows) is passed in
 by the skin, so this module stays free of Airflow."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from optout import config
+from optout.governance.approvals import Approval, read_approvals
 from optout.governance.flows import DeclaredFlow, Flow, build_register
 from optout.ledger import Ledger, LedgerEntry
 from optout.store import Store, VersionInfo
@@ -83,6 +84,7 @@ class Overview:
     recipients: list[str] = field(default_factory=list)
     nightly: NightlyState | None = None  # None: Airflow's state was not read
     uncovered: list[Uncovered] | None = None  # None: Airflow's DAGs were not read
+    approvals: list[Approval] = field(default_factory=list)
 
     @property
     def fresh(self) -> bool:
@@ -150,4 +152,5 @@ def overview(
         recipients=sorted({e.disclosure.recipient for e in entries}),
         nightly=nightly,
         uncovered=uncovered,
+        approvals=read_approvals(store_url),
     )

@@ -13,8 +13,8 @@ from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from optout import config
-from optout.governance.flows import OVERDUE, UNREVIEWED
 from optout.governance.overview import NightlyState, Overview
+from optout.governance.page_records import approvals_section, flows_section
 from optout.purpose import Purpose
 from optout.store import VersionInfo
 
@@ -46,7 +46,8 @@ def render(view: Overview, *, docs_link: str = "data-docs/{id}/index.html") -> s
         "and the record of every disclosure.</p>",
         _list_section(view),
         _nightly_section(view.nightly),
-        _flows_section(view),
+        flows_section(view),
+        approvals_section(view),
         _uncovered_section(view),
         _refresh_section(view),
         _disclosure_section(view, docs_link),
@@ -176,7 +177,7 @@ def _disclosure_section(view: Overview, docs_link: str) -> str:
             "Extract",
             "Purpose",
             "Recipient",
-            "List version (age)",
+            "List version (age of maximum)",
             "Rows sent",
             "Rows removed",
             "People removed",
@@ -202,7 +203,7 @@ def _disclosure_section(view: Overview, docs_link: str) -> str:
             "<tr>"
             f"<td>{escape(london(entry.recorded_at))}</td><td>{escape(d.extract)}</td>"
             f"<td>{escape(d.purpose)}{basis}</td><td>{escape(d.recipient)}</td>"
-            f"<td>{_version_cell(d.version_id, entry.version_age_seconds)}</td>"
+            f"<td>{_version_cell(d.version_id, entry.version_age_seconds, d.max_age_seconds)}</td>"
             f"<td>{_n(d.rows_out)}</td><td>{removed or '0'}</td><td>{_n(d.removed_people)}</td><td>{proof}</td>"
             f"<td>{_run_link(d.dag_id, d.run_id)}</td></tr>"
         )
@@ -296,42 +297,6 @@ def _nightly_section(nightly: NightlyState | None) -> str:
     return f'{title}<table class="facts"><caption>optout_nightly_refresh</caption>{body}</table></section>'
 
 
-def _flows_section(view: Overview) -> str:
-    title = '<section aria-labelledby="flows"><h2 id="flows">Flows and their reviews</h2>'
-    if not view.flows:
-        return f"{title}<p>No flow is declared or recorded yet.</p></section>"
-    today = view.now.date()
-    header = "".join(
-        f'<th scope="col">{h}</th>'
-        for h in ("Flow", "Purpose", "Recipient", "DSA", "DPIA", "Approved by", "Review due", "State", "Disclosures")
-    )
-    rows = []
-    for flow in view.flows:
-        review, state = flow.review, flow.status(today)
-        red = state in (OVERDUE, UNREVIEWED)
-        cells = [
-            flow.flow,
-            flow.purpose + (f" ({flow.legal_basis})" if flow.legal_basis else ""),
-            flow.recipient,
-            review.dsa if review else "—",
-            review.dpia if review else "—",
-            review.approved_by if review else "—",
-            f"{review.review_date:%d %b %Y}" if review else "—",
-        ]
-        shown = f'<strong class="state stale">{escape(state.upper())}</strong>' if red else escape(state)
-        rows.append(
-            f"<tr{' class=overdue' if red else ''}>"
-            + "".join(f"<td>{escape(c)}</td>" for c in cells)
-            + f"<td>{shown}</td><td>{_n(flow.disclosures)}</td></tr>"
-        )
-    return (
-        f"{title}<p>Record a review with <code>optout flows set FLOW --dsa REF --dpia REF --approved-by NAME "
-        "--review YYYY-MM-DD</code>.</p>"
-        f"<table><caption>Every export the DAGs declare or the ledger saw</caption><thead><tr>{header}</tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table></section>"
-    )
-
-
 def _uncovered_section(view: Overview) -> str:
     title = '<section aria-labelledby="uncovered"><h2 id="uncovered">Not covered by the opt-out checks</h2>'
     if view.uncovered is None:
@@ -395,8 +360,11 @@ a{color:#005eb8}tr.overdue td{background:#fde8e6}.filter,.pager{margin:.5rem 0}.
 </style></head><body><main>"""
 
 
-def _version_cell(version_id: int | None, age_seconds: int | None) -> str:
-    """``7 (2h 5m)``, or why there is none: an unfiltered disclosure used no list."""
+def _version_cell(version_id: int | None, age_seconds: int | None, max_age_seconds: int | None) -> str:
+    """``7 (2h 5m of 48h)``: the list's age at send time and the limit it was checked against (entries
+    recorded before the limit was kept show the age alone), or why there is none: an unfiltered
+    disclosure used no list."""
     if version_id is None or age_seconds is None:
         return "none (not filtered)"
-    return f"{version_id} ({escape(config.format_duration(timedelta(seconds=age_seconds)))})"
+    limit = f" of {config.format_duration(timedelta(seconds=max_age_seconds))}" if max_age_seconds else ""
+    return f"{version_id} ({escape(config.format_duration(timedelta(seconds=age_seconds)) + limit)})"
