@@ -35,9 +35,10 @@ from optout.clearance import (
     no_removals,
 )
 from optout.errors import InputError, NoVersionError
+from optout.exemptions import ExemptView
 from optout.lookup import bits_at
 from optout.manifest import TableReport
-from optout.nhs_number import names_for_message
+from optout.nhs_number import names_for_message, normalise
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
 from optout.resolver import Reader
 from optout.rows import select
@@ -195,6 +196,8 @@ class Cascade:
         self._bad: KeySet | None = None
         self._known: KeySet | None = None
         self._people_by_key: Future[np.ndarray] | None = None
+        # Consent and rows without a number (optout.exemptions): what they keep is counted for the manifest.
+        self._exempt = check_result if isinstance(check_result, ExemptView) else None
 
     @staticmethod
     def learns_from(table: TableSpec) -> bool:
@@ -256,6 +259,7 @@ class Cascade:
         if table.person_key and self._bad is None:
             raise RuntimeError("learn_all() must run before keyed tables are filtered")
         tally = self._tallies[table.name]
+        no_number: np.ndarray | None = None
         numbers = batch.column(table.nhs_number) if table.nhs_number else None
         keys = self.kind.column(batch.column(table.person_key)) if table.person_key else None
         if keys is None:
@@ -270,10 +274,13 @@ class Cascade:
             if numbers is None:
                 assert self._known is not None
                 unseen = present & ~self._known.contains(keys)
-                codes[unseen] = Reason.UNCHECKED.code
-                codes[keyless] = Reason.MISSING.code
-                if unseen.any():
-                    self._unseen.append(pc.unique(keys.filter(pa.array(unseen))))
+                if self._exempt is not None and self._exempt.keeps_unusable:
+                    no_number = unseen | keyless  # nobody knows a number for them: they pass
+                else:
+                    codes[unseen] = Reason.UNCHECKED.code
+                    codes[keyless] = Reason.MISSING.code
+                    if unseen.any():
+                        self._unseen.append(pc.unique(keys.filter(pa.array(unseen))))
             else:
                 # Only removed and keyless rows need their own number's reason.
                 check = np.flatnonzero((codes != KEEP) | keyless)
@@ -282,8 +289,27 @@ class Cascade:
                 tally.own_bad_seen += int((own != KEEP).sum())
         if numbers is not None:
             self._note_keyless_people(table, numbers, codes, keyless)
+        if self._exempt is not None:
+            self._note_kept(self._exempt, numbers, keys, codes == KEEP, no_number)
         tally.codes += count_codes(codes)
         return codes
+
+    @staticmethod
+    def _note_kept(
+        view: ExemptView, numbers: Any, keys: pa.Array | None, kept: np.ndarray, no_number: np.ndarray | None
+    ) -> None:
+        """Count the rows an exemption kept: a consented person's number the list would have removed, or no
+        usable number (in a table of keys only: a key never seen beside a number, or no key)."""
+        unusable = kept & no_number if no_number is not None else None
+        if numbers is not None:
+            found = normalise(numbers)
+            if view.consents:
+                mine = found.numbers[np.flatnonzero(kept & found.valid)]
+                view.tally.consent(mine[view.consent_set.contains(mine, known_valid=True)])
+            unusable = kept & ~found.valid if view.keeps_unusable else None
+        if unusable is not None and unusable.any():
+            rows = pa.array(np.flatnonzero(unusable))
+            view.tally.unusable(len(rows), keys.take(rows) if keys is not None else None)
 
     def clearance_of(self, table: TableSpec) -> Clearance | PseudonymClearance:
         return self._clearances.get(table.name, self.clearance)

@@ -47,6 +47,7 @@ _FROM_STATUS = np.zeros(len(Status), dtype=np.uint8)
 _FROM_STATUS[Status.MISSING] = Reason.MISSING.code
 _FROM_STATUS[Status.MALFORMED] = Reason.MALFORMED.code
 _FROM_STATUS[Status.BAD_CHECK_DIGIT] = Reason.BAD_CHECK_DIGIT.code
+_KEEP_UNUSABLE = np.zeros(len(Status), dtype=np.uint8)  # no_nhs_number_disproportionate: such rows pass
 
 
 class CheckResultLike(Protocol):
@@ -85,6 +86,8 @@ class Clearance:
 
     def __init__(self, check_result: CheckResultLike) -> None:
         self._check = check_result  # its lookups are built on first use: a pseudonymised-only spec needs none
+        # An exemption for rows without a usable number (optout.exemptions) keeps them instead.
+        self._from_status = _KEEP_UNUSABLE if getattr(check_result, "keeps_unusable", False) else _FROM_STATUS
 
     @property
     def _cleared(self) -> NumberSet:
@@ -112,7 +115,7 @@ class Clearance:
 
     def _classify(self, values: Any) -> np.ndarray:
         found = normalise(values)
-        codes = _FROM_STATUS[found.status]
+        codes = self._from_status[found.status]
         valid = np.flatnonzero(found.valid)
         numbers = found.numbers[valid]
         cleared = self._cleared.contains(numbers, known_valid=True)

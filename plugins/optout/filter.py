@@ -15,6 +15,7 @@ from optout.atomic import staging_dir
 from optout.cascade import require_check
 from optout.clearance import CheckResultLike, no_removals
 from optout.errors import InputError
+from optout.exemptions import effective, kept_counts
 from optout.homes import home_for
 from optout.input_scan import InputScan
 from optout.manifest import Manifest, new_manifest
@@ -46,6 +47,7 @@ def run_filter(
     ``resolver`` reading the connection ids the spec names (the Airflow skin's; by default URLs only).
     """
     require_check(spec, check_result)
+    check_result = effective(spec, check_result)  # consent and rows without a number, person by person
     _refuse_odd_out_dir(Path(out_dir))
     _refuse_overlap(spec, Path(out_dir))
     home = home or home_for(spec, frames=frames, resolver=resolver)
@@ -61,7 +63,13 @@ def run_filter(
         else:
             reports, people = home.copy(staging), no_removals()
         manifest = new_manifest(
-            spec, check_result, engine=home.engine, tables=reports, people_removed=people, input_scan=scanned
+            spec,
+            check_result,
+            engine=home.engine,
+            tables=reports,
+            people_removed=people,
+            kept=kept_counts(check_result),
+            input_scan=scanned,
         )
         manifest.write(staging)
     return manifest

@@ -96,7 +96,7 @@ def check_before_send(
     validation, limit, list_age = None, None, None
     if purpose is Purpose.EXEMPT:
         _require_approval(manifest, store, now)
-    if purpose.applies_opt_out:
+    if purpose.applies_opt_out or manifest.filtered:  # an exemption for rows without a number filters the rest
         # Re-hashes every output (files, or tables through the connection) against the manifest.
         validation = _require_validated(folder, connection, store.url if store is not None else None, resolver)
         limit, list_age = require_still_current(manifest, store, max_age=max_age, now=now)

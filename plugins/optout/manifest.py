@@ -60,6 +60,8 @@ class Manifest:
     # The input leak scan (:mod:`optout.input_scan`): what it does on a finding, what it scanned, and every
     # column the spec excludes with its reason. None when the extract was copied unfiltered.
     input_scan: dict[str, Any] | None = None
+    # Rows and people kept by a person-by-person exemption: {"kept_by_consent": {"rows": n, "people": m}}.
+    kept: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def rows_in(self) -> int:
@@ -113,6 +115,8 @@ class Manifest:
         lines.append(f"people removed: {self.people_removed_total}{_why(self.people_removed)}")
         for item in (self.input_scan or {}).get("excluded", []):
             lines.append(f"not scanned for NHS numbers: {item['table']}.{item['column']} ({item['reason']})")
+        for why, counts in self.kept.items():
+            lines.append(f"{why.replace('_', ' ')}: {counts.get('rows', 0)} rows, {counts.get('people', 0)} people")
         return lines
 
     @classmethod
@@ -151,6 +155,7 @@ def new_manifest(
     tables: list[TableReport],
     people_removed: dict[str, int],
     input_scan: dict[str, Any] | None = None,
+    kept: dict[str, dict[str, int]] | None = None,
 ) -> Manifest:
     """The manifest of a run that has just finished."""
     info = check_result.info if check_result is not None else None
@@ -174,6 +179,7 @@ def new_manifest(
         tables=tuple(tables),
         people_removed=people_removed,
         input_scan=input_scan,
+        kept=kept or {},
     )
 
 

@@ -20,7 +20,7 @@ from optout.homes.files.formats import Format, format_of
 from optout.purpose import LegalBasis, Purpose, check_exemption, parse_legal_basis, parse_purpose
 
 MAX_SPEC_BYTES = 1 << 20
-_TOP_KEYS = ("name", "purpose", "legal_basis", "legal_reference", "engine", "tables")
+_TOP_KEYS = ("name", "purpose", "legal_basis", "legal_reference", "engine", "tables", "consented")
 ENGINES = ("spark",)  # an engine named in the spec; without one, where the tables live decides
 _WHERE_KEYS = ("name", "path", "table", "query", "connection")
 _TABLE_KEYS = (*_WHERE_KEYS, "nhs_number", "person_key", "pseudonymised", "output", "scan_exclude")
@@ -85,6 +85,20 @@ class ScanExclusion:
 
 
 @dataclass(frozen=True)
+class ConsentList:
+    """Who consented: a file (CSV or Parquet) or a database table, and its NHS number column.
+
+    People in it with a valid NHS number are kept whatever their opt-out; everyone else in the extract
+    is filtered for the spec's purpose (:mod:`optout.exemptions`).
+    """
+
+    nhs_number: str
+    path: Path | None = None
+    table: str | None = None
+    connection: str | None = None
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """One table of an extract. ``path`` may be None when the table is given as a DataFrame.
 
@@ -132,9 +146,11 @@ class ExtractSpec:
     legal_reference: str | None = None
     source: Path | None = field(default=None, compare=False)
     engine: str | None = None  # "spark": tables are Spark tables or paths Spark reads, filtered in Spark
+    consented: ConsentList | None = None  # people kept by their consent, whatever their opt-out
 
     def __post_init__(self) -> None:
         check_exemption(self.purpose, self.legal_basis, self.legal_reference, path=_text(self.source))
+        _check_person_exemptions(self)
         names: set[str] = set()
         outputs: set[str] = set()
         for index, table in enumerate(self.tables):
@@ -172,8 +188,9 @@ class ExtractSpec:
 
     @property
     def filtered(self) -> bool:
-        """False for direct care and recorded exemptions, which are copied unfiltered."""
-        return self.purpose.applies_opt_out
+        """False for direct care and recorded exemptions, which are copied unfiltered; an exemption for the
+        rows without a usable NHS number filters every row that has one."""
+        return self.purpose.applies_opt_out or self.legal_basis is LegalBasis.NO_NHS_NUMBER_DISPROPORTIONATE
 
     @property
     def keyed(self) -> bool:
@@ -257,7 +274,77 @@ def _build(document: Any, source: Path) -> ExtractSpec:
         raise InputError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}", path=source, field="engine")
     built = tuple(_table(entry, source, f"tables[{index}]", engine) for index, entry in enumerate(tables))
     assert name is not None
-    return ExtractSpec(name, purpose, built, legal_basis=basis, legal_reference=reference, source=source, engine=engine)
+    consented = _consented(top.get("consented"), source)
+    return ExtractSpec(
+        name,
+        purpose,
+        built,
+        legal_basis=basis,
+        legal_reference=reference,
+        source=source,
+        engine=engine,
+        consented=consented,
+    )
+
+
+def _consented(value: Any, source: Path) -> ConsentList | None:
+    """The spec's ``consented:`` mapping: ``{path, nhs_number}`` or ``{table, connection, nhs_number}``."""
+    if value is None:
+        return None
+    entry = _mapping(value, ("path", "table", "connection", "nhs_number"), source, "consented")
+    number = _string(entry.get("nhs_number"), source, "consented.nhs_number")
+    path_text = _string(entry.get("path"), source, "consented.path", required=False)
+    table = _string(entry.get("table"), source, "consented.table", required=False)
+    connection = _string(entry.get("connection"), source, "consented.connection", required=False)
+    if (path_text is None) == (table is None):
+        raise InputError("give exactly one of path and table", path=source, field="consented")
+    if table is not None and connection is None:
+        raise InputError("a table needs a connection (a SQLAlchemy URL)", path=source, field="consented.connection")
+    if table is not None and not _SQL_NAME.match(table):
+        raise InputError("expected a table name such as schema.table", path=source, field="consented.table")
+    assert number is not None
+    path = source.parent / Path(path_text).expanduser() if path_text is not None else None
+    return ConsentList(number, path=path, table=table, connection=connection)
+
+
+def _check_person_exemptions(spec: ExtractSpec) -> None:
+    """Consent is per person (``consented:``), never a whole extract's exemption; the exemptions applied
+    person by person are applied by the files and pandas engines only (the SQL and Spark ones would
+    remove the people they keep)."""
+    where = _text(spec.source)
+    if spec.legal_basis is LegalBasis.CONSENT:
+        raise InputError(
+            "consent is given person by person, not for a whole extract: write the spec for the purpose the "
+            "data is used for (research, planning, service_evaluation) and name who consented with "
+            "`consented: {path: FILE, nhs_number: COLUMN}`; they are kept whatever their opt-out and everyone "
+            "else is filtered",
+            path=where,
+            field="legal_basis",
+        )
+    in_database = spec.engine is not None or any(table.in_database for table in spec.tables)
+    if spec.consented is not None:
+        if not spec.purpose.applies_opt_out:
+            raise InputError(
+                f"consented: keeps people a secondary use would remove; purpose {spec.purpose.value!r} is not "
+                "filtered, so it has no use here",
+                path=where,
+                field="consented",
+            )
+        if in_database or any(table.pseudonymised for table in spec.tables):
+            raise InputError(
+                "consented: is applied by the files and pandas engines only, to tables with NHS numbers (not "
+                "pseudonymised, not in a database or Spark): export the tables to files, or filter the "
+                "consented people's rows in a separate extract",
+                path=where,
+                field="consented",
+            )
+    if spec.legal_basis is LegalBasis.NO_NHS_NUMBER_DISPROPORTIONATE and in_database:
+        raise InputError(
+            "no_nhs_number_disproportionate is applied by the files and pandas engines only: export the tables "
+            "to files first",
+            path=where,
+            field="legal_basis",
+        )
 
 
 def _table(entry: Any, source: Path, where: str, engine: str | None = None) -> TableSpec:

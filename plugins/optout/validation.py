@@ -99,6 +99,9 @@ def run_validation(
     :param store_url: the store the validation is recorded in (default: ``OPTOUT_STORE_URL``).
     :param resolver: reads the connection ids the spec names (the Airflow skin's; default: URLs only).
     """
+    from optout.exemptions import effective
+
+    check_result = effective(spec, check_result)  # the filter's view: consent and rows without a number
     out_dir = Path(out_dir).resolve()
     manifest = read_manifest(out_dir)
     now = now or datetime.now(UTC)

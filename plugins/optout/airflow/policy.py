@@ -207,11 +207,12 @@ def _export_problems(task: Any, tag: PurposeTag) -> list[str]:
     conflict = spec_conflict(tag, spec) if spec is not None else None
     if conflict:
         return [f"{name}: {conflict}"]
-    return _guard_problems(task, name, tag)
+    return _guard_problems(task, name, tag, filtered=tag.purpose.applies_opt_out or bool(spec and spec.filtered))
 
 
-def _guard_problems(task: Any, name: str, tag: PurposeTag) -> list[str]:
-    """The filter (and, for secondary uses, the validation) of this extract run before the task, in order."""
+def _guard_problems(task: Any, name: str, tag: PurposeTag, *, filtered: bool) -> list[str]:
+    """The filter (and, for an extract that is filtered, the validation) of this extract run before the task,
+    in order."""
     identity = extract_id(task)
     assert identity is not None
     before = list(upstream(task))
@@ -228,7 +229,7 @@ def _guard_problems(task: Any, name: str, tag: PurposeTag) -> list[str]:
             f"{name} has no opt-out filter upstream for extract {identity!r}: add OptOutFilterOperator({spec}) >> "
             f"OptOutValidateOperator({spec}) >> {task.task_id} (a templated spec must be written the same in each)"
         ]
-    if not tag.purpose.applies_opt_out:
+    if not filtered:
         return []
     validations = on_extract(before, ROLE_VALIDATE, identity)
     if not validations:

@@ -34,7 +34,7 @@ def filter_(
 
     spec = load_spec(spec_path)
     check_result = None
-    if spec.purpose.applies_opt_out:
+    if spec.filtered:
         check_result = _current_check(version)
     manifest = run_filter(spec, out_dir, check_result)
     typer.echo(f"extract {spec.name!r} ({spec.purpose.value}) written to {out_dir}")

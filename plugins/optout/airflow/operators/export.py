@@ -88,7 +88,7 @@ class _Gate:
         """After a slow copy: the list the extract was filtered with must still be current and fresh."""
         from optout.gate import require_still_current
 
-        if permit.purpose.applies_opt_out:
+        if permit.validation is not None:  # a filtered extract: its list must still be current
             require_still_current(permit.manifest, self.hook.store, max_age=parse_max_age(self.max_age))
 
     def record(self, task: Any, context: Context, permit: Permit, recipient: str) -> LedgerEntry:
