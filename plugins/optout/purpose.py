@@ -34,7 +34,7 @@ SECONDARY_USES = frozenset({Purpose.RESEARCH, Purpose.PLANNING, Purpose.SERVICE_
 class LegalBasis(StrEnum):
     """Exemptions from the national policy that a governance officer can record."""
 
-    CONSENT = "consent"
+    CONSENT = "consent"  # never a whole extract's: refused for purpose exempt, given per person by consented:
     LEGAL_REQUIREMENT = "legal_requirement"
     COURT_ORDER = "court_order"
     OVERRIDING_PUBLIC_INTEREST = "overriding_public_interest"
@@ -73,10 +73,20 @@ def check_exemption(
     *,
     path: str | None = None,
 ) -> None:
-    """An exempt disclosure must carry its legal basis and a reference; others must carry none."""
+    """An exempt disclosure must carry its legal basis and a reference (the approval's); others must carry
+    none. Consent is never a whole extract's exemption: it is given person by person (``consented:``)."""
     if purpose is Purpose.EXEMPT:
         if legal_basis is None:
             raise InputError("purpose 'exempt' needs a legal_basis", path=path, field="legal_basis")
+        if legal_basis is LegalBasis.CONSENT:
+            raise InputError(
+                "consent is given person by person, not for a whole extract: write the spec for the purpose the "
+                "data is used for (research, planning, service_evaluation) and name who consented with "
+                "`consented: {path: FILE, nhs_number: COLUMN}`; they are kept whatever their opt-out and everyone "
+                "else is filtered",
+                path=path,
+                field="legal_basis",
+            )
         if not (reference or "").strip():
             raise InputError(
                 "purpose 'exempt' needs a legal_reference (the approval's ID)", path=path, field="legal_reference"

@@ -308,19 +308,10 @@ def _consented(value: Any, source: Path) -> ConsentList | None:
 
 
 def _check_person_exemptions(spec: ExtractSpec) -> None:
-    """Consent is per person (``consented:``), never a whole extract's exemption; the exemptions applied
-    person by person are applied by the files and pandas engines only (the SQL and Spark ones would
-    remove the people they keep)."""
+    """The exemptions applied person by person are applied by the files and pandas engines only (the SQL
+    and Spark ones would remove the people they keep); whole-extract consent is refused with the other
+    exemption rules (:func:`optout.purpose.check_exemption`)."""
     where = _text(spec.source)
-    if spec.legal_basis is LegalBasis.CONSENT:
-        raise InputError(
-            "consent is given person by person, not for a whole extract: write the spec for the purpose the "
-            "data is used for (research, planning, service_evaluation) and name who consented with "
-            "`consented: {path: FILE, nhs_number: COLUMN}`; they are kept whatever their opt-out and everyone "
-            "else is filtered",
-            path=where,
-            field="legal_basis",
-        )
     in_database = spec.engine is not None or any(table.in_database for table in spec.tables)
     if spec.consented is not None:
         if not spec.purpose.applies_opt_out:

@@ -25,7 +25,7 @@ def test_tag_survives_serialisation_and_shows_in_task_details() -> None:
             task_id="export",
             spec=SPEC,
             purpose="exempt",
-            legal_basis="consent",
+            legal_basis="copi_reg3",
             reference="REC 26/LO/0001",
             recipient="University of Leeds",
         )
@@ -33,13 +33,13 @@ def test_tag_survives_serialisation_and_shows_in_task_details() -> None:
     assert restored.params["optout"] == {
         "purpose": "exempt",
         "extract": SPEC,
-        "legal_basis": "consent",
+        "legal_basis": "copi_reg3",
         "legal_reference": "REC 26/LO/0001",
         "gated": True,
     }
-    assert "**Opt-out purpose:** `exempt`, legal basis `consent` (ref. REC 26/LO/0001)" in restored.doc_md
+    assert "**Opt-out purpose:** `exempt`, legal basis `copi_reg3` (ref. REC 26/LO/0001)" in restored.doc_md
     assert read_tag(dag.get_task("export")) == PurposeTag(
-        Purpose.EXEMPT, SPEC, LegalBasis.CONSENT, "REC 26/LO/0001", gated=True
+        Purpose.EXEMPT, SPEC, LegalBasis.COPI_REG3, "REC 26/LO/0001", gated=True
     )
     assert handles_cpi(dag)
 
@@ -56,9 +56,10 @@ def test_purpose_on_a_task_decorator_output_keeps_existing_doc() -> None:
     [
         ({"purpose": "reserch"}, "task 'share': field 'purpose': unknown purpose 'reserch'; use one of: direct_care"),
         ({"purpose": "exempt", "reference": "X1"}, "purpose 'exempt' needs a legal_basis"),
-        ({"purpose": "exempt", "legal_basis": "consent"}, "needs a legal_reference"),
+        ({"purpose": "exempt", "legal_basis": "copi_reg3"}, "needs a legal_reference"),
         ({"purpose": "exempt", "legal_basis": "because", "reference": "X1"}, "unknown legal basis 'because'"),
-        ({"purpose": "research", "legal_basis": "consent"}, "legal_basis only applies to purpose 'exempt'"),
+        ({"purpose": "research", "legal_basis": "copi_reg3"}, "legal_basis only applies to purpose 'exempt'"),
+        ({"purpose": "exempt", "legal_basis": "consent", "reference": "X1"}, "consent is given person by person"),
     ],
 )
 def test_bad_tags_are_refused_naming_the_task(kwargs: dict[str, str], message: str) -> None:
