@@ -133,6 +133,36 @@ def test_no_number_refuses_to_send_without_a_validation(store: tuple[Store, Chec
         check_before_send(tmp_path / "out", Purpose.EXEMPT, store=store[0])
 
 
+def test_consent_in_a_database_keeps_the_same_people(
+    store: tuple[Store, CheckResult], tmp_path: Path, store_url: str
+) -> None:
+    """The SQL engine keeps the consented people too (staged with the cleared list), and counts them; the
+    consented list may be a table in the same database."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE episodes (person_id TEXT, nhs_number TEXT, value TEXT)"))
+        conn.execute(sa.text("CREATE TABLE consented (nhs TEXT)"))
+        rows = [{"p": p, "n": n or None, "v": v} for p, n, v in ROWS]
+        conn.execute(sa.text("INSERT INTO episodes VALUES (:p, :n, :v)"), rows)
+        consented = [{"n": n} for n in (OPTED_OUT_CONSENTED, CLEARED_CONSENTED, UNCHECKED_CONSENTED)]
+        conn.execute(sa.text("INSERT INTO consented VALUES (:n)"), consented)
+    in_database = (
+        f"name: consent_study\npurpose: research\nconsented: {{table: consented, connection: '{store_url}', "
+        f"nhs_number: nhs}}\ntables:\n  - name: episodes\n    table: episodes\n    connection: '{store_url}'\n"
+        "    nhs_number: nhs_number\n    person_key: person_id\n"
+    )
+    spec = load_spec(write(tmp_path / "in", in_database))
+    manifest = run_filter(spec, tmp_path / "out", store[1])
+    with engine.connect() as conn:
+        kept = set(conn.execute(sa.text("SELECT value FROM episodes_optout")).scalars())
+    engine.dispose()
+    assert kept == {"a", "b", "e", "f", "g"}
+    assert manifest.kept == {"kept_by_consent": {"rows": 3, "people": 2}}
+    assert run_validation(spec, tmp_path / "out", store[1], current=store[0].current()).ok
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -146,7 +176,7 @@ def test_no_number_refuses_to_send_without_a_validation(store: tuple[Store, Chec
         ),
         (
             "name: x\npurpose: research\nconsented: {path: consented.csv, nhs_number: nhs}\nengine: spark\n" + TABLES,
-            "applied by the files and pandas engines only",
+            "not under engine: spark",
         ),
         ("name: x\npurpose: research\nconsented: {table: people, nhs_number: nhs}\n" + TABLES, "needs a connection"),
         (

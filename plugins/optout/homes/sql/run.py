@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from optout.clearance import KEEP, REASONS, Reason, counts_by_reason, no_removals
 from optout.errors import InputError
+from optout.exemptions import ExemptView
 from optout.homes.sql.content_hash import content_hash
 from optout.homes.sql.dialect import Dialect
 from optout.homes.sql.expressions import Kind, NumberColumn
@@ -139,7 +140,26 @@ class Run:
                 sa.select(key.label("k")).where(key.is_not(None), ~sa.exists().where(learnt.known.c.k == key))
             )
         people = self.people(learnt.bad_rows, learnt.bad_keys, unseen)
+        self.note_consent(learnt)
         return [reports[source.index] for source in self.sources], people
+
+    def note_consent(self, learnt: _Learnt) -> None:
+        """With ``consented:``, tally the rows kept by consent (:class:`optout.exemptions.KeptTally`): their
+        number is a consented person's the list alone would remove (the staged cleared set holds those
+        people already, so the rows were written), and their person was not removed."""
+        view = self.staging.check
+        if not (isinstance(view, ExemptView) and view.consents and len(view.consent_only)):
+            return
+        indexed = self.dialect.indexed_sets
+        consent = self.scratch.table("consent", sa.Column("n", sa.BigInteger, primary_key=indexed, autoincrement=False))
+        self.dialect.load(self.conn, consent, view.consent_only)
+        for source in learnt.numbered:
+            number = self.number_of(source)
+            kept: sa.ColumnElement[bool] = sa.exists().where(consent.c.n == number.key)
+            if source.spec.person_key:
+                kept = sa.and_(kept, ~sa.exists().where(learnt.bad_keys.c.k == self.key_of(source)))
+            found = self.conn.execute(sa.select(number.key).select_from(source.selectable).where(kept)).scalars()
+            view.tally.consent(np.fromiter(found, dtype=np.int64))
 
     def learn_all(self) -> _Learnt:
         """Pass 1 over every table with numbers: uncleared rows by key and reason, the uncleared keys, and
