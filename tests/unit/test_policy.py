@@ -219,6 +219,21 @@ def test_exempt_basis_and_reference_come_from_the_spec() -> None:
     assert problem.startswith("task 'other' (exempt): legal_basis 'ons' differs from the spec's 'court_order'")
 
 
+def test_an_exemption_for_rows_without_a_number_needs_the_validation(tmp_path: Path) -> None:
+    """Every row with a number is filtered as for research, so it is proved before it leaves."""
+    spec = tmp_path / "no_number.yaml"
+    spec.write_text(
+        "name: no_number\npurpose: exempt\nlegal_basis: no_nhs_number_disproportionate\nlegal_reference: NN-1\n"
+        "tables:\n  - name: patients\n    path: patients.csv\n    nhs_number: nhs_number\n",
+        encoding="utf-8",
+    )
+    with DAG(dag_id="no_number", schedule=None, tags=[CPI_TAG]) as dag:
+        copied = OptOutFilterOperator(task_id="filter", spec=str(spec))
+        copied >> GatedExportOperator(task_id="send", spec=str(spec), purpose="exempt", recipient="Registry")
+    (problem,) = problems(dag)
+    assert "has a filter but no validation upstream" in problem
+
+
 def test_direct_care_is_gated_too() -> None:
     with DAG(dag_id="care", schedule=None, tags=[CPI_TAG]) as dag:
         purpose(share(), "direct_care")
