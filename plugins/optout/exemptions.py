@@ -27,6 +27,7 @@ from optout.errors import InputError
 from optout.lookup import NumberSet
 from optout.nhs_number import Status, normalise
 from optout.purpose import LegalBasis
+from optout.store import CheckResult
 
 if TYPE_CHECKING:
     from optout.spec import ConsentList, ExtractSpec
@@ -79,24 +80,13 @@ class KeptTally:
 
 
 @dataclass(frozen=True, eq=False)
-class ExemptView:
+class ExemptView(CheckResult):
     """A check result as an extract with person-by-person exemptions sees it; numbers sorted unique."""
 
-    info: Any
-    cohort: np.ndarray
-    cleared: np.ndarray
-    consent_only: np.ndarray  # consented people the list alone would have removed (counted as kept by consent)
+    consent_only: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # counted as kept by consent
     keeps_unusable: bool = False
     consents: bool = False  # the spec names a consented list
     tally: KeptTally = field(default_factory=KeptTally)
-
-    @cached_property
-    def cleared_set(self) -> NumberSet:
-        return NumberSet(self.cleared)
-
-    @cached_property
-    def cohort_set(self) -> NumberSet:
-        return NumberSet(self.cohort)
 
     @cached_property
     def consent_set(self) -> NumberSet:
