@@ -53,6 +53,30 @@ def password(env: dict[str, str]) -> str:
     return secret
 
 
+def approve_demo_exemption() -> None:
+    """Record the approval the example exempt DAG cites (as governance staff would), so triggering
+    `exempt_disclosure` sends; without it the gate refuses, as it should."""
+    from datetime import UTC, datetime, timedelta
+
+    from optout.governance.approvals import VALID, ApprovalRegister
+
+    register = ApprovalRegister()
+    try:
+        known = register.approvals().get("HC-ORDER-2026-A17")
+        if known is None or known.state() != VALID:
+            expires = (datetime.now(UTC) + timedelta(days=365)).date()
+            register.add(
+                "HC-ORDER-2026-A17",
+                basis="court_order",
+                approved_by="Caldicott Guardian (demo)",
+                expires=expires,
+                note="the demo's court order",
+                recorded_by="make airflow",
+            )
+    finally:
+        register.dispose()
+
+
 def main() -> None:
     env = standalone_environment()
     secret = password(env)
@@ -69,6 +93,7 @@ def main() -> None:
     if not Ledger().entries(limit=1):
         print("running the research_extract DAG once (filter, validate, gated export) ...")
         airflow(env, "dags", "test", "research_extract")
+    approve_demo_exemption()
     url = env["AIRFLOW__API__BASE_URL"]
     print(
         f"\n  Airflow:               {url}\n"
