@@ -71,6 +71,14 @@ def test_the_gate_rule(store_url: str) -> None:
         require_approval("HC-1", "ons", store_url)
 
 
+def test_a_note_with_an_nhs_number_is_refused() -> None:
+    register = ApprovalRegister()
+    with pytest.raises(InputError, match="looks like it holds an NHS number"):
+        register.add("HC-1", basis="ons", approved_by="CG", expires=TODAY, note="943 476 5919", recorded_by="IG")
+    register.dispose()
+    assert read_approvals() == []
+
+
 @pytest.mark.parametrize(
     ("ref", "basis", "expires", "field"),
     [
