@@ -174,6 +174,36 @@ def test_an_exemption_with_a_valid_approval_is_sent(load_dag: Any, tmp_path: Pat
     assert (entry.disclosure.legal_reference, entry.disclosure.max_age_seconds) == ("HC-ORDER-2026-A17", None)
 
 
+def test_rows_without_a_number_pass_and_the_rest_are_filtered_as_for_research(
+    load_dag: Any, seeded: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import csv
+    from datetime import UTC, datetime, timedelta
+
+    from optout.governance.approvals import ApprovalRegister
+
+    monkeypatch.setenv("OPTOUT_MAX_AGE", "48h")
+    register = ApprovalRegister()
+    expires = (datetime.now(UTC) + timedelta(days=30)).date()
+    register.add(
+        "NN-REG-2026-01", basis="no_nhs_number_disproportionate", approved_by="CG", expires=expires, recorded_by="IG"
+    )
+    register.dispose()
+    outbox = tmp_path / "outbox"
+    dag = ROOT / "tests" / "dags" / "no_number_exemption.py"
+    states = _run(load_dag, dag, "no_number_exemption", {"outbox": str(outbox)})
+    assert states == {"filter": "success", "validate": "success", "export": "success"}, states
+    (sent,) = outbox.glob("*/patients.csv")
+    with sent.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert any(not row["nhs_number"] for row in rows)  # P900, who has no number, passes
+    kept = numbers(sent)
+    assert len(kept) and not np.isin(kept, opted_out()).any()  # every opted-out person is gone
+    (entry,) = Ledger().entries()
+    assert entry.disclosure.legal_basis == "no_nhs_number_disproportionate" and entry.disclosure.validation_ok
+    assert entry.disclosure.max_age_seconds == 48 * 3600 and entry.disclosure.removed_rows["opted_out"] > 0
+
+
 CHECKS = ROOT / "tests" / "dags" / "send_time_checks.py"
 
 
