@@ -27,6 +27,7 @@ from optout.errors import InputError
 from optout.lookup import NumberSet
 from optout.nhs_number import Status, normalise
 from optout.purpose import LegalBasis
+from optout.resolver import OUTSIDE_AIRFLOW, Resolver
 from optout.store import CheckResult
 
 if TYPE_CHECKING:
@@ -93,8 +94,11 @@ class ExemptView(CheckResult):
         return NumberSet(self.consent_only)
 
 
-def effective(spec: ExtractSpec, check_result: Any) -> Any:
-    """``check_result`` as ``spec`` applies it: unchanged without a person-by-person exemption."""
+def effective(spec: ExtractSpec, check_result: Any, resolver: Resolver | None = None) -> Any:
+    """``check_result`` as ``spec`` applies it: unchanged without a person-by-person exemption.
+
+    :param resolver: reads a consented table's connection when it is a connection id (default: URLs only).
+    """
     keeps_unusable = spec.legal_basis is LegalBasis.NO_NHS_NUMBER_DISPROPORTIONATE
     if check_result is None or isinstance(check_result, ExemptView):
         return check_result
@@ -102,7 +106,7 @@ def effective(spec: ExtractSpec, check_result: Any) -> Any:
         return check_result
     cohort = np.asarray(check_result.cohort, dtype=np.int64)
     cleared = np.asarray(check_result.cleared, dtype=np.int64)
-    consented = read_consented(spec.consented, spec) if spec.consented is not None else np.empty(0, np.int64)
+    consented = read_consented(spec.consented, spec, resolver) if spec.consented is not None else np.empty(0, np.int64)
     consent_only = np.setdiff1d(consented, cleared, assume_unique=True)
     return ExemptView(
         info=check_result.info,
@@ -121,7 +125,7 @@ def kept_counts(check_result: Any) -> dict[str, dict[str, int]]:
     return check_result.tally.counts(consent=check_result.consents, unusable=check_result.keeps_unusable)
 
 
-def read_consented(consent: ConsentList, spec: ExtractSpec) -> np.ndarray:
+def read_consented(consent: ConsentList, spec: ExtractSpec, resolver: Resolver | None = None) -> np.ndarray:
     """The valid NHS numbers of the consented list, sorted unique; a list without any is refused (it is
     more likely the wrong column than nobody consenting)."""
     if consent.path is not None:
@@ -131,7 +135,7 @@ def read_consented(consent: ConsentList, spec: ExtractSpec) -> np.ndarray:
         for batch in read_batches(consent.path, columns=[consent.nhs_number]):
             values.extend(batch.column(0).to_pylist())
     else:
-        values = _table_column(consent)
+        values = _table_column(consent, resolver or OUTSIDE_AIRFLOW)
     found = normalise(values)
     numbers = np.unique(found.numbers[found.status == Status.VALID])
     if len(numbers) == 0:
@@ -143,14 +147,13 @@ def read_consented(consent: ConsentList, spec: ExtractSpec) -> np.ndarray:
     return numbers
 
 
-def _table_column(consent: ConsentList) -> list[Any]:
+def _table_column(consent: ConsentList, resolver: Resolver) -> list[Any]:
     import sqlalchemy as sa
 
     from optout import db
-    from optout.connections import database_url
 
     assert consent.table is not None and consent.connection is not None
     schema, _, name = consent.table.rpartition(".")
     table = sa.table(name, sa.column(consent.nhs_number), schema=schema or None)
-    with db.bound(database_url(consent.connection)) as engine, db.transaction(engine, snapshot=True) as conn:
+    with db.bound(resolver.database_url(consent.connection)) as engine, db.transaction(engine, snapshot=True) as conn:
         return list(conn.execute(sa.select(table.c[consent.nhs_number])).scalars())

@@ -47,7 +47,7 @@ def run_filter(
     ``resolver`` reading the connection ids the spec names (the Airflow skin's; by default URLs only).
     """
     require_check(spec, check_result)
-    check_result = effective(spec, check_result)  # consent and rows without a number, person by person
+    check_result = effective(spec, check_result, resolver)  # consent and rows without a number, person by person
     _refuse_odd_out_dir(Path(out_dir))
     _refuse_overlap(spec, Path(out_dir))
     home = home or home_for(spec, frames=frames, resolver=resolver)

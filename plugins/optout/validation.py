@@ -101,7 +101,7 @@ def run_validation(
     """
     from optout.exemptions import effective
 
-    check_result = effective(spec, check_result)  # the filter's view: consent and rows without a number
+    check_result = effective(spec, check_result, resolver)  # the filter's view: consent and rows without a number
     out_dir = Path(out_dir).resolve()
     manifest = read_manifest(out_dir)
     now = now or datetime.now(UTC)
