@@ -176,3 +176,15 @@ def spark(spark_connect_url: str):  # type: ignore[no-untyped-def]
     session = SparkSession.builder.remote(spark_connect_url).getOrCreate()
     yield session
     session.stop()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration), pytest.param("duckdb")]
+)
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind the SQL home pushes the filter into (a DuckDB file, run for real)."""
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'extract.duckdb'}"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'extract.sqlite'}"
+    return request.getfixturevalue("pg_url")

@@ -1,4 +1,4 @@
-"""SQL pushdown on PostgreSQL and SQLite: the shared extract gives the file engine's counts and rows."""
+"""SQL pushdown on PostgreSQL, SQLite and DuckDB: the shared extract gives the file engine's counts and rows."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from optout.errors import InputError
 from optout.filter import run_filter
 from optout.homes.sql.content_hash import content_hash
+from optout.homes.sql.dialects import dialect_for
 from optout.manifest import Manifest, read_manifest
 from optout.pseudonym import Key, PseudonymKeyError, hash_numbers, hex_digests
 from optout.spec import load_spec
@@ -97,10 +98,10 @@ def _counts(manifest: Manifest) -> tuple[object, ...]:
 
 
 @pytest.fixture
-def db_url(store_url: str) -> str:
-    """The shared extract loaded into a fresh SQLite file or PostgreSQL database."""
-    _load(store_url, _fixture_tables())
-    return store_url
+def db_url(sql_url: str) -> str:
+    """The shared extract loaded into a fresh SQLite file, DuckDB file or PostgreSQL database."""
+    _load(sql_url, _fixture_tables())
+    return sql_url
 
 
 def test_sql_engine_matches_the_file_engine(db_url: str, tmp_path: Path) -> None:
@@ -123,7 +124,7 @@ def test_outputs_are_replaced_whole_and_hashed_by_content(db_url: str, tmp_path:
     assert [t.sha256 for t in first.tables] == [t.sha256 for t in second.tables]
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:
-        table = sa.Table("patients_optout", sa.MetaData(), autoload_with=conn)
+        table = dialect_for(conn).table(conn, "patients_optout")
         assert content_hash(conn, table) == (4, first.table("patients").sha256)
         conn.execute(sa.text("UPDATE patients_optout SET note = 'changed' WHERE pid = 'p2'"))
         assert content_hash(conn, table)[1] != first.table("patients").sha256
@@ -170,12 +171,12 @@ def _tokens(secret: str) -> pa.Table:
 
 @pytest.mark.parametrize("engine", ["files", "frames", "sql"])
 def test_pseudonymised_ids_are_matched_under_the_key(
-    engine: str, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: str, sql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPTOUT_TEST_PSEUDO_KEY", SECRET)
     if engine == "sql":
-        _load(store_url, {"visits": _tokens(SECRET)})
-        spec_path = _spec(tmp_path, store_url, PSEUDO_SPEC)
+        _load(sql_url, {"visits": _tokens(SECRET)})
+        spec_path = _spec(tmp_path, sql_url, PSEUDO_SPEC)
     else:
         folder = tmp_path / "in"
         folder.mkdir()
@@ -197,14 +198,14 @@ def test_pseudonymised_ids_are_matched_under_the_key(
 
 
 def test_wrong_key_stops_before_anything_is_written(
-    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _load(store_url, {"visits": _tokens("the data controller's real key")})
+    _load(sql_url, {"visits": _tokens("the data controller's real key")})
     monkeypatch.setenv("OPTOUT_TEST_PSEUDO_KEY", SECRET)
     with pytest.raises(PseudonymKeyError, match="OPTOUT_TEST_PSEUDO_KEY") as raised:
-        run_filter(load_spec(_spec(tmp_path, store_url, PSEUDO_SPEC)), tmp_path / "out", check_result())
+        run_filter(load_spec(_spec(tmp_path, sql_url, PSEUDO_SPEC)), tmp_path / "out", check_result())
     assert SECRET not in str(raised.value)
-    engine = sa.create_engine(store_url)
+    engine = sa.create_engine(sql_url)
     assert "visits_optout" not in sa.inspect(engine).get_table_names()
     engine.dispose()
 
@@ -246,7 +247,7 @@ def _messy_values() -> list[str | None]:
     ],
 )
 def test_numbers_are_normalised_in_sql_as_in_python(
-    kind: str, values: list[Any], store_url: str, tmp_path: Path
+    kind: str, values: list[Any], sql_url: str, tmp_path: Path
 ) -> None:
     arrow_type = {"text": pa.string(), "integer": pa.int64(), "float": pa.float64()}[kind]
     data = pa.table({"rid": [f"r{i}" for i in range(len(values))], "nhs": pa.array(values, arrow_type)})
@@ -256,18 +257,18 @@ def test_numbers_are_normalised_in_sql_as_in_python(
     text = "name: v\npurpose: research\ntables:\n  - {name: values, %s, nhs_number: nhs, person_key: rid}\n"
     (folder / "spec.yaml").write_text(text % "path: values.parquet")
     files = run_filter(load_spec(folder / "spec.yaml"), tmp_path / "files", check_result())
-    types = {pa.string(): sa.Text, pa.int64(): sa.BigInteger, pa.float64(): sa.Float}
-    engine = sa.create_engine(store_url)
+    types = {pa.string(): sa.Text, pa.int64(): sa.BigInteger, pa.float64(): sa.Double}  # DuckDB FLOAT is 32-bit
+    engine = sa.create_engine(sql_url)
     with engine.begin() as conn:
         table = sa.Table("vals", sa.MetaData(), sa.Column("rid", sa.Text), sa.Column("nhs", types[arrow_type]))
         table.create(conn)
         conn.execute(table.insert(), data.to_pylist())
     engine.dispose()
-    spec_path = _spec(tmp_path, store_url, text % f"table: vals, connection: '{store_url}'")
+    spec_path = _spec(tmp_path, sql_url, text % f"table: vals, connection: '{sql_url}'")
     manifest = run_filter(load_spec(spec_path), tmp_path / "sql", check_result())
     assert _counts(manifest) == _counts(files)
     kept = pq.read_table(tmp_path / "files" / "values.parquet")["rid"].to_pylist()
-    assert _rows(store_url, "values_optout", "rid") == sorted(kept)
+    assert _rows(sql_url, "values_optout", "rid") == sorted(kept)
 
 
 def test_airflow_connection_ids_name_the_warehouse_and_the_key(

@@ -46,6 +46,10 @@ class Dialect:
         """True when ``value`` has no character outside ``alphabet`` (the caller checks the length)."""
         return strip(value, alphabet) == ""
 
+    def quotient(self, dividend: sa.ColumnElement[Any], divisor: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+        """Integer division of two integers (SQLAlchemy's ``//``: ``/`` where integers divide whole)."""
+        return dividend // divisor
+
     def create_scratch_as(self, query: sa.Select[Any], name: str) -> sa.Executable:
         """``CREATE ... TABLE name AS query`` for a scratch table (one statement, so it may run in parallel)."""
         return sa.CreateTableAs(query, name, temporary=True)
@@ -81,6 +85,18 @@ class Dialect:
         """The name of the row hash used and an aggregate: the exact sum of each row text's signed 64-bit
         hash (see :func:`optout.homes.sql.content_hash.content_hash`)."""
         raise InputError(f"content hashes are not implemented for {self.name} databases")
+
+    def columns(self, conn: sa.Connection, name: str, schema: str | None = None) -> dict[str, Kind]:
+        """A table's columns in order, with their kinds (SQLAlchemy's reflection by default).
+
+        :raises sqlalchemy.exc.NoSuchTableError: no such table (asked without a failing statement, which
+            would spoil the run's transaction on PostgreSQL and DuckDB)."""
+        return {c["name"]: Kind.of(c["type"]) for c in sa.inspect(conn).get_columns(name, schema=schema)}
+
+    def table(self, conn: sa.Connection, name: str, schema: str | None = None, metadata: sa.MetaData | None = None) -> sa.Table:
+        """An existing table with its columns by name (types are not needed: rows are read as text)."""
+        columns = [sa.Column(column, sa.types.NullType()) for column in self.columns(conn, name, schema)]
+        return sa.Table(name, metadata or sa.MetaData(), *columns, schema=schema)
 
     def quoted(self, conn: sa.Connection, table: sa.Table) -> str:
         """The table's name as this database quotes it."""

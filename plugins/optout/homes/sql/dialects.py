@@ -6,10 +6,11 @@ import sqlalchemy as sa
 
 from optout.errors import InputError
 from optout.homes.sql.dialect import Dialect
+from optout.homes.sql.duckdb import DuckDB
 from optout.homes.sql.postgres import PostgreSQL
 from optout.homes.sql.sqlite import SQLite
 
-DIALECTS: dict[str, Dialect] = {dialect.name: dialect for dialect in (PostgreSQL(), SQLite())}
+DIALECTS: dict[str, Dialect] = {dialect.name: dialect for dialect in (PostgreSQL(), SQLite(), DuckDB())}
 
 
 def dialect_for(bind: sa.Engine | sa.Connection) -> Dialect:

@@ -81,7 +81,7 @@ def table_hashes(engine: sa.Engine | str, tables: Sequence[str]) -> dict[str, st
         with db.bound(engine) as bound, _transaction(bound) as (conn, dialect):
             for name in tables:
                 try:
-                    hashes[name] = content_hash(conn, _reflect(conn, name), dialect)[1]
+                    hashes[name] = content_hash(conn, _reflect(conn, dialect, name), dialect)[1]
                 except sa.exc.NoSuchTableError:
                     hashes[name] = None
             conn.rollback()
@@ -90,9 +90,9 @@ def table_hashes(engine: sa.Engine | str, tables: Sequence[str]) -> dict[str, st
     return hashes
 
 
-def _reflect(conn: sa.Connection, qualified: str) -> sa.Table:
+def _reflect(conn: sa.Connection, dialect: Dialect, qualified: str) -> sa.Table:
     schema, _, name = qualified.rpartition(".")
-    return sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
+    return dialect.table(conn, name, schema or None)
 
 
 def _session(

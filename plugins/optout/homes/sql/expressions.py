@@ -67,11 +67,11 @@ class NumberColumn:
     def plain(cls, sql: Dialect, value: sa.ColumnElement[Any], kind: Kind) -> NumberColumn:
         if kind is Kind.INTEGER:
             number = sa.case((value.between(LOWEST, HIGHEST), sa.cast(value, sa.BigInteger)))
-            return cls(sa.cast(value, sa.BigInteger), _number_reason(value.is_(None), number))
+            return cls(sa.cast(value, sa.BigInteger), _number_reason(sql, value.is_(None), number))
         if kind is Kind.FLOAT:
-            whole = sa.and_(value.between(LOWEST, HIGHEST), sa.cast(sa.cast(value, sa.BigInteger), sa.Float) == value)
+            whole = sa.and_(value.between(LOWEST, HIGHEST), sa.cast(sa.cast(value, sa.BigInteger), sa.Double) == value)
             number = sa.case((whole, sa.cast(value, sa.BigInteger)))
-            return cls(number, _number_reason(value.is_(None), number))
+            return cls(number, _number_reason(sql, value.is_(None), number))
         text = sa.cast(value, sa.Text)
         cleaned = strip(sql.trim(text), _CLEAN)
         point_zero = sa.and_(
@@ -86,7 +86,7 @@ class NumberColumn:
         # Most values are ten bare digits: they skip the trimming and cleaning.
         tidy = sa.and_(sa.func.length(text) == 10, sql.only(text, _DIGITS))
         key = sa.case((tidy, sa.cast(text, sa.BigInteger)), else_=number)
-        return cls(key, _number_reason(missing(sql, text), number))
+        return cls(key, _number_reason(sql, missing(sql, text), number))
 
     @classmethod
     def hashed(cls, sql: Dialect, value: sa.ColumnElement[Any]) -> NumberColumn:
@@ -100,9 +100,11 @@ class NumberColumn:
         return cls(key, reason)
 
 
-def _number_reason(is_missing: sa.ColumnElement[bool], number: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+def _number_reason(
+    sql: Dialect, is_missing: sa.ColumnElement[bool], number: sa.ColumnElement[Any]
+) -> sa.ColumnElement[int]:
     """Reason code of a number that is neither cleared nor opted out (so never ``KEEP``)."""
-    total = sum((_digit(number, position) * (11 - position) for position in range(1, 10)), sa.literal(0))
+    total = sum((_digit(sql, number, position) * (11 - position) for position in range(1, 10)), sa.literal(0))
     check_ok = (11 - total % 11) % 11 == number % 10
     return sa.case(
         (is_missing, Reason.MISSING.code),
@@ -113,9 +115,9 @@ def _number_reason(is_missing: sa.ColumnElement[bool], number: sa.ColumnElement[
     )
 
 
-def _digit(number: sa.ColumnElement[Any], position: int) -> sa.ColumnElement[int]:
+def _digit(sql: Dialect, number: sa.ColumnElement[Any], position: int) -> sa.ColumnElement[int]:
     """The ``position``-th of ten digits (1 = leftmost), by integer arithmetic."""
-    return (number // sa.literal(10 ** (10 - position), sa.BigInteger)) % 10
+    return sql.quotient(number, sa.literal(10 ** (10 - position), sa.BigInteger)) % 10
 
 
 def missing(sql: Dialect, value: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:

@@ -16,6 +16,7 @@ from optout.clearance import CheckResultLike
 from optout.errors import VerificationFailed
 from optout.homes.base import ExtractHome
 from optout.homes.sql import engine
+from optout.homes.sql.dialects import dialect_for
 from optout.homes.sql.run import TableMeasure
 from optout.input_scan import InputScan
 from optout.manifest import TableReport
@@ -91,7 +92,7 @@ class SqlHome(ExtractHome):
                 schema, _, name = table.table.rpartition(".")
                 # Untyped columns: values come as the driver gives them, not converted by the declared type
                 # (SQLite lets a REAL column hold text, which a typed result processor cannot read).
-                names_in = [c["name"] for c in sa.inspect(conn).get_columns(name, schema=schema or None)]
+                names_in = list(dialect_for(conn).columns(conn, name, schema or None))
                 source = sa.table(name, *(sa.column(column) for column in names_in), schema=schema or None)
                 query = sa.select(*(source.c[column] for column in columns or names_in))
             result = conn.execution_options(stream_results=True).execute(query)

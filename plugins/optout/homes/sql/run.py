@@ -330,7 +330,7 @@ class Run:
         name = f"optout_new_{self.scratch.tag}_{source.index}"
         query = sa.select(source.selectable).where(keep)
         self.conn.execute(sa.CreateTableAs(query, name, schema=schema or None))
-        built = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=self.conn)
+        built = self.dialect.table(self.conn, name, schema or None)
         self._outputs.append((built, schema or None, final))
         return content_hash(self.conn, built, self.dialect)
 
@@ -393,12 +393,11 @@ def _source(conn: sa.Connection, dialect: Dialect, table: TableSpec, index: int,
         assert table.table
         schema, _, name = table.table.rpartition(".")
         try:
-            columns = sa.inspect(conn).get_columns(name, schema=schema or None)
+            kinds = dialect.columns(conn, name, schema or None)
         except sa.exc.NoSuchTableError:
             raise InputError(
                 f"no table {table.table!r} in the database", path=path, field=f"{table.name}.table"
             ) from None
-        kinds = {column["name"]: Kind.of(column["type"]) for column in columns}
         selectable = sa.table(name, *[sa.column(column) for column in kinds], schema=schema or None)
     for field in ("nhs_number", "person_key"):
         column = getattr(table, field)

@@ -31,7 +31,7 @@ class Scratch:
         """A scratch table holding ``query``'s rows (one statement: the database may scan in parallel)."""
         name = f"optout_{role}_{self.tag}"
         self.conn.execute(self.dialect.create_scratch_as(query, name))
-        table = sa.Table(name, self.metadata, autoload_with=self.conn)
+        table = self.dialect.table(self.conn, name, metadata=self.metadata)
         self.dialect.analyse(self.conn, table)
         return self._track(table)
 
