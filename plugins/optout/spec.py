@@ -17,6 +17,7 @@ import yaml
 
 from optout.errors import InputError
 from optout.homes.files.formats import Format, format_of
+from optout.homes.sql import backend_of, unsupported
 from optout.purpose import LegalBasis, Purpose, check_exemption, parse_legal_basis, parse_purpose
 
 MAX_SPEC_BYTES = 1 << 20
@@ -365,6 +366,11 @@ def _table(entry: Any, source: Path, where: str, engine: str | None = None) -> T
             path=source,
             field=f"{where}.connection",
         )
+    elif connection is not None and engine is None:
+        backend = backend_of(connection)
+        refusal = unsupported(backend) if backend is not None else None
+        if refusal:
+            raise InputError(refusal, path=source, field=f"{where}.connection")
     assert name is not None
     number = _string(table.get("nhs_number"), source, f"{where}.nhs_number", required=False)
     key = _string(table.get("person_key"), source, f"{where}.person_key", required=False)

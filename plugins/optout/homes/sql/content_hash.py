@@ -25,7 +25,7 @@ def content_hash(conn: sa.Connection, table: sa.FromClause, dialect: Dialect | N
     connection's.
     """
     dialect = dialect or dialect_for(conn)
-    method, total = dialect.row_hash_sum(conn, row_text(list(table.c)))
+    method, total = dialect.row_hash_sum(conn, row_text(dialect, list(table.c)))
     count, summed = conn.execute(sa.select(sa.func.count(), total).select_from(table)).one()
     text = f"{CONTENT_HASH_VERSION}\n{method}\n{int(count)}\n{int(summed or 0)}\n"
     return int(count), hashlib.sha256(text.encode()).hexdigest()

@@ -29,18 +29,33 @@ class Dialect:
         session, gone at its end).
     :param indexed_sets: whether the staged sets and the uncleared keys get a primary key (an index
         for lookups); a database that hash-joins them saves the index's build.
+    :param text_type: the database's unbounded text type (casts, text keys).
     """
 
     name: ClassVar[str] = "portable"
     scratch_prefix: ClassVar[str] = "TEMPORARY"
     indexed_sets: ClassVar[bool] = True
+    text_type: ClassVar[sa.types.TypeEngine[str]] = sa.Text()
 
     def begin(self, conn: sa.Connection) -> None:
         """Settings for one run's transaction (memory, planner, stable text forms); none by default."""
 
+    def text(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        """``value`` cast to the database's unbounded text type."""
+        return sa.cast(value, self.text_type)
+
     def trim(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
         """``value`` as text without the leading and trailing spaces Arrow trims."""
-        return sa.func.trim(sa.cast(value, sa.Text), TRIM)
+        return sa.func.trim(self.text(value), TRIM)
+
+    def substr(self, value: sa.ColumnElement[str], start: int, length: Any) -> sa.ColumnElement[str]:
+        """``length`` characters of ``value`` from ``start`` (1 = the first)."""
+        return sa.func.substr(value, start, length)
+
+    def to_bigint(self, digits: sa.ColumnElement[str]) -> sa.ColumnElement[int]:
+        """Text already checked to be ten digits as a bigint (a database that may evaluate the cast before
+        the check uses a cast that gives NULL instead of failing)."""
+        return sa.cast(digits, sa.BigInteger)
 
     def only(self, value: sa.ColumnElement[str], alphabet: str) -> sa.ColumnElement[bool]:
         """True when ``value`` has no character outside ``alphabet`` (the caller checks the length)."""
@@ -50,9 +65,24 @@ class Dialect:
         """Integer division of two integers (SQLAlchemy's ``//``: ``/`` where integers divide whole)."""
         return dividend // divisor
 
+    def scratch_name(self, name: str) -> str:
+        """The name a scratch table is created under (a database may mark temporary tables by name)."""
+        return name
+
+    def rename(self, conn: sa.Connection, table: sa.Table, name: str) -> None:
+        """Rename ``table`` to ``name`` in its own schema, inside the run's transaction."""
+        preparer = conn.dialect.identifier_preparer
+        conn.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} RENAME TO {preparer.quote(name)}")
+
+    def create_table_as(
+        self, query: sa.Select[Any], name: str, schema: str | None = None, *, temporary: bool = False
+    ) -> sa.Executable:
+        """``CREATE TABLE name AS query`` (one statement, so the database may scan in parallel)."""
+        return sa.CreateTableAs(query, name, schema=schema, temporary=temporary)
+
     def create_scratch_as(self, query: sa.Select[Any], name: str) -> sa.Executable:
-        """``CREATE ... TABLE name AS query`` for a scratch table (one statement, so it may run in parallel)."""
-        return sa.CreateTableAs(query, name, temporary=True)
+        """``CREATE ... TABLE name AS query`` for a scratch table."""
+        return self.create_table_as(query, name, temporary=True)
 
     def load(self, conn: sa.Connection, table: sa.Table, values: np.ndarray) -> None:
         """Bulk-load int64 numbers, or text lines (an (n, width) uint8 array, each ending in a newline),

@@ -72,20 +72,20 @@ class NumberColumn:
             whole = sa.and_(value.between(LOWEST, HIGHEST), sa.cast(sa.cast(value, sa.BigInteger), sa.Double) == value)
             number = sa.case((whole, sa.cast(value, sa.BigInteger)))
             return cls(number, _number_reason(sql, value.is_(None), number))
-        text = sa.cast(value, sa.Text)
+        text = sql.text(value)
         cleaned = strip(sql.trim(text), _CLEAN)
         point_zero = sa.and_(
             sa.func.length(cleaned) >= 12,
-            sa.func.substr(cleaned, 11, 1) == ".",
-            strip(sa.func.substr(cleaned, 12), "0") == "",
+            sql.substr(cleaned, 11, 1) == ".",
+            strip(sql.substr(cleaned, 12, sa.func.length(cleaned)), "0") == "",
         )
-        digits = sa.case((point_zero, sa.func.substr(cleaned, 1, 10)), else_=cleaned)
+        digits = sa.case((point_zero, sql.substr(cleaned, 1, 10)), else_=cleaned)
         number = sa.case(
-            (sa.and_(sa.func.length(digits) == 10, sql.only(digits, _DIGITS)), sa.cast(digits, sa.BigInteger))
+            (sa.and_(sa.func.length(digits) == 10, sql.only(digits, _DIGITS)), sql.to_bigint(digits))
         )
         # Most values are ten bare digits: they skip the trimming and cleaning.
         tidy = sa.and_(sa.func.length(text) == 10, sql.only(text, _DIGITS))
-        key = sa.case((tidy, sa.cast(text, sa.BigInteger)), else_=number)
+        key = sa.case((tidy, sql.to_bigint(text)), else_=number)
         return cls(key, _number_reason(sql, missing(sql, text), number))
 
     @classmethod
@@ -125,9 +125,9 @@ def missing(sql: Dialect, value: sa.ColumnElement[Any]) -> sa.ColumnElement[bool
     return sa.or_(value.is_(None), sa.func.lower(sql.trim(value)).in_(NULL_TOKENS))
 
 
-def row_text(columns: Sequence[sa.ColumnElement[Any]]) -> sa.ColumnElement[str]:
+def row_text(sql: Dialect, columns: Sequence[sa.ColumnElement[Any]]) -> sa.ColumnElement[str]:
     """One row as text: each column as text (NULL as ``\\N``) joined by the unit separator."""
-    parts = [sa.func.coalesce(sa.cast(column, sa.Text), _NULL_TEXT) for column in columns]
+    parts = [sa.func.coalesce(sql.text(column), _NULL_TEXT) for column in columns]
     joined: sa.ColumnElement[str] = parts[0]
     for part in parts[1:]:
         joined = joined + _FIELD_SEP + part

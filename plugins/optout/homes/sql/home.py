@@ -16,7 +16,8 @@ from optout.clearance import CheckResultLike
 from optout.errors import VerificationFailed
 from optout.homes.base import ExtractHome
 from optout.homes.sql import engine
-from optout.homes.sql.dialects import dialect_for
+from optout.homes.sql import backend_of
+from optout.homes.sql.dialects import dialect_for, dialect_named
 from optout.homes.sql.run import TableMeasure
 from optout.input_scan import InputScan
 from optout.manifest import TableReport
@@ -41,6 +42,11 @@ class SqlHome(ExtractHome):
         secret: Callable[[str], str | None] | None = None,
     ) -> None:
         super().__init__(spec, secret=secret)
+        # The database is known now (an Airflow connection id resolved): refuse one we cannot filter in
+        # before anything runs.
+        backend = database.dialect.name if isinstance(database, sa.Engine) else backend_of(database or "")
+        if backend is not None:
+            dialect_named(backend)
         self._database = database
 
     @classmethod

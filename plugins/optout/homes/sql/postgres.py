@@ -42,7 +42,7 @@ class PostgreSQL(Dialect):
         conn.exec_driver_sql(_PG_STABLE_TEXT)
 
     def trim(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
-        return sa.func.btrim(sa.cast(value, sa.Text), TRIM)
+        return sa.func.btrim(self.text(value), TRIM)
 
     def only(self, value: sa.ColumnElement[str], alphabet: str) -> sa.ColumnElement[bool]:
         return sa.func.translate(value, alphabet, "") == ""

@@ -164,12 +164,12 @@ class Run:
     def learn_all(self) -> _Learnt:
         """Pass 1 over every table with numbers: uncleared rows by key and reason, the uncleared keys, and
         (when some table carries keys alone) every key seen beside a number."""
-        key_type = sa.BigInteger if self.key_kind is Kind.INTEGER else sa.Text
+        key_type = sa.BigInteger() if self.key_kind is Kind.INTEGER else self.dialect.text_type
         bad_rows = self.scratch.table(
             "bad_rows",
             sa.Column("t", sa.Integer),
             sa.Column("k", key_type),
-            sa.Column("who", sa.Text),
+            sa.Column("who", self.dialect.text_type),
             sa.Column("code", sa.Integer),
             sa.Column("n", sa.BigInteger),
         )
@@ -179,7 +179,7 @@ class Run:
             self.learn(source, bad_rows)
         self.scratch.analyse(bad_rows)
         learners = [source.index for source in numbered if source.spec.person_key]
-        # Unique by construction; PostgreSQL hash-joins it, other databases look keys up by the index.
+        # Unique by construction; PostgreSQL, DuckDB and others hash-join it, SQLite looks keys up by the index.
         indexed = self.dialect.indexed_sets
         bad_keys = self.scratch.table(
             "bad_keys",
@@ -253,7 +253,7 @@ class Run:
         ).subquery("uncleared")
         # A keyless row's person is its number, counted only when valid (opted out or unchecked).
         valid = rows.c.code.in_([Reason.OPTED_OUT.code, Reason.UNCHECKED.code])
-        who = sa.case((sa.and_(rows.c.k.is_(None), valid), sa.cast(rows.c.number, sa.Text)))
+        who = sa.case((sa.and_(rows.c.k.is_(None), valid), self.dialect.text(rows.c.number)))
         people = sa.select(rows.c.k, who.label("who"), rows.c.code).subquery("people")
         grouped = sa.select(
             sa.literal(source.index), people.c.k, people.c.who, people.c.code, sa.func.count()
@@ -262,7 +262,7 @@ class Run:
 
     def known_keys(self, key_type: Any, numbered: list[Source]) -> sa.Table:
         """Every key seen beside a number (only needed when some table carries keys alone)."""
-        known = self.scratch.table("known", sa.Column("k", key_type, primary_key=True))
+        known = self.scratch.table("known", sa.Column("k", key_type, primary_key=self.dialect.indexed_sets))
         parts = [
             sa.select(self.key_of(source).label("k")).where(self.key_of(source).is_not(None))
             for source in numbered
@@ -329,17 +329,16 @@ class Run:
         schema, _, final = source.output.rpartition(".")
         name = f"optout_new_{self.scratch.tag}_{source.index}"
         query = sa.select(source.selectable).where(keep)
-        self.conn.execute(sa.CreateTableAs(query, name, schema=schema or None))
+        self.conn.execute(self.dialect.create_table_as(query, name, schema or None))
         built = self.dialect.table(self.conn, name, schema or None)
         self._outputs.append((built, schema or None, final))
         return content_hash(self.conn, built, self.dialect)
 
     def publish(self) -> None:
         """Replace each output by its new table (same schema), inside the run's transaction."""
-        preparer = self.conn.dialect.identifier_preparer
         for built, schema, final in self._outputs:
             self.conn.execute(sa.schema.DropTable(sa.Table(final, sa.MetaData(), schema=schema), if_exists=True))
-            self.conn.exec_driver_sql(f"ALTER TABLE {preparer.format_table(built)} RENAME TO {preparer.quote(final)}")
+            self.dialect.rename(self.conn, built, final)
 
     def people(self, bad_rows: sa.Table, bad_keys: sa.Table, unseen: list[sa.Select[Any]]) -> dict[str, int]:
         """Distinct people removed by their first reason: by key, then by number for keyless rows."""

@@ -23,13 +23,15 @@ class Scratch:
 
     def table(self, role: str, *columns: sa.Column[Any]) -> sa.Table:
         """An empty scratch table with ``columns``."""
-        table = sa.Table(f"optout_{role}_{self.tag}", self.metadata, *columns, prefixes=[self.dialect.scratch_prefix])
+        prefixes = [self.dialect.scratch_prefix] if self.dialect.scratch_prefix else []
+        name = self.dialect.scratch_name(f"optout_{role}_{self.tag}")
+        table = sa.Table(name, self.metadata, *columns, prefixes=prefixes)
         table.create(self.conn)
         return self._track(table)
 
     def table_as(self, role: str, query: sa.Select[Any]) -> sa.Table:
         """A scratch table holding ``query``'s rows (one statement: the database may scan in parallel)."""
-        name = f"optout_{role}_{self.tag}"
+        name = self.dialect.scratch_name(f"optout_{role}_{self.tag}")
         self.conn.execute(self.dialect.create_scratch_as(query, name))
         table = self.dialect.table(self.conn, name, metadata=self.metadata)
         self.dialect.analyse(self.conn, table)
