@@ -178,9 +178,7 @@ def spark(spark_connect_url: str):  # type: ignore[no-untyped-def]
     session.stop()
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration), pytest.param("duckdb")]
-)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration), pytest.param("duckdb")])
 def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database of each kind the SQL home pushes the filter into (a DuckDB file, run for real)."""
     if request.param == "duckdb":

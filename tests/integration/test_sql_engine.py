@@ -246,9 +246,7 @@ def _messy_values() -> list[str | None]:
         ("float", [float(n) for n in N] + [float(N[1]) + 0.5, 1e3, None, 2222222222.0, -float(N[2])]),
     ],
 )
-def test_numbers_are_normalised_in_sql_as_in_python(
-    kind: str, values: list[Any], sql_url: str, tmp_path: Path
-) -> None:
+def test_numbers_are_normalised_in_sql_as_in_python(kind: str, values: list[Any], sql_url: str, tmp_path: Path) -> None:
     arrow_type = {"text": pa.string(), "integer": pa.int64(), "float": pa.float64()}[kind]
     data = pa.table({"rid": [f"r{i}" for i in range(len(values))], "nhs": pa.array(values, arrow_type)})
     folder = tmp_path / "in"

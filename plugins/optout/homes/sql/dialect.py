@@ -123,7 +123,9 @@ class Dialect:
             would spoil the run's transaction on PostgreSQL and DuckDB)."""
         return {c["name"]: Kind.of(c["type"]) for c in sa.inspect(conn).get_columns(name, schema=schema)}
 
-    def table(self, conn: sa.Connection, name: str, schema: str | None = None, metadata: sa.MetaData | None = None) -> sa.Table:
+    def table(
+        self, conn: sa.Connection, name: str, schema: str | None = None, metadata: sa.MetaData | None = None
+    ) -> sa.Table:
         """An existing table with its columns by name (types are not needed: rows are read as text)."""
         columns = [sa.Column(column, sa.types.NullType()) for column in self.columns(conn, name, schema)]
         return sa.Table(name, metadata or sa.MetaData(), *columns, schema=schema)

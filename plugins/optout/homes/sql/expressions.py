@@ -80,9 +80,7 @@ class NumberColumn:
             strip(sql.substr(cleaned, 12, sa.func.length(cleaned)), "0") == "",
         )
         digits = sa.case((point_zero, sql.substr(cleaned, 1, 10)), else_=cleaned)
-        number = sa.case(
-            (sa.and_(sa.func.length(digits) == 10, sql.only(digits, _DIGITS)), sql.to_bigint(digits))
-        )
+        number = sa.case((sa.and_(sa.func.length(digits) == 10, sql.only(digits, _DIGITS)), sql.to_bigint(digits)))
         # Most values are ten bare digits: they skip the trimming and cleaning.
         tidy = sa.and_(sa.func.length(text) == 10, sql.only(text, _DIGITS))
         key = sa.case((tidy, sql.to_bigint(text)), else_=number)

@@ -15,8 +15,7 @@ from optout import db
 from optout.clearance import CheckResultLike
 from optout.errors import VerificationFailed
 from optout.homes.base import ExtractHome
-from optout.homes.sql import engine
-from optout.homes.sql import backend_of
+from optout.homes.sql import backend_of, engine
 from optout.homes.sql.dialects import dialect_for, dialect_named
 from optout.homes.sql.run import TableMeasure
 from optout.input_scan import InputScan
