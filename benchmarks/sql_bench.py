@@ -11,7 +11,10 @@ memory is the server's. Both include staging their list; both run with the same 
   spaces and dashes, ten digits) keeping the rows that are not cleared with their reason (opted out,
   check digit, malformed, missing), the person cascade as an anti-join on those people's keys into the
   output table, and the counts by reason and of people removed;
-- optout: ``filter_sql`` (the same, plus content hashes, atomic publish and the full text rules).
+- optout: ``filter_sql`` (the same, plus content hashes, atomic publish and the full text rules);
+- floor, for reference (integer numbers only): the least SQL that could be called a filter, ``NOT EXISTS``
+  on the opted-out numbers with no normalising, no unchecked numbers, no cascade and no counts (it keeps
+  other rows, so it is not compared).
 Both keep the same rows (asserted). Target: optout within 1.2x of antijoin's time. ``--text`` stores
 the numbers as text in mixed formats (plain, spaced, dashed, padded). ``--phases`` prints optout's
 statements that took longer than 50 ms (SQL text cut short; the rest is COPY, Python and small statements).
@@ -32,7 +35,7 @@ import numpy as np
 from contender import report, run_child
 
 ADMIN_URL = os.environ.get("OPTOUT_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-CONTENDERS = ("antijoin", "optout")
+CONTENDERS = ("floor", "antijoin", "optout")
 WORK_MEM = "256MB"
 
 
@@ -99,13 +102,62 @@ _REASON = (
 )
 
 
-def run_antijoin(url: str, folder: Path, text: bool) -> dict[str, Any]:
+def timed_engine(url: str) -> tuple[Any, list[tuple[float, str]]]:
+    """An engine that records each statement's time and its text cut short."""
     import sqlalchemy as sa
 
+    engine = sa.create_engine(url)
+    phases: list[tuple[float, str]] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info["optout_bench_started"] = time.perf_counter()
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        phases.append((time.perf_counter() - conn.info["optout_bench_started"], " ".join(statement.split())[:70]))
+
+    return engine, phases
+
+
+def slow(phases: list[tuple[float, str]], seconds: float) -> dict[str, Any]:
+    """The statements over 50 ms, and the time not spent in any statement (COPY, Python)."""
+    return {
+        "phases": [(round(took, 3), text) for took, text in phases if took > 0.05],
+        "other": seconds - sum(took for took, _ in phases),
+    }
+
+
+def run_floor(url: str, folder: Path, text: bool) -> dict[str, Any]:
+    """The least SQL that could be called a filter, for reference: ``NOT EXISTS`` on the opted-out numbers
+    of an integer column, no normalising, no unchecked numbers, no cascade, no counts (keeps other rows)."""
     from optout.homes.sql.postgres import _pg_binary_bigints
 
     cleared, cohort = np.load(folder / "cleared.npy"), np.load(folder / "cohort.npy")
-    engine = sa.create_engine(url)
+    engine, phases = timed_engine(url)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        conn.exec_driver_sql("SET LOCAL jit = off")
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE optouts (n bigint PRIMARY KEY)")
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.copy_expert("COPY optouts FROM STDIN (FORMAT binary)", _pg_binary_bigints(np.setdiff1d(cohort, cleared)))
+        conn.exec_driver_sql("ANALYZE optouts")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS floor_out")
+        rows_out = conn.exec_driver_sql(
+            "CREATE TABLE floor_out AS SELECT * FROM extract e "
+            "WHERE NOT EXISTS (SELECT 1 FROM optouts o WHERE o.n = e.nhs_number)"
+        ).rowcount
+    engine.dispose()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows_out": rows_out, **slow(phases, seconds)}
+
+
+def run_antijoin(url: str, folder: Path, text: bool) -> dict[str, Any]:
+    from optout.homes.sql.postgres import _pg_binary_bigints
+
+    cleared, cohort = np.load(folder / "cleared.npy"), np.load(folder / "cohort.npy")
+    engine, phases = timed_engine(url)
     started = time.perf_counter()
     with engine.begin() as conn:
         conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
@@ -132,11 +184,12 @@ def run_antijoin(url: str, folder: Path, text: bool) -> dict[str, Any]:
         rows_out = conn.exec_driver_sql("SELECT count(*) FROM antijoin_out").scalar_one()
     engine.dispose()
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows_in": rows_in, "rows_out": rows_out, "reasons": reasons, "people": people}
+    return {"seconds": seconds, "rows_in": rows_in, "rows_out": rows_out, "reasons": reasons, "people": people} | slow(
+        phases, seconds
+    )
 
 
 def run_optout(url: str, folder: Path, text: bool) -> dict[str, Any]:
-    import sqlalchemy as sa
     from contender import check_result
 
     from optout.homes.sql.engine import filter_sql
@@ -144,17 +197,7 @@ def run_optout(url: str, folder: Path, text: bool) -> dict[str, Any]:
 
     check: Any = check_result(folder, lookups=False)
     spec = load_spec(folder / "spec.yaml")
-    engine = sa.create_engine(url)
-    phases: list[tuple[float, str]] = []
-
-    @sa.event.listens_for(engine, "before_cursor_execute")
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        conn.info["optout_bench_started"] = time.perf_counter()
-
-    @sa.event.listens_for(engine, "after_cursor_execute")
-    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        phases.append((time.perf_counter() - conn.info["optout_bench_started"], " ".join(statement.split())[:70]))
-
+    engine, phases = timed_engine(url)
     started = time.perf_counter()
     reports, people = filter_sql(spec, check, engine=engine)
     seconds = time.perf_counter() - started
@@ -165,13 +208,12 @@ def run_optout(url: str, folder: Path, text: bool) -> dict[str, Any]:
         "removed": sum(reports[0].removed.values()),
         "people_removed": sum(people.values()),
         "reasons": {reason: count for reason, count in reports[0].removed.items() if count},
-        "phases": [(round(took, 3), text) for took, text in phases if took > 0.05],
-        "other": seconds - sum(took for took, _ in phases),
+        **slow(phases, seconds),
     }
 
 
 def child(name: str, url: str, folder: Path, text: bool) -> None:
-    result = {"antijoin": run_antijoin, "optout": run_optout}[name](url, folder, text)
+    result = {"floor": run_floor, "antijoin": run_antijoin, "optout": run_optout}[name](url, folder, text)
     report(result)
 
 
@@ -211,7 +253,7 @@ def main() -> None:
             print(f"generated {args.rows:,} rows, {people:,} people in {time.perf_counter() - started:.1f}s")
             results: dict[str, dict[str, Any]] = {}
             for _ in range(args.repeat):
-                for contender in CONTENDERS:
+                for contender in CONTENDERS[1:] if args.text else CONTENDERS:  # floor reads integers only
                     result = measure(contender, url, folder, args.text)
                     if contender not in results or result["seconds"] < results[contender]["seconds"]:
                         results[contender] = result
@@ -223,10 +265,11 @@ def main() -> None:
                     f"time {result['seconds'] / base:4.2f}x antijoin  peak RSS {result['peak_rss_mib']:6.0f} MiB  "
                     f"rows out {result['rows_out']:,}"
                 )
-            if args.phases:
-                for took, statement in results["optout"]["phases"]:
+            for contender, result in results.items() if args.phases else ():
+                print(f"{contender}'s statements over 50 ms:")
+                for took, statement in result["phases"]:
                     print(f"  {took:6.2f}s  {statement}")
-                print(f"  {results['optout']['other']:6.2f}s  COPY, Python and statements under 50 ms")
+                print(f"  {result['other']:6.2f}s  COPY, Python and statements under 50 ms")
             peer, ours = results["antijoin"], results["optout"]
             assert peer["rows_out"] == ours["rows_out"], "the contenders kept different rows"
             assert peer["people"] == ours["people_removed"], "the contenders removed different people"

@@ -1,6 +1,6 @@
-"""SQL Server and Snowflake, compiled: every statement one filter run and its proof issue, written by each
-database's SQLAlchemy dialect, and checked for that database's spelling. No server runs here (the README
-says so); DuckDB, SQLite and PostgreSQL run for real in tests/integration/test_sql_engine.py."""
+"""SQL Server (Azure SQL, Synapse), compiled: every statement one filter run, its publish and its proof
+issue, written by SQLAlchemy's mssql dialect and checked for T-SQL's spelling. No server runs here (the
+README says so); DuckDB, SQLite and PostgreSQL run for real in tests/integration/test_sql_engine.py."""
 
 from __future__ import annotations
 
@@ -102,19 +102,37 @@ def test_sql_server_statements_are_t_sql(tmp_path: Path, monkeypatch: pytest.Mon
         assert not re.search(spelling, sql, re.IGNORECASE), spelling
 
 
-def test_snowflake_statements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("snowflake.sqlalchemy")
-    statements = compiled("snowflake://user@account/db/dbo", tmp_path, monkeypatch)
-    sql = "\n".join(statements)
-    assert "CREATE TEMPORARY TABLE optout_numbers_cleared_" in sql
-    assert "CREATE TEMPORARY TABLE optout_uncleared0_" in sql and " AS SELECT " in sql
-    assert "ALTER TABLE dbo.optout_new_" in sql and "RENAME TO dbo.patients_optout" in sql
-    assert 'RENAME TO dbo."select"' in sql  # quoted where Snowflake needs it, qualified by schema
-    assert "TRY_CAST" in sql and "translate(" in sql and "md5_number_upper64(" in sql
-    assert "PRIMARY KEY" not in sql and "//" not in sql and "LIMIT" not in sql
-
-
 def test_every_supported_database_has_a_dialect_and_others_are_refused() -> None:
     assert sorted(DIALECTS) == sorted(DATABASES)
-    with pytest.raises(InputError, match=r"informix databases are not supported; supported: duckdb, mssql"):
+    with pytest.raises(InputError, match=r"informix databases are not supported; supported: duckdb, mssql, postgresql, sqlite$"):
         dialect_named("informix")
+
+
+def test_an_unsupported_database_is_refused_on_loading_the_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from optout.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("%(url)s", "snowflake://me@account/db/schema"))
+    code = main(["filter", "--spec", str(spec), "--out-dir", str(tmp_path / "out")])
+    lines = [line for line in (capsys.readouterr().err + capsys.readouterr().out).splitlines() if line]
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert lines == [
+        f"optout: file {spec}, field 'tables[0].connection': extracts in snowflake databases are not supported; "
+        "supported: duckdb, mssql, postgresql, sqlite"
+    ]
+
+
+def test_an_unsupported_database_behind_a_connection_id_is_refused_when_the_home_is_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optout.homes import home_for
+
+    (tmp_path / "spec.yaml").write_text(SPEC.replace("%(url)s", "warehouse"))  # an Airflow id: URL unknown yet
+    spec = load_spec(tmp_path / "spec.yaml")
+    engine = sa.create_engine("sqlite://")
+    monkeypatch.setattr(engine.dialect, "name", "informix")
+    for database in ("oracle+oracledb://me@host/db", engine):
+        with pytest.raises(InputError, match=r"(oracle|informix) databases are not supported; supported: duckdb"):
+            home_for(spec, database=database)
