@@ -5,7 +5,8 @@ The store, the ledger and the SQL home open databases through :func:`engine` and
 busy timeout, WAL (a reader never blocks the writer, nor the reverse), foreign keys enforced, and
 transactions begun by us (pysqlite's own handling would not make DDL transactional), a writer taking
 the write lock up front so two writers queue instead of failing on upgrade. On PostgreSQL: pooled
-connections checked before use, and REPEATABLE READ where a reader needs one snapshot.
+connections checked before use, and REPEATABLE READ where a reader needs one snapshot. On DuckDB (which
+runs in this process): no access to files outside the database.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def engine(url: str) -> sa.Engine:
 
 
 def _create(url: str, parsed: sa.URL) -> sa.Engine:
+    if parsed.get_backend_name() == "duckdb":
+        # DuckDB runs inside this process: without this, a spec's query could read any file the worker can
+        # (read_text('airflow.cfg')) or write one (COPY ... TO).
+        return sa.create_engine(url, connect_args={"config": {"enable_external_access": False}})
     if parsed.get_backend_name() != "sqlite":
         return sa.create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):

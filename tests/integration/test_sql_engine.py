@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from optout.errors import InputError
 from optout.filter import run_filter
+from optout.homes import home_for
 from optout.homes.sql.content_hash import content_hash
 from optout.homes.sql.dialects import dialect_for
 from optout.manifest import Manifest, read_manifest
@@ -319,3 +320,20 @@ def test_the_proof_proves_the_tables_and_catches_a_change(db_url: str, tmp_path:
     assert faults() == {
         "patients": {"hash_ok", "rows_mismatch", "uncleared_number_rows", "removed_person_rows", "leaked_values"}
     }
+
+
+def test_a_duckdb_query_cannot_reach_the_workers_files(tmp_path: Path) -> None:
+    """DuckDB runs inside the worker: a spec's query may not read its files (nor write any)."""
+    url = f"duckdb:///{tmp_path / 'extract.duckdb'}"
+    _load(url, _fixture_tables())
+    secret = tmp_path / "airflow.cfg"
+    secret.write_text("fernet_key = not-for-extracts\n")
+    text = SQL_SPEC.replace("SELECT pid, nhs, happened, score FROM events", f"SELECT * FROM read_text('{secret}')")
+    with pytest.raises(InputError, match="the query does not run: PermissionException"):
+        run_filter(load_spec(_spec(tmp_path, url, text)), tmp_path / "out", check_result())
+    assert not (tmp_path / "out").exists()
+    engine = sa.create_engine(url)  # an engine made elsewhere: the run's own setting holds
+    spec = load_spec(_spec(tmp_path, url, text))
+    with pytest.raises(InputError, match="PermissionException"):
+        run_filter(spec, tmp_path / "out", check_result(), home=home_for(spec, database=engine))
+    engine.dispose()

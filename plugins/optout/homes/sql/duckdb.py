@@ -31,6 +31,11 @@ class DuckDB(Dialect):
     name: ClassVar[str] = "duckdb"
     indexed_sets: ClassVar[bool] = False
 
+    def begin(self, conn: sa.Connection) -> None:
+        # Also on an engine made elsewhere (see optout.db): a query may not reach the worker's files. DuckDB
+        # keeps this off for the rest of the database instance's life.
+        conn.exec_driver_sql("SET enable_external_access = false")
+
     def only(self, value: sa.ColumnElement[str], alphabet: str) -> sa.ColumnElement[bool]:
         return sa.func.translate(value, alphabet, "") == ""
 
