@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from optout import db
 from optout.clearance import CheckResultLike
-from optout.errors import VerificationFailed
+from optout.errors import InputError, VerificationFailed
 from optout.homes.base import ExtractHome
 from optout.homes.sql import backend_of, engine
 from optout.homes.sql.dialects import dialect_for, dialect_named
@@ -87,7 +87,18 @@ class SqlHome(ExtractHome):
 
     def _batches(self, table: TableSpec, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
         """Stream a table (or query) in one snapshot; values become Arrow arrays by their Python types
-        (text where a column mixes them). They stay in memory: never logged or shown."""
+        (text where a column mixes them). They stay in memory: never logged or shown, and a database error
+        is named by its type only (the driver's message may quote a value)."""
+        try:
+            yield from self._read(table, columns)
+        except sa.exc.DBAPIError as exc:
+            error = type(exc.orig).__name__
+            if table.query:
+                source = self._spec.source if self._spec is not None else None
+                raise InputError(f"the query does not run: {error}", path=source, field=f"{table.name}.query") from None
+            raise engine.DatabaseError(f"the database refused to read table {table.name!r} ({error})") from None
+
+    def _read(self, table: TableSpec, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
         with db.bound(self.database) as bound, db.transaction(bound, snapshot=True) as conn:
             if table.query:
                 source: sa.FromClause = sa.text(table.query).columns().subquery("src")
