@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from optout.airflow.hooks.store import OptOutStoreHook
 from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir, parse_max_age, spec_path
-from optout.airflow.operators.base import OptOutBaseOperator
+from optout.airflow.operators.base import Datasets, OptOutBaseOperator
 from optout.airflow.operators.links import DataDocsLink, GovernancePageLink, data_docs_url, push_link
 from optout.airflow.tagging import (
     PurposeTag,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from optout.gate import Permit
     from optout.ledger import LedgerEntry
+    from optout.lineage import Namer
 
 
 class _Gate:
@@ -171,6 +172,7 @@ class GatedExportOperator(OptOutBaseOperator):
         permit = check.check(self, context)
         destination = Path(self.destination) if self.destination else data_path("outbox", permit.manifest.spec_name)
         target = destination / permit.out_dir.name
+        self.lineage_dirs = (permit.out_dir, target)
         with fail_closed(), staging_dir(target) as staging:
             for name, source in permit.files.items():
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +184,10 @@ class GatedExportOperator(OptOutBaseOperator):
             push_link(context, DataDocsLink(), data_docs_url(entry.id))
         self.log.info("Delivered %d file(s) to %s", len(permit.files), target)
         return {"destination": str(target), "files": len(permit.files), "ledger_entry": entry.id}
+
+    def lineage_datasets(self, names: Namer, extract: Path, written: Path) -> Datasets:
+        """The proved extract in, the delivered files out."""
+        return names.outputs(extract), names.outputs(written)
 
 
 def gate(
