@@ -38,10 +38,11 @@ class OptOutFilterOperator(OptOutBaseOperator):
         self.out_dir = out_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from optout import progress
         from optout.airflow.hooks.connections import airflow_resolver
         from optout.filter import run_filter
 
-        with fail_closed():
+        with fail_closed(), progress.reporting(progress.to_log(self.log)):
             spec = self.load_spec()
             check_result = None
             if spec.filtered:

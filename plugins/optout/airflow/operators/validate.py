@@ -40,13 +40,14 @@ class OptOutValidateOperator(OptOutBaseOperator):
         self.data_docs_dir = data_docs_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from optout import progress
         from optout.airflow.hooks.connections import airflow_resolver
         from optout.manifest import read_manifest
         from optout.validation import run_validation
 
         out_dir = filtered_dir(self, self.spec, context)
         self.lineage_dirs = (out_dir, out_dir)
-        with fail_closed():
+        with fail_closed(), progress.reporting(progress.to_log(self.log)):
             spec = self.load_spec()
             manifest = read_manifest(out_dir)
             store = self.store
