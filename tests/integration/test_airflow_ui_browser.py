@@ -30,7 +30,7 @@ def _shot(driver: Any, name: str, tmp_path: Path) -> None:
     driver.save_screenshot(str(folder / name))
 
 
-def test_home_has_no_plugin_error_and_the_export_shows_its_links(  # noqa: F811
+def test_home_has_no_plugin_error_and_the_export_shows_its_links(
     api_server: str,  # noqa: F811
     browser: Any,  # noqa: F811
     load_dag: Any,
