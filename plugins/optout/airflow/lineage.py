@@ -44,7 +44,9 @@ class OptOutRunFacet(RunFacet):
 
     @staticmethod
     def _get_schema() -> str:
-        return "https://github.com/optout/optout/blob/main/docs/lineage.md#optout-run-facet"
+        # No published JSON schema (yet): a name that says so (.invalid never resolves); docs/lineage.md
+        # describes the fields.
+        return "https://optout.invalid/lineage/OptOutRunFacet.json#/$defs/OptOutRunFacet"
 
 
 def lineage(manifest_dir: Path, inputs: list[facts.DatasetName], outputs: list[facts.DatasetName]) -> OperatorLineage:
