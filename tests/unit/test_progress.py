@@ -90,3 +90,22 @@ def test_cli_bar_on_a_terminal_and_quiet_when_piped(tmp_path: Path, monkeypatch:
         read_cohort(path, "nhs_number")
     drawn = terminal.getvalue()
     assert "cohort cohort.csv" in drawn and "50 rows" in drawn
+
+
+def test_the_filter_and_the_proof_report_their_rows(tmp_path: Path) -> None:
+    from optout.filter import run_filter
+    from optout.spec import load_spec
+    from optout.validation import run_validation
+    from tests.unit.filter_data import check_result, write_extract
+
+    spec = load_spec(write_extract(tmp_path / "in"))
+    used = check_result()
+    seen: list[progress.Snapshot] = []
+    with progress.reporting(progress.Reporter(seen.append, interval=0.0)):
+        manifest = run_filter(spec, tmp_path / "out", used)
+        run_validation(spec, tmp_path / "out", used, current=used.info)
+    filtered = {s.what: s.rows for s in seen if s.what.startswith("filter ")}
+    assert filtered == {f"filter {t.name}": t.rows_in for t in manifest.tables}
+    proof = [s for s in seen if s.what.startswith("proof ")]
+    assert proof and proof[-1].total_rows == manifest.rows_out and proof[-1].rows == manifest.rows_out
+    assert all(str(n) not in s.line() for s in seen for n in used.cohort)
