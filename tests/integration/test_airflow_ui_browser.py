@@ -36,6 +36,7 @@ def test_home_has_no_plugin_error_and_the_export_shows_its_links(
     load_dag: Any,
     tmp_path: Path,
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -44,7 +45,7 @@ def test_home_has_no_plugin_error_and_the_export_shows_its_links(
     run = load_dag(ROOT / "dags" / "research_extract.py", "research_extract").test()
     assert {ti.task_id: str(ti.state) for ti in run.get_task_instances()}["export"] == "success"
 
-    wait = WebDriverWait(browser, 90)
+    wait = WebDriverWait(browser, 90, ignored_exceptions=(StaleElementReferenceException,))  # the UI re-renders
     browser.get(f"{api_server}/")
     wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(USER)
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
