@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optout import progress
 from optout.errors import InputError
 from optout.homes.files.read import read_batches
 from optout.ndop import sorted_unique
@@ -43,9 +44,11 @@ def read_cohort(paths: str | Path | Sequence[str | Path], id_column: str) -> Coh
 
     def columns() -> Iterator[Normalised]:
         for path in files:
-            for batch in read_batches(path, columns=[id_column]):
-                require_number_column(batch.schema.field(0).type, path=path, column=id_column)
-                yield normalise(batch.column(0))
+            with progress.stage(f"cohort {Path(path).name}"):
+                for batch in read_batches(path, columns=[id_column]):
+                    require_number_column(batch.schema.field(0).type, path=path, column=id_column)
+                    progress.advance(batch.num_rows, batch.nbytes)
+                    yield normalise(batch.column(0))
 
     return _collect(columns())
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from optout import progress
 from optout.clearance import KEEP, CheckResultLike
 from optout.errors import InputError, VerificationFailed
 from optout.freshness import is_fresh
@@ -178,19 +179,20 @@ def _read_files(
         ]
         people = People(spec, used, secret) if used is not None else None
         rows = []
-        for table in spec.tables:
-            row = _counts_row(table, manifest, unexpected, len(spec.tables))
-            rows.append(row)
-            report = _report(manifest, table, row, table.name in hashes)
-            if report is None:
-                continue
-            path = out_dir / table.output_name
-            _count_file(table, path, people, scans.get(table.name), row)
-            rows_in = count_rows(table.path) if table.path is not None and table.path.is_file() else report.rows_in
-            row["rows_mismatch"] = _rows_mismatch(row["rows"], rows_in, report)
-            row["hash_ok"] = report.sha256 is not None and hashes[table.name].result() == report.sha256
-            if used is not None and table.path is not None and table.path.is_file():
-                row["schema_changed"] = int(not _same_schema(schema_of(table.path), schema_of(path)))
+        with progress.stage(f"proof {spec.name}", total_rows=manifest.rows_out):
+            for table in spec.tables:
+                row = _counts_row(table, manifest, unexpected, len(spec.tables))
+                rows.append(row)
+                report = _report(manifest, table, row, table.name in hashes)
+                if report is None:
+                    continue
+                path = out_dir / table.output_name
+                _count_file(table, path, people, scans.get(table.name), row)
+                rows_in = count_rows(table.path) if table.path is not None and table.path.is_file() else report.rows_in
+                row["rows_mismatch"] = _rows_mismatch(row["rows"], rows_in, report)
+                row["hash_ok"] = report.sha256 is not None and hashes[table.name].result() == report.sha256
+                if used is not None and table.path is not None and table.path.is_file():
+                    row["schema_changed"] = int(not _same_schema(schema_of(table.path), schema_of(path)))
         for future in side_scans:
             future.result()
     for row in rows:
@@ -228,6 +230,7 @@ def _count_file(
         row["rows"] += rows
         row["uncleared_number_rows"] += uncleared
         row["removed_person_rows"] += removed
+        progress.advance(rows)
 
 
 def _parquet_every_column(path: Path) -> Iterator[pa.RecordBatch]:

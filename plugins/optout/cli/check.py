@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from optout.cli import progress
 from optout.cli.output import echo_counts, version_line
 from optout.errors import InputError
 
@@ -30,7 +31,8 @@ def request(
     from optout.ndop import write_request
     from optout.store import Store
 
-    cohort = read_cohort(inputs, id_column)
+    with progress.shown():
+        cohort = read_cohort(inputs, id_column)
     if not len(cohort.numbers):
         raise InputError("no valid NHS number to send", path=inputs[0], field=id_column)
     info = Store().record_request(cohort.numbers, source=", ".join(str(p) for p in inputs))

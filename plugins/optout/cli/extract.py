@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from optout.cli import progress
 from optout.cli.output import version_line
 from optout.errors import PolicyRefusal, VerificationFailed
 
@@ -36,7 +37,8 @@ def filter_(
     check_result = None
     if spec.filtered:
         check_result = _current_check(version)
-    manifest = run_filter(spec, out_dir, check_result)
+    with progress.shown():
+        manifest = run_filter(spec, out_dir, check_result)
     typer.echo(f"extract {spec.name!r} ({spec.purpose.value}) written to {out_dir}")
     for line in manifest.summary_lines():
         typer.echo(line)
@@ -59,7 +61,8 @@ def verify(
     spec = load_spec(spec_path)
     manifest = Manifest.read(out_dir)
     check_result = Store().load(manifest.version_id) if manifest.version_id is not None else None
-    result = run_validation(spec, out_dir, check_result, data_docs_dir=data_docs)
+    with progress.shown():
+        result = run_validation(spec, out_dir, check_result, data_docs_dir=data_docs)
     for check in result.checks:
         detail = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in check.detail.items())
         typer.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {detail}")

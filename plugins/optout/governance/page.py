@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from optout import config
 from optout.governance.overview import NightlyState, Overview
 from optout.governance.page_records import approvals_section, flows_section
+from optout.proof_text import disclosure_sentence
 from optout.purpose import Purpose
 from optout.store import VersionInfo
 
@@ -196,6 +197,7 @@ def _disclosure_section(view: Overview, docs_link: str) -> str:
         proof = f'<strong class="state stale">{label}</strong>' if label == FAILED else label
         if d.data_docs:
             proof += f' — <a href="{escape(docs_link.format(id=entry.id))}">Data Docs</a>'
+        proof += f"<br><small>{escape(disclosure_sentence(d))}</small>"
         for item in d.scan_excluded or []:  # a column the spec kept out of the leak scan, and why
             where, why = f"{item.get('table')}.{item.get('column')}", item.get("reason", "")
             proof += f"<br><small>not scanned for NHS numbers: {escape(where)} ({escape(str(why))})</small>"

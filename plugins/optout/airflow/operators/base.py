@@ -21,8 +21,11 @@ from optout.airflow.operators.links import GovernancePageLink, push_link
 from optout.airflow.tagging import extract_key
 
 if TYPE_CHECKING:
+    from optout.lineage import DatasetName, Namer
     from optout.spec import ExtractSpec
     from optout.store import Store
+
+Datasets = tuple[list["DatasetName"], list["DatasetName"]]
 
 
 class OptOutBaseOperator(BaseOperator):
@@ -37,6 +40,8 @@ class OptOutBaseOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("spec", "max_age")
     operator_extra_links: Collection[BaseOperatorLink] = (GovernancePageLink(),)
+    # Set by ``execute``: the extract's folder and the place this task wrote (for OpenLineage).
+    lineage_dirs: tuple[Path, Path] | None = None
 
     def __init__(
         self,
@@ -83,3 +88,21 @@ class OptOutBaseOperator(BaseOperator):
         from optout.spec import load_spec
 
         return load_spec(self.spec_file)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (called by its provider after success): datasets in and out, and an ``optout`` run
+        facet with the purpose, the list version and what the opt-out removed, in counts."""
+        if self.lineage_dirs is None:
+            return None
+        from optout.airflow.hooks.connections import airflow_resolver
+        from optout.airflow.lineage import lineage
+        from optout.lineage import Namer
+
+        extract, written = self.lineage_dirs
+        # a database table's namespace is its host, read from the spec's connection
+        inputs, outputs = self.lineage_datasets(Namer(self.load_spec(), airflow_resolver()), extract, written)
+        return lineage(extract, inputs, outputs)
+
+    def lineage_datasets(self, names: Namer, extract: Path, written: Path) -> Datasets:
+        """The datasets this task read and wrote, given the extract's folder and the place it wrote."""
+        raise NotImplementedError

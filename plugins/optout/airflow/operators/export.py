@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optout.airflow.hooks.store import OptOutStoreHook
 from optout.airflow.operators._extract import data_path, fail_closed, filtered_dir, parse_max_age, spec_path
-from optout.airflow.operators.base import OptOutBaseOperator
+from optout.airflow.operators.base import Datasets, OptOutBaseOperator
 from optout.airflow.operators.links import DataDocsLink, GovernancePageLink, data_docs_url, push_link
 from optout.airflow.tagging import (
     PurposeTag,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from optout.gate import Permit
     from optout.ledger import LedgerEntry
+    from optout.lineage import Namer
 
 
 class _Gate:
@@ -171,6 +172,7 @@ class GatedExportOperator(OptOutBaseOperator):
         permit = check.check(self, context)
         destination = Path(self.destination) if self.destination else data_path("outbox", permit.manifest.spec_name)
         target = destination / permit.out_dir.name
+        self.lineage_dirs = (permit.out_dir, target)
         with fail_closed(), staging_dir(target) as staging:
             for name, source in permit.files.items():
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +184,10 @@ class GatedExportOperator(OptOutBaseOperator):
             push_link(context, DataDocsLink(), data_docs_url(entry.id))
         self.log.info("Delivered %d file(s) to %s", len(permit.files), target)
         return {"destination": str(target), "files": len(permit.files), "ledger_entry": entry.id}
+
+    def lineage_datasets(self, names: Namer, extract: Path, written: Path) -> Datasets:
+        """The proved extract in, the delivered files out."""
+        return names.outputs(extract), names.outputs(written)
 
 
 def gate(
@@ -215,17 +221,22 @@ def gate(
     permits: dict[str, tuple[_Gate, Permit]] = {}
 
     def before(context: Context) -> None:
-        running = context["task"]
+        running: Any = context["task"]
+        type(running).pre_execute(running, context)  # the operator's own, which this one shadows
         check = _Gate(str(running.render_template(spec, context)), OptOutStoreHook(store_conn_id), max_age)
         files = [str(path) for name in fields for path in _paths(getattr(running, name))]
         permits[context["run_id"]] = (check, check.check(running, context, files))
 
     def after(context: Context, result: Any = None) -> None:
+        running: Any = context["task"]
+        type(running).post_execute(running, context, result)
         check, permit = permits.pop(context["run_id"])
-        check.record(context["task"], context, permit, who)
+        check.record(running, context, permit, who)
 
-    operator._pre_execute_hook = _chain(operator._pre_execute_hook, before)
-    operator._post_execute_hook = _chain(operator._post_execute_hook, after)
+    # The public pre/post-execute methods, set on this task only: the check runs just before its execute
+    # and the ledger entry just after (hooks given to the operator's constructor still run, first).
+    operator.pre_execute = before
+    operator.post_execute = after
     return task
 
 
@@ -262,15 +273,3 @@ def check_recipient(recipient: object, *, task: Any) -> str:
 
 def _paths(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _chain(first: Callable[..., Any] | None, then: Callable[..., Any]) -> Callable[..., Any]:
-    """Keep a hook the task already had: it runs first."""
-    if first is None:
-        return then
-
-    def both(*args: Any) -> None:
-        first(*args)
-        then(*args)
-
-    return both

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optout.airflow.operators._extract import data_path, fail_closed
-from optout.airflow.operators.base import OptOutBaseOperator
+from optout.airflow.operators.base import Datasets, OptOutBaseOperator
 from optout.airflow.tagging import ROLE_FILTER
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from optout.lineage import Namer
 
 
 class OptOutFilterOperator(OptOutBaseOperator):
@@ -36,10 +38,11 @@ class OptOutFilterOperator(OptOutBaseOperator):
         self.out_dir = out_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from optout import progress
         from optout.airflow.hooks.connections import airflow_resolver
         from optout.filter import run_filter
 
-        with fail_closed():
+        with fail_closed(), progress.reporting(progress.to_log(self.log)):
             spec = self.load_spec()
             check_result = None
             if spec.filtered:
@@ -49,6 +52,7 @@ class OptOutFilterOperator(OptOutBaseOperator):
             out_dir = Path(self.out_dir) if self.out_dir else data_path("extracts", spec.name, context["run_id"])
             # a spec may name Airflow connections (warehouse, Spark, pseudonymisation key)
             manifest = run_filter(spec, out_dir, check_result, resolver=airflow_resolver())
+        self.lineage_dirs = (out_dir, out_dir)
         self.log.info(
             "Wrote %s: %s rows in, %s out, %s removed",
             out_dir,
@@ -65,3 +69,7 @@ class OptOutFilterOperator(OptOutBaseOperator):
             "rows_removed": manifest.rows_removed,
             "people_removed": manifest.people_removed_total,
         }
+
+    def lineage_datasets(self, names: Namer, extract: Path, written: Path) -> Datasets:
+        """The spec's sources in, the filtered extract out."""
+        return names.sources(), names.outputs(extract)

@@ -17,6 +17,7 @@ from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from optout.airflow.hooks.mesh import MeshHook
+from optout.airflow.hooks.store import OptOutStoreHook
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,7 +51,8 @@ class MeshSendRequestOperator(BaseOperator):
     :param sql_conn_id: Airflow connection to run ``sql`` on (its SQLAlchemy URI is used).
     :param sql_url: a SQLAlchemy URL to run ``sql`` on, instead of ``sql_conn_id``.
     :param mesh_conn_id: the MESH connection (type ``mesh``).
-    :param store_url: the store's SQLAlchemy URL; default ``OPTOUT_STORE_URL`` or the per-user SQLite file.
+    :param store_conn_id: the opt-out store's Airflow connection (type ``optout_store``); when the default
+        one is not defined, ``[optout] store_url`` or ``OPTOUT_STORE_URL`` is used.
     :param subject: MESH Subject; defaults to the LocalId.
     """
 
@@ -66,7 +68,7 @@ class MeshSendRequestOperator(BaseOperator):
         sql_conn_id: str | None = None,
         sql_url: str | None = None,
         mesh_conn_id: str = MeshHook.default_conn_name,
-        store_url: str | None = None,
+        store_conn_id: str = OptOutStoreHook.default_conn_name,
         subject: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -77,16 +79,19 @@ class MeshSendRequestOperator(BaseOperator):
         self.sql_conn_id = sql_conn_id
         self.sql_url = sql_url
         self.mesh_conn_id = mesh_conn_id
-        self.store_url = store_url
+        self.store_conn_id = store_conn_id
         self.subject = subject
 
     @cached_property
     def hook(self) -> MeshHook:
         return MeshHook(self.mesh_conn_id)
 
+    @cached_property
+    def store_hook(self) -> OptOutStoreHook:
+        return OptOutStoreHook(self.store_conn_id)
+
     def execute(self, context: Context) -> dict[str, Any]:
         from optout.mesh import send_request
-        from optout.store import Store
 
         with fail_unless_transient():
             numbers, counts = self.read_cohort()
@@ -94,7 +99,7 @@ class MeshSendRequestOperator(BaseOperator):
             try:
                 sent = send_request(
                     self.hook.get_conn(),
-                    Store(self.store_url),
+                    self.store_hook.store,
                     numbers,
                     settings=self.hook.settings,
                     subject=self.subject or None,
@@ -102,17 +107,20 @@ class MeshSendRequestOperator(BaseOperator):
                 )
             finally:
                 self.hook.close()
+                self.store_hook.close()
         return {**sent.as_dict(), "dropped": {k: v for k, v in counts.items() if k != "valid"}}
 
     def read_cohort(self) -> tuple[np.ndarray, dict[str, int]]:
         """Valid distinct numbers from every source, and counts of what each kind of value was."""
+        from optout import progress
         from optout.cohort import combine, read_cohort, read_sql_cohort
         from optout.errors import InputError
 
         paths = _as_list(self.cohort_paths)
         if not paths and not self.sql:
             raise InputError("name at least one cohort source: cohort_paths or sql", field="cohort_paths")
-        cohorts = [read_cohort(paths, self.id_column)] if paths else []
+        with progress.reporting(progress.to_log(self.log)):
+            cohorts = [read_cohort(paths, self.id_column)] if paths else []
         if self.sql:
             cohorts.append(read_sql_cohort(self._sql_url(), self.sql))
         cohort = combine(cohorts)
@@ -147,7 +155,8 @@ class MeshImportReplyOperator(BaseOperator):
     :param local_id: the request's LocalId (from the send task's XCom).
     :param message_id: the reply's MESH message ID (from the sensor); looked up again when empty.
     :param mesh_conn_id: the MESH connection (type ``mesh``).
-    :param store_url: the store's SQLAlchemy URL; default ``OPTOUT_STORE_URL`` or the per-user SQLite file.
+    :param store_conn_id: the opt-out store's Airflow connection (type ``optout_store``); when the default
+        one is not defined, ``[optout] store_url`` or ``OPTOUT_STORE_URL`` is used.
     """
 
     template_fields: Sequence[str] = ("local_id", "message_id")
@@ -159,7 +168,7 @@ class MeshImportReplyOperator(BaseOperator):
         local_id: str,
         message_id: str | None = None,
         mesh_conn_id: str = MeshHook.default_conn_name,
-        store_url: str | None = None,
+        store_conn_id: str = OptOutStoreHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("outlets", [CLEARED_LIST])
@@ -167,19 +176,22 @@ class MeshImportReplyOperator(BaseOperator):
         self.local_id = local_id
         self.message_id = message_id
         self.mesh_conn_id = mesh_conn_id
-        self.store_url = store_url
+        self.store_conn_id = store_conn_id
 
     @cached_property
     def hook(self) -> MeshHook:
         return MeshHook(self.mesh_conn_id)
 
+    @cached_property
+    def store_hook(self) -> OptOutStoreHook:
+        return OptOutStoreHook(self.store_conn_id)
+
     def execute(self, context: Context) -> dict[str, Any]:
         from optout.mesh import find_reply, receive_reply
-        from optout.store import Store
 
         with fail_unless_transient():
             try:
-                client, store = self.hook.get_conn(), Store(self.store_url)
+                client, store = self.hook.get_conn(), self.store_hook.store
                 workflow = self.hook.settings.workflow_id
                 message_id = self.message_id or find_reply(client, store, self.local_id, workflow_id=workflow)
                 if not message_id:
@@ -187,6 +199,7 @@ class MeshImportReplyOperator(BaseOperator):
                 info = receive_reply(client, store, self.local_id, message_id)
             finally:
                 self.hook.close()
+                self.store_hook.close()
         self.log.info(
             "version %d published: cohort %d, cleared %s, opted out %s",
             info.id,

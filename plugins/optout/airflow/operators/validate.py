@@ -8,11 +8,15 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from optout.airflow.operators._extract import fail_closed, filtered_dir
-from optout.airflow.operators.base import OptOutBaseOperator
+from optout.airflow.operators.base import Datasets, OptOutBaseOperator
 from optout.airflow.tagging import ROLE_VALIDATE
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from airflow.sdk import Context
+
+    from optout.lineage import Namer
 
 
 class OptOutValidateOperator(OptOutBaseOperator):
@@ -36,12 +40,14 @@ class OptOutValidateOperator(OptOutBaseOperator):
         self.data_docs_dir = data_docs_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from optout import progress
         from optout.airflow.hooks.connections import airflow_resolver
         from optout.manifest import read_manifest
         from optout.validation import run_validation
 
         out_dir = filtered_dir(self, self.spec, context)
-        with fail_closed():
+        self.lineage_dirs = (out_dir, out_dir)
+        with fail_closed(), progress.reporting(progress.to_log(self.log)):
             spec = self.load_spec()
             manifest = read_manifest(out_dir)
             store = self.store
@@ -67,3 +73,7 @@ class OptOutValidateOperator(OptOutBaseOperator):
             "result_path": str(result.result_path),
             "data_docs_index": str(result.data_docs_index) if result.data_docs_index else None,
         }
+
+    def lineage_datasets(self, names: Namer, extract: Path, written: Path) -> Datasets:
+        """The filtered extract it proved; it writes no dataset (its result stays beside the extract)."""
+        return names.outputs(extract), []

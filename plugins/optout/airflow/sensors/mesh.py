@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 
 from optout.airflow.hooks.mesh import MeshHook
+from optout.airflow.hooks.store import OptOutStoreHook
 from optout.airflow.operators.refresh import fail_unless_transient
 from optout.airflow.triggers.mesh import MeshReplyTrigger, look_for_reply
 
@@ -44,7 +45,8 @@ class MeshReplySensor(BaseSensorOperator):
     :param local_id: the request's LocalId (from the send task's XCom).
     :param sent_message_id: the request's MESH message ID (matches a report that carries no LocalId).
     :param mesh_conn_id: the MESH connection (type ``mesh``).
-    :param store_url: the store's SQLAlchemy URL; default ``OPTOUT_STORE_URL`` or the per-user SQLite file.
+    :param store_conn_id: the opt-out store's Airflow connection (type ``optout_store``); when the default
+        one is not defined, ``[optout] store_url`` or ``OPTOUT_STORE_URL`` is used.
     :param deferrable: wait in the triggerer (default ``OPTOUT_REPLY_DEFERRABLE``, true).
     """
 
@@ -57,7 +59,7 @@ class MeshReplySensor(BaseSensorOperator):
         local_id: str,
         sent_message_id: str | None = None,
         mesh_conn_id: str = MeshHook.default_conn_name,
-        store_url: str | None = None,
+        store_conn_id: str = OptOutStoreHook.default_conn_name,
         deferrable: bool | None = None,
         mode: str = "reschedule",
         timeout: timedelta | float = DEFAULT_TIMEOUT,
@@ -68,7 +70,7 @@ class MeshReplySensor(BaseSensorOperator):
         self.local_id = local_id
         self.sent_message_id = sent_message_id
         self.mesh_conn_id = mesh_conn_id
-        self.store_url = store_url
+        self.store_conn_id = store_conn_id
         self.deferrable = deferrable_default() if deferrable is None else deferrable
 
     def execute(self, context: Context) -> Any:
@@ -83,7 +85,7 @@ class MeshReplySensor(BaseSensorOperator):
                 local_id=self.local_id,
                 deadline=deadline.isoformat(),
                 mesh_conn_id=self.mesh_conn_id,
-                store_url=self.store_url,
+                store_conn_id=self.store_conn_id,
                 sent_message_id=self.sent_message_id or None,
                 poke_interval=float(self.poke_interval),
             ),
@@ -108,7 +110,7 @@ class MeshReplySensor(BaseSensorOperator):
 
         with fail_unless_transient():
             try:
-                message_id = look_for_reply(self.mesh_conn_id, self.store_url, self.local_id, self.sent_message_id)
+                message_id = look_for_reply(self.mesh_conn_id, self.store_conn_id, self.local_id, self.sent_message_id)
             except Exception as exc:
                 if not is_transient(exc):
                     raise

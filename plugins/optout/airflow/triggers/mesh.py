@@ -16,10 +16,12 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from optout.airflow.hooks.store import OptOutStoreHook
+
 log = logging.getLogger(__name__)
 
 
-def look_for_reply(mesh_conn_id: str, store_url: str | None, local_id: str, sent_message_id: str | None) -> str | None:
+def look_for_reply(mesh_conn_id: str, store_conn_id: str, local_id: str, sent_message_id: str | None) -> str | None:
     """One look at the inbox: the reply's message ID, or None while it has not come.
 
     Raises :class:`optout.errors.OptOutError` for what a retry cannot fix (a rejection, a MESH report,
@@ -27,19 +29,19 @@ def look_for_reply(mesh_conn_id: str, store_url: str | None, local_id: str, sent
     """
     from optout.airflow.hooks.mesh import MeshHook
     from optout.mesh import check_inbox
-    from optout.store import Store
 
-    hook = MeshHook(mesh_conn_id)
+    hook, store = MeshHook(mesh_conn_id), OptOutStoreHook(store_conn_id)
     try:
         return check_inbox(
             hook.get_conn(),
-            Store(store_url),
+            store.store,
             local_id,
             workflow_id=hook.settings.workflow_id,
             sent_message_id=sent_message_id or None,
         ).reply
     finally:
         hook.close()
+        store.close()
 
 
 class MeshReplyTrigger(BaseTrigger):
@@ -52,7 +54,7 @@ class MeshReplyTrigger(BaseTrigger):
         local_id: str,
         deadline: str,
         mesh_conn_id: str,
-        store_url: str | None = None,
+        store_conn_id: str = OptOutStoreHook.default_conn_name,
         sent_message_id: str | None = None,
         poke_interval: float = 300.0,
     ) -> None:
@@ -60,7 +62,7 @@ class MeshReplyTrigger(BaseTrigger):
         self.local_id = local_id
         self.deadline = deadline
         self.mesh_conn_id = mesh_conn_id
-        self.store_url = store_url
+        self.store_conn_id = store_conn_id
         self.sent_message_id = sent_message_id
         self.poke_interval = poke_interval
 
@@ -71,7 +73,7 @@ class MeshReplyTrigger(BaseTrigger):
                 "local_id": self.local_id,
                 "deadline": self.deadline,
                 "mesh_conn_id": self.mesh_conn_id,
-                "store_url": self.store_url,
+                "store_conn_id": self.store_conn_id,
                 "sent_message_id": self.sent_message_id,
                 "poke_interval": self.poke_interval,
             },
@@ -84,7 +86,7 @@ class MeshReplyTrigger(BaseTrigger):
         deadline = datetime.fromisoformat(self.deadline)
         while True:
             try:
-                args = (self.mesh_conn_id, self.store_url, self.local_id, self.sent_message_id)
+                args = (self.mesh_conn_id, self.store_conn_id, self.local_id, self.sent_message_id)
                 message_id = await asyncio.to_thread(look_for_reply, *args)
             except OptOutError as exc:
                 yield TriggerEvent({"status": "failed", "reason": str(exc)})

@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from optout import progress
 from optout.atomic import OWNER_ONLY_DIR, OWNER_ONLY_FILE
 from optout.cascade import TABLE_CHANGED, Cascade, columns_of, key_types, unfiltered_report
 from optout.clearance import KEEP, CheckResultLike
@@ -66,11 +67,15 @@ def filter_files(
     cascade.learn_all(lambda table: prefetch(kept.pass_one(table)))
     hashes = {}
     for table in spec.tables:
-        with BatchWriter(_target(staging, table), schemas[table.name], like=kept.settings_of(table)) as writer:
+        with (
+            progress.stage(f"filter {table.name}"),
+            BatchWriter(_target(staging, table), schemas[table.name], like=kept.settings_of(table)) as writer,
+        ):
             for batch in prefetch(kept.pass_two(table)):
                 if scan is not None:
                     scan.batch(table.name, batch)
                 writer.write(batch, cascade.codes(table, batch) == KEEP)
+                progress.advance(batch.num_rows, batch.nbytes)
         hashes[table.name] = writer.sha256
     reports = [replace(report, sha256=hashes[report.name]) for report in cascade.reports()]
     return reports, cascade.people_removed()
