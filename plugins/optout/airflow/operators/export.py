@@ -18,6 +18,7 @@ from optout.airflow.operators._extract import data_path, fail_closed, filtered_d
 from optout.airflow.operators.base import OptOutBaseOperator
 from optout.airflow.operators.links import DataDocsLink, GovernancePageLink, data_docs_url, push_link
 from optout.airflow.tagging import (
+    GATE_MARK,
     PurposeTag,
     as_operator,
     extract_key,
@@ -225,6 +226,7 @@ def gate(
         check.record(context["task"], context, permit, who)
 
     operator._pre_execute_hook = _chain(operator._pre_execute_hook, before)
+    setattr(operator._pre_execute_hook, GATE_MARK, True)  # what the policy looks for (a params entry is a claim)
     operator._post_execute_hook = _chain(operator._post_execute_hook, after)
     return task
 
