@@ -148,14 +148,18 @@ def filter_blind(spec: ExtractSpec, out: Path, result: CheckResult, found_at: st
         run_filter(spec, out, result)
 
 
-@pytest.mark.parametrize(("write", "found_at"), CASES, ids=[write.__name__ for write, _ in CASES])
-def test_the_proof_finds_numbers_in_undeclared_columns(tmp_path: Path, write: Callable[[Path], str], found_at) -> None:  # type: ignore[no-untyped-def]
+def _extract(tmp_path: Path, write: Callable[[Path], str]) -> tuple[ExtractSpec, Path, CheckResult]:
+    """The spec of one table ``write`` makes, where its output goes, and a list that clears CLEARED."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "spec.yaml").write_text(f"name: scan\npurpose: research\ntables:\n  - {write(src)}\n")
     result = make_check_result(NUMBERS, CLEARED, version=3, checked_at=NOW)
-    spec = load_spec(src / "spec.yaml")
-    out = tmp_path / "out"
+    return load_spec(src / "spec.yaml"), tmp_path / "out", result
+
+
+@pytest.mark.parametrize(("write", "found_at"), CASES, ids=[write.__name__ for write, _ in CASES])
+def test_the_proof_finds_numbers_in_undeclared_columns(tmp_path: Path, write: Callable[[Path], str], found_at) -> None:  # type: ignore[no-untyped-def]
+    spec, out, result = _extract(tmp_path, write)
     filter_blind(spec, out, result, found_at)
     proof = run_validation(spec, out, result, current=result.info, now=NOW)
     check = next(check for check in proof.checks if check.name == "no_uncleared_number")
@@ -174,12 +178,7 @@ def test_the_proof_finds_numbers_in_undeclared_columns(tmp_path: Path, write: Ca
 @pytest.mark.parametrize("write", SCHEMA_CASES, ids=[write.__name__ for write in SCHEMA_CASES])
 def test_the_proof_finds_numbers_in_names_and_metadata(tmp_path: Path, write: Callable[[Path], str]) -> None:
     """A Parquet output's column names and key-value metadata were never scanned: such an extract passed."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "spec.yaml").write_text(f"name: scan\npurpose: research\ntables:\n  - {write(src)}\n")
-    result = make_check_result(NUMBERS, CLEARED, version=3, checked_at=NOW)
-    spec = load_spec(src / "spec.yaml")
-    out = tmp_path / "out"
+    spec, out, result = _extract(tmp_path, write)
     run_filter(spec, out, result)
     proof = run_validation(spec, out, result, current=result.info, now=NOW)
     check = next(check for check in proof.checks if check.name == "no_uncleared_number")
