@@ -10,7 +10,8 @@ row of counts per table; :mod:`optout.validation` hands those rows to Great Expe
   ``tables_mismatch``, ``unexpected_files``;
 - ``leaked_values`` and ``unscannable_columns``: the independent every-cell scan
   (:mod:`optout.leak_scan`), which shares neither the filter's reader nor its idea of which columns hold
-  numbers (decision 0006);
+  numbers (decision 0006); a Parquet or database output's column names (nested fields too) and a Parquet
+  output's key-value metadata are scanned as text as well, reported as the column ``(schema)``;
 - ``schema_changed``: an output's column names, order and types are not its input's;
 - the freshness flags: the list was fresh when the filter ran, is the version used, and is still current.
 
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
     from optout.spec import ExtractSpec, TableSpec
 
 
+SCHEMA = "(schema)"  # the column under which names and metadata of an output's schema are reported
+
+
 @dataclass(frozen=True)
 class Proof:
     """What the proof measured: counts for GX, and where the scan found numbers, for people."""
@@ -91,7 +95,7 @@ def prove(
         rows, scans = _read_files(home.spec, out_dir, manifest, used, unexpected, home.secret)
     flags = freshness(manifest, check_result, current, now, max_age)
     found_at = [
-        f"{table}.{column_label(leak.column)}: {'cannot be scanned' if leak.unscannable else leak.values}"
+        f"{table}.{_label(leak.column)}: {'cannot be scanned' if leak.unscannable else leak.values}"
         for table, scan in scans.items()
         for leak in scan.leaks()
     ]
@@ -207,6 +211,27 @@ def _new_scan(spec: ExtractSpec, used: CheckResultLike) -> LeakScan:
     return LeakScan(used.cleared_set, excluded=excluded_columns(spec))
 
 
+def _scan_schema(scan: LeakScan, table: str, schema: pa.Schema) -> None:
+    """A schema's names (nested fields too) and key-value metadata, scanned as text: a column named with a
+    number, or a note in the footer, carries it out as surely as a cell. (A CSV header is in its bytes.)"""
+    texts = [_text(key) + " " + _text(value) for key, value in (schema.metadata or {}).items()]
+    fields = list(schema)
+    while fields:
+        field = fields.pop()
+        texts.append(field.name)
+        texts.extend(_text(key) + " " + _text(value) for key, value in (field.metadata or {}).items())
+        fields.extend(field.type.field(index) for index in range(field.type.num_fields))
+    scan.batch(table, pa.record_batch([pa.array(texts, pa.large_string())], names=[SCHEMA]))
+
+
+def _label(column: str) -> str:
+    return SCHEMA if column == SCHEMA else column_label(column)
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
+
+
 def _scan_text_file(scan: LeakScan, table: TableSpec, path: Path) -> None:
     """A CSV output, read by the scan's own means: its raw bytes and every column as text."""
     scan.file(table.name, path)
@@ -220,7 +245,9 @@ def _count_file(
     declared = [c for c in (table.nhs_number, table.person_key) if c] if people is not None else []
     batches: Iterator[pa.RecordBatch]
     if scan is not None and format_of(path) is Format.PARQUET:
-        require_columns(path, open_parquet(path).schema_arrow.names, declared)
+        schema = open_parquet(path).schema_arrow
+        require_columns(path, schema.names, declared)
+        _scan_schema(scan, table.name, schema)
         batches = _parquet_every_column(path)
         measure = partial(_measure_batch, table, people, partial(scan.batch, table.name))
     else:
@@ -289,7 +316,9 @@ def _measured_in_place(
         row["hash_ok"] = report.sha256 is not None and measure.sha256 == report.sha256
         if used is not None:
             scan = scans[table.name] = _new_scan(spec, used)
-            for batch in home.output_batches(out_dir, table):
+            for index, batch in enumerate(home.output_batches(out_dir, table)):
+                if index == 0:
+                    _scan_schema(scan, table.name, batch.schema)
                 scan.batch(table.name, batch)
             _add_scan(row, scan)
     return rows, scans

@@ -276,3 +276,88 @@ def test_export_operators_are_configurable(monkeypatch: pytest.MonkeyPatch) -> N
     with DAG(dag_id="configured", schedule=None, tags=[CPI_TAG]) as dag:
         internal(SFTPOperator(task_id="sftp"), "to our own archive")
     assert problems(dag) == []
+
+
+class SneakyExport(GatedExportOperator):
+    """A subclass of the gated export runs its own ``execute``: it may send without the check."""
+
+    def execute(self, context: object) -> dict[str, object]:
+        return {}
+
+
+class CopyClaimingToBeOurs(PythonOperator):
+    """A DAG file's class that sets its module to look like one of ours."""
+
+
+CopyClaimingToBeOurs.__module__ = "optout.airflow.operators.copy"
+
+
+class LooksEmpty(BaseOperator):
+    """A DAG file's class that takes the module and name of EmptyOperator."""
+
+    def execute(self, context: object) -> None: ...
+
+
+LooksEmpty.__module__ = EmptyOperator.__module__
+LooksEmpty.__qualname__ = LooksEmpty.__name__ = "EmptyOperator"
+
+
+def test_a_hand_written_gated_param_is_not_the_gate() -> None:
+    """params['optout'] with gated=True on a PythonOperator was taken as a gated export; nothing ran the gate."""
+    dag, checked = _guarded("claims")
+    with dag:
+        checked >> PythonOperator(
+            task_id="send",
+            python_callable=print,
+            params={"optout": {"purpose": "research", "extract": SPEC, "gated": True}},
+        )
+    (problem,) = problems(dag)
+    assert "task 'send' (research) says it is gated but does not run the gate" in problem
+
+
+def test_a_subclass_of_the_gated_export_is_not_the_gate() -> None:
+    dag, checked = _guarded("subclass")
+    with dag:
+        checked >> SneakyExport(task_id="send", spec=SPEC, purpose="research", recipient="Uni of Leeds")
+    (problem,) = problems(dag)
+    assert "says it is gated but does not run the gate (a subclass of GatedExportOperator" in problem
+
+
+@pytest.mark.parametrize("operator", [CopyClaimingToBeOurs, LooksEmpty])
+def test_a_class_cannot_claim_to_be_ours_or_a_no_op_by_its_module(operator: type[BaseOperator]) -> None:
+    with DAG(dag_id="spoof", schedule=None, tags=[CPI_TAG]) as dag:
+        operator(task_id="t", **({"python_callable": print} if operator is CopyClaimingToBeOurs else {}))
+    (problem,) = problems(dag)
+    assert "task 't' (" in problem and "has no opt-out role" in problem
+
+
+def test_a_task_that_sets_optout_role_is_not_the_filter() -> None:
+    with DAG(dag_id="fake_filter", schedule=None, tags=[CPI_TAG]) as dag:
+        fake = internal(PythonOperator(task_id="filter", python_callable=print), "writes a manifest")
+        fake.optout_role, fake.optout_spec = "filter", SPEC  # type: ignore[attr-defined]
+        (
+            fake
+            >> OptOutValidateOperator(task_id="validate", spec=SPEC)
+            >> GatedExportOperator(task_id="send", spec=SPEC, purpose="research", recipient="Uni of Leeds")
+        )
+    (problem,) = problems(dag)
+    assert "task 'send' (research) has no opt-out filter upstream" in problem
+
+
+@pytest.mark.parametrize("where", ["params", "default_args"])
+def test_a_role_given_to_the_whole_dag_is_refused(where: str) -> None:
+    role = {"optout": {"internal": "everything stays inside"}}
+    given = {"params": role} if where == "params" else {"default_args": {"params": role}}
+    with DAG(dag_id="blanket", schedule=None, tags=[CPI_TAG], **given) as dag:  # type: ignore[arg-type]
+        PythonOperator(task_id="send", python_callable=print)
+    assert any("params['optout'] is set for the whole DAG" in problem for problem in problems(dag))
+
+
+def test_our_operators_cannot_be_mapped() -> None:
+    """A mapped export was never built at parse time: no tag, no validation upstream, and it loaded."""
+    with DAG(dag_id="mapped_export", schedule=None, tags=[CPI_TAG]) as dag:
+        OptOutFilterOperator(task_id="filter", spec=SPEC) >> GatedExportOperator.partial(
+            task_id="send", purpose="research", recipient="Uni of Leeds"
+        ).expand(spec=[SPEC])
+    (problem,) = problems(dag)
+    assert "task 'send' maps (GatedExportOperator).expand(...)" in problem

@@ -88,6 +88,39 @@ def link_table_with_a_second_number(src: Path) -> str:
     )
 
 
+def parquet_schema_carries_a_number(src: Path, where: str) -> str:
+    """Nothing in any cell: the number is in a column's name, a nested field's name, or the footer's metadata."""
+    number = str(OPTED_OUT[0])
+    columns: dict[str, pa.Array] = {"nhs_number": pa.array(CLEARED), "notes": pa.array(["ok"] * 6)}
+    if where == "column name":
+        columns[number] = pa.array(range(6))
+    if where == "nested field name":
+        columns["linked"] = pa.array([{number: 1}] * 6)
+    table = pa.table(columns)
+    if where == "footer metadata":
+        table = table.replace_schema_metadata({"note": f"extracted for {number}"})
+    if where == "field metadata":
+        table = table.cast(table.schema.set(1, table.schema.field(1).with_metadata({"about": number})))
+    pq.write_table(table, src / "events.parquet")
+    return "{name: events, path: events.parquet, nhs_number: nhs_number}"
+
+
+def parquet_column_named_by_number(src: Path) -> str:
+    return parquet_schema_carries_a_number(src, "column name")
+
+
+def parquet_nested_field_named_by_number(src: Path) -> str:
+    return parquet_schema_carries_a_number(src, "nested field name")
+
+
+def parquet_footer_note(src: Path) -> str:
+    return parquet_schema_carries_a_number(src, "footer metadata")
+
+
+def parquet_field_metadata(src: Path) -> str:
+    return parquet_schema_carries_a_number(src, "field metadata")
+
+
 CASES: list[tuple[Callable[[Path], str], str | None]] = [
     (parquet_notes, "events.notes: 1"),
     (parquet_cleared_next_of_kin, None),
@@ -95,6 +128,12 @@ CASES: list[tuple[Callable[[Path], str], str | None]] = [
     (csv_spaced_kin, "events.kin: 1"),
     (key_only_table_with_numbers, "contacts.nhs: 1"),
     (link_table_with_a_second_number, "link.previous_nhs_number: 1"),
+]
+SCHEMA_CASES = [
+    parquet_column_named_by_number,
+    parquet_nested_field_named_by_number,
+    parquet_footer_note,
+    parquet_field_metadata,
 ]
 
 
@@ -109,14 +148,18 @@ def filter_blind(spec: ExtractSpec, out: Path, result: CheckResult, found_at: st
         run_filter(spec, out, result)
 
 
-@pytest.mark.parametrize(("write", "found_at"), CASES, ids=[write.__name__ for write, _ in CASES])
-def test_the_proof_finds_numbers_in_undeclared_columns(tmp_path: Path, write: Callable[[Path], str], found_at) -> None:  # type: ignore[no-untyped-def]
+def _extract(tmp_path: Path, write: Callable[[Path], str]) -> tuple[ExtractSpec, Path, CheckResult]:
+    """The spec of one table ``write`` makes, where its output goes, and a list that clears CLEARED."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "spec.yaml").write_text(f"name: scan\npurpose: research\ntables:\n  - {write(src)}\n")
     result = make_check_result(NUMBERS, CLEARED, version=3, checked_at=NOW)
-    spec = load_spec(src / "spec.yaml")
-    out = tmp_path / "out"
+    return load_spec(src / "spec.yaml"), tmp_path / "out", result
+
+
+@pytest.mark.parametrize(("write", "found_at"), CASES, ids=[write.__name__ for write, _ in CASES])
+def test_the_proof_finds_numbers_in_undeclared_columns(tmp_path: Path, write: Callable[[Path], str], found_at) -> None:  # type: ignore[no-untyped-def]
+    spec, out, result = _extract(tmp_path, write)
     filter_blind(spec, out, result, found_at)
     proof = run_validation(spec, out, result, current=result.info, now=NOW)
     check = next(check for check in proof.checks if check.name == "no_uncleared_number")
@@ -130,6 +173,19 @@ def test_the_proof_finds_numbers_in_undeclared_columns(tmp_path: Path, write: Ca
     for number in NUMBERS:
         assert str(number).encode() not in written
     assert json.loads((validation_dir(out) / "result.json").read_text())["ok"] is (found_at is None)
+
+
+@pytest.mark.parametrize("write", SCHEMA_CASES, ids=[write.__name__ for write in SCHEMA_CASES])
+def test_the_proof_finds_numbers_in_names_and_metadata(tmp_path: Path, write: Callable[[Path], str]) -> None:
+    """A Parquet output's column names and key-value metadata were never scanned: such an extract passed."""
+    spec, out, result = _extract(tmp_path, write)
+    run_filter(spec, out, result)
+    proof = run_validation(spec, out, result, current=result.info, now=NOW)
+    check = next(check for check in proof.checks if check.name == "no_uncleared_number")
+    assert not check.ok and not proof.ok
+    assert "events.(schema): 1" in str(check.detail["found_at"])
+    written = b"".join(path.read_bytes() for path in validation_dir(out).rglob("*") if path.is_file())
+    assert str(OPTED_OUT[0]).encode() not in written
 
 
 def test_a_changed_schema_fails_the_proof(tmp_path: Path) -> None:

@@ -30,13 +30,17 @@ from airflow.policies import hookimpl
 
 from optout.airflow.tagging import (
     CPI_TAG,
+    GATE_MARK,
     NO_CPI_TAG,
+    PARAM,
     ROLE_FILTER,
     ROLE_VALIDATE,
     PurposeTag,
     declares_no_cpi,
     extract_id,
     handles_cpi,
+    is_defined_as_named,
+    is_ours,
     no_cpi_reason,
     on_extract,
     parsed_spec,
@@ -123,11 +127,29 @@ def is_export(task: Any, names: frozenset[str]) -> bool:
 
 
 def needs_no_role(task: Any) -> bool:
-    """The task runs only our code, or one of Airflow's no-op and control-flow operators, unsubclassed."""
+    """The task runs only our code, or one of Airflow's no-op and control-flow operators, unsubclassed.
+
+    Judged by the class object itself: a class that sets its ``__module__`` or ``__qualname__`` to look
+    like one of these is not the class that name leads to.
+    """
     cls = operator_class(task)
-    if cls.__module__.startswith("optout.airflow."):
+    if is_ours(cls):
         return True
-    return f"{cls.__module__}.{cls.__qualname__}" in NO_ROLE_NEEDED
+    return f"{cls.__module__}.{cls.__qualname__}" in NO_ROLE_NEEDED and is_defined_as_named(cls)
+
+
+def is_gated(task: Any) -> bool:
+    """The task really runs the gate: our ``GatedExportOperator`` itself, or an operator ``gate()`` hooked.
+
+    A ``params`` entry saying ``gated`` is only a claim; a subclass of the export operator runs its own
+    ``execute`` and may skip the check.
+    """
+    cls = type(task)
+    if operator_class(task) is not cls:
+        return False  # mapped: the hooks and checks of the task built at run time are not the ones seen here
+    if cls.__name__ == "GatedExportOperator" and is_ours(cls):
+        return True
+    return bool(getattr(getattr(task, "pre_execute", None), GATE_MARK, False))
 
 
 def problems(dag: Any) -> list[str]:
@@ -144,13 +166,24 @@ def problems(dag: Any) -> list[str]:
             "patients, or no_cpi(dag, 'why it holds none') if it does not"
         ]
     names = export_operators()
-    found: list[str] = []
+    found = _dag_wide_roles(dag)
     for task in dag.tasks:
         try:
             found.extend(_task_problems(task, names, cpi))
         except InputError as exc:
             found.append(f"task {task.task_id!r}: {exc}" if task.task_id not in str(exc) else str(exc))
     return found
+
+
+def _dag_wide_roles(dag: Any) -> list[str]:
+    """A role given to the whole DAG (its ``params`` or ``default_args``) would reach every task unread."""
+    default_params = (getattr(dag, "default_args", None) or {}).get("params") or {}
+    if PARAM in (getattr(dag, "params", None) or {}) or PARAM in default_params:
+        return [
+            f"params[{PARAM!r}] is set for the whole DAG: give each task its own role with internal(task, 'why') "
+            "or purpose(...) and the gate"
+        ]
+    return []
 
 
 def _no_cpi_problems(dag: Any) -> list[str]:
@@ -172,6 +205,11 @@ def _has_optout_params(task: Any) -> bool:
 
 
 def _task_problems(task: Any, names: frozenset[str], cpi: bool) -> list[str]:
+    if operator_class(task) is not type(task) and is_ours(operator_class(task)):
+        return [
+            f"task {task.task_id!r} maps ({operator_class(task).__name__}).expand(...): the opt-out operators "
+            "cannot be mapped, their spec is read when the DAG is parsed; write one task per extract"
+        ]
     tag = read_tag(task)
     if tag is not None:
         return _export_problems(task, tag)
@@ -197,6 +235,12 @@ def _task_problems(task: Any, names: frozenset[str], cpi: bool) -> list[str]:
 
 def _export_problems(task: Any, tag: PurposeTag) -> list[str]:
     name = f"task {task.task_id!r} ({tag.purpose.value})"
+    if tag.extract is not None and tag.gated and not is_gated(task):
+        return [
+            f"{name} says it is gated but does not run the gate (a subclass of GatedExportOperator, or "
+            f"params[{PARAM!r}] written by hand): use GatedExportOperator itself, or gate(task, spec=..., "
+            "recipient=..., sends=...) around the export operator"
+        ]
     if tag.extract is None or not tag.gated:
         return [
             f"{name} is not sent through the opt-out gate, so nothing checks or records what it sends: use "

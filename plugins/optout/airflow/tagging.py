@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ INTERNAL_NOTE = "**Opt-out role:** internal, no data leaves: "
 TEMPLATE_MARKERS = ("{{", "{%")
 ROLE_FILTER = "filter"
 ROLE_VALIDATE = "validate"
+GATE_MARK = "optout_gate"
+"""Set by ``gate()`` on the pre-execute hook it installs: what the policy takes as proof a task is gated."""
 
 
 @dataclass(frozen=True)
@@ -307,8 +310,25 @@ def declares_no_cpi(dag: Any) -> bool:
 
 
 def role(task: Any) -> str | None:
-    """``filter`` or ``validate`` for the enforcement operators, None for everything else."""
-    return getattr(task, "optout_role", None)
+    """``filter`` or ``validate`` for the enforcement operators, None for everything else.
+
+    Only our own classes have a role: a task of another class (or a subclass written in a DAG file, which
+    may run other code) that sets ``optout_role`` is not a filter or a validation.
+    """
+    return getattr(task, "optout_role", None) if is_ours(type(task)) else None
+
+
+def is_ours(cls: type) -> bool:
+    """``cls`` is one of optout's operator classes, not a class that only claims a module under ``optout.airflow``."""
+    return cls.__module__.startswith("optout.airflow.") and is_defined_as_named(cls)
+
+
+def is_defined_as_named(cls: type) -> bool:
+    """The class is the one its module and qualified name lead to, so ``__module__`` set by hand does not pass."""
+    found: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is cls
 
 
 def upstream(task: Any) -> Iterator[Any]:

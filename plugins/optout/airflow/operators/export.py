@@ -18,6 +18,7 @@ from optout.airflow.operators._extract import data_path, fail_closed, filtered_d
 from optout.airflow.operators.base import Datasets, OptOutBaseOperator
 from optout.airflow.operators.links import DataDocsLink, GovernancePageLink, data_docs_url, push_link
 from optout.airflow.tagging import (
+    GATE_MARK,
     PurposeTag,
     as_operator,
     extract_key,
@@ -235,6 +236,7 @@ def gate(
 
     # The public pre/post-execute methods, set on this task only: the check runs just before its execute
     # and the ledger entry just after (hooks given to the operator's constructor still run, first).
+    setattr(before, GATE_MARK, True)  # what the policy looks for (a params entry is only a claim)
     operator.pre_execute = before
     operator.post_execute = after
     return task
