@@ -323,8 +323,11 @@ def _text_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
     """Text or bytes: whole cells as the normaliser reads them; ten-digit runs and 3-3-4 groups in the rest.
 
     Only cells holding ten digits or more can hold a number: they are counted on the bytes themselves
-    (NumPy over Arrow's buffers), and only those few are normalised or searched further.
+    (NumPy over Arrow's buffers), and only those few are normalised or searched further. A column with
+    any non-ASCII byte is read as a person would read it first (:func:`_as_read`).
     """
+    if _is_text(values.type):
+        values = _as_read(values)
     at = _ten_digits_or_more(values)
     if not len(at):
         return _NONE
@@ -346,6 +349,18 @@ def _text_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
         if len(rest):
             found.append(_in_text(cells.take(pa.array(rest)), at[rest], cleared))
     return _concat(found)
+
+
+def _as_read(values: pa.Array) -> pa.Array:
+    """Text as a person reads it: full-width and other compatibility digits folded to ASCII (NFKC), and
+    invisible format characters (zero-width spaces and joiners, soft hyphens) dropped, so a number written
+    in full-width digits or with a zero-width space inside is still found. Only cells with non-ASCII text change; a
+    column of ASCII text (nearly all of them) costs one pass over its bytes."""
+    data = values.buffers()[2]
+    if data is None or not (np.frombuffer(data, np.uint8) >= 0x80).any():
+        return values
+    folded = pc.replace_substring_regex(pc.utf8_normalize(values, "NFKC"), r"[\p{Cf}\x{AD}]", "")
+    return pc.if_else(pc.string_is_ascii(values), values, folded)
 
 
 def _is_text(kind: pa.DataType) -> bool:

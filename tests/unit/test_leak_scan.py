@@ -62,6 +62,27 @@ def test_text_cells(cell: str, found: int) -> None:
     assert count(pa.array([cell.encode()], pa.binary())) == found
 
 
+FULL_WIDTH = {ord("0") + i: 0xFF10 + i for i in range(10)}  # 0-9 to their full-width forms
+
+
+@pytest.mark.parametrize(
+    ("cell", "found"),
+    [
+        (OUT.translate(FULL_WIDTH), 1),  # full-width digits, as East Asian input methods type them
+        (f"{OUT[:3]}\u200b{OUT[3:]}", 1),  # a zero-width space inside
+        (spaced(OUT, "\u2009"), 1),  # thin spaces between the groups
+        (f"note: {OUT[:5]}\u00ad{OUT[5:]} seen", 1),  # a soft hyphen inside, in free text
+        (f"naïve café {OUT}", 1),  # other non-ASCII text beside a plain number: counted once
+        (OK.translate(FULL_WIDTH), 0),
+        ("".join(chr(0xFF41 + i) for i in range(12)), 0),  # full-width letters
+    ],
+    ids=lambda value: "" if isinstance(value, str) else str(value),
+)
+def test_text_is_read_as_a_person_reads_it(cell: str, found: int) -> None:
+    for kind in (pa.string(), pa.large_string(), pa.string_view()):
+        assert count(pa.array(["plain ascii", cell, None], kind)) == found, kind
+
+
 def test_numeric_columns() -> None:
     out, ok = int(UNCLEARED[0]), int(CLEARED[0])
     assert count(pa.array([out, ok, None, 5, -out], pa.int64())) == 1
