@@ -3,8 +3,8 @@
 Pass 1 (:meth:`Cascade.learn_all`) reads the number and key of every row of the tables that have both
 and notes each person key with an uncleared number (with the reason, for the people count) and, when
 some table carries only keys, every key seen beside a number. Pass 2 (:meth:`Cascade.codes`) gives
-each row its reason code. Key lookups (a bitmap for dense integer keys, else a hash index) are built
-once, after pass 1.
+each row its reason code. The key sets (:class:`optout.person_keys.KeySet`: a bitmap for dense integer
+keys) grow batch by batch in pass 1, so their memory follows the people, never the rows.
 
 Since pass 1 saw every numbered row, a keyed row in pass 2 is removed exactly when its key is uncleared:
 only those rows (and rows without a key) have their own number classified again. The counts of
@@ -13,10 +13,9 @@ pass 1 and 2 must agree, which also catches a file changed between the passes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from functools import partial
 from typing import Any
 
@@ -36,109 +35,16 @@ from optout.clearance import (
 )
 from optout.errors import InputError, NoVersionError
 from optout.exemptions import ExemptView
-from optout.lookup import bits_at
 from optout.manifest import TableReport
 from optout.nhs_number import names_for_message, normalise
+from optout.person_keys import KeyKind, KeySet, present, unique_keys
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
 from optout.resolver import Reader
 from optout.rows import select
 from optout.spec import ExtractSpec, TableSpec
 from optout.streams import map_ahead
 
-_COMPACT_AT = 1 << 23  # seen keys are de-duplicated whenever this many wait
 TABLE_CHANGED = "the table changed while it was being filtered; rerun when nothing is writing to it"
-_BITMAP_KEYS_PER_KEY = 64  # a key bitmap may spend up to 8 bytes per key (a hash index spends more)
-_BITMAP_WINDOW_BITS = 1 << 26  # a key bitmap is built 64 Mi keys (64 MiB of scratch) at a time
-
-
-class KeyKind(StrEnum):
-    """Keys compare as integers when every key column is an integer column, else as trimmed text."""
-
-    INTEGER = "integer"
-    TEXT = "text"
-
-    @classmethod
-    def of(cls, types: Iterable[pa.DataType]) -> KeyKind:
-        return cls.INTEGER if all(pa.types.is_integer(kind) for kind in types) else cls.TEXT
-
-    def column(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """Keys in their comparable form; blank text becomes null (no key)."""
-        if isinstance(values, pa.ChunkedArray):
-            values = values.combine_chunks()
-        if self is KeyKind.INTEGER:
-            return values.cast(pa.int64())
-        text = pc.utf8_trim_whitespace(values.cast(pa.string()))
-        return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
-
-
-class KeySet:
-    """Exact membership of person keys, built once and probed per batch.
-
-    Dense integer keys (the usual surrogate IDs) get a bitmap over their range: a gather and a shift
-    per row. Other keys get a hash index (a pandas Index) built once.
-    """
-
-    def __init__(self, chunks: Sequence[pa.Array], kind: KeyKind) -> None:
-        """The keys of ``chunks`` (nulls are no key); they may repeat, so pass 1 need not de-duplicate them."""
-        keys = pa.concat_arrays(list(chunks)).drop_null() if chunks else _empty(kind)
-        self._none = len(keys) == 0
-        self._bits: np.ndarray | None = None
-        self._index: Any = None
-        if pa.types.is_integer(keys.type) and not self._none:
-            values = keys.to_numpy()
-            self._low = int(values.min())
-            span = int(values.max()) - self._low + 1
-            if span <= max(_BITMAP_KEYS_PER_KEY * len(keys), 1 << 20):
-                self._bits = _bitmap(values - self._low, span)
-                return
-        import pandas as pd
-
-        self._index = pd.Index(pc.unique(keys).to_numpy(zero_copy_only=False))
-
-    def contains(self, keys: pa.Array) -> np.ndarray:
-        """Bool mask; a null key is never a member."""
-        if self._none or len(keys) == 0:
-            return np.zeros(len(keys), dtype=bool)
-        values = _to_numpy(keys)
-        if self._bits is None:
-            return (self._index.get_indexer(values) >= 0) & _present(keys)
-        offsets = values - self._low
-        inside = offsets.view(np.uint64) < len(self._bits) * 8  # below the range wraps around to huge
-        if keys.null_count:
-            inside &= _present(keys)
-        return bits_at(self._bits, offsets, inside)
-
-
-def _bitmap(offsets: np.ndarray, span: int) -> np.ndarray:
-    """Bits (little-endian in each byte) set at ``offsets``, which may repeat, all in ``range(span)``.
-
-    A bool per bit is set by scattering, then packed: ten times quicker than OR-ing bits in place one
-    offset at a time. The bools are made window by window, so the scratch stays small however wide
-    the range.
-    """
-    bits = np.empty((span + 7) // 8, dtype=np.uint8)
-    for start in range(0, span, _BITMAP_WINDOW_BITS):
-        stop = min(start + _BITMAP_WINDOW_BITS, span)
-        inside = offsets if stop - start == span else offsets[(offsets >= start) & (offsets < stop)] - start
-        flags = np.zeros(stop - start, dtype=bool)
-        flags[inside] = True
-        bits[start // 8 : (stop + 7) // 8] = np.packbits(flags, bitorder="little")
-    return bits
-
-
-def _present(keys: pa.Array) -> np.ndarray:
-    """Bool mask of non-null keys, without building one from the validity bitmap when there are none."""
-    if keys.null_count == 0:
-        return np.ones(len(keys), dtype=bool)
-    return keys.is_valid().to_numpy(zero_copy_only=False)
-
-
-def _to_numpy(keys: pa.Array) -> np.ndarray:
-    if keys.null_count == 0:
-        return keys.to_numpy(zero_copy_only=False)
-    if pa.types.is_integer(keys.type):
-        return keys.fill_null(0).to_numpy(zero_copy_only=False)
-    return keys.fill_null("").to_numpy(zero_copy_only=False)
 
 
 @dataclass(frozen=True)
@@ -188,13 +94,12 @@ class Cascade:
         self._needs_seen = any(table.person_key and not table.nhs_number for table in spec.tables)
         self._bad_keys: list[pa.Array] = []
         self._bad_codes: list[np.ndarray] = []
-        self._seen: list[pa.Array] = []
-        self._seen_rows = 0
         self._unseen: list[pa.Array] = []
         self._bad_numbers: list[np.ndarray] = []
         self._bad_number_codes: list[np.ndarray] = []
-        self._bad: KeySet | None = None
-        self._known: KeySet | None = None
+        self._bad = KeySet(kind=self.kind)
+        self._known = KeySet(kind=self.kind) if self._needs_seen else None
+        self._learnt = False
         self._people_by_key: Future[np.ndarray] | None = None
         # Consent and rows without a number (optout.exemptions): what they keep is counted for the manifest.
         self._exempt = check_result if isinstance(check_result, ExemptView) else None
@@ -222,41 +127,41 @@ class Cascade:
         codes = self.clearance_of(table).codes(batch.column(table.nhs_number))
         keys = self.kind.column(batch.column(table.person_key))
         bad = codes != KEEP
-        bad_keyed = np.flatnonzero(bad & _present(keys))
+        bad_keyed = np.flatnonzero(bad & present(keys))
+        seen = None
+        if self._needs_seen:  # a bitmap takes repeats at no cost; text is de-duplicated here, on a worker
+            seen = keys if self.kind is KeyKind.INTEGER else pc.unique(keys)
         return _Examined(
             bad=int(np.count_nonzero(bad)),
             bad_keys=keys.take(pa.array(bad_keyed)) if len(bad_keyed) else None,
             bad_codes=codes[bad_keyed],
-            seen=pc.unique(keys.drop_null()) if self._needs_seen else None,
+            seen=seen,
         )
 
     def _note(self, table: TableSpec, found: _Examined) -> None:
         self._tallies[table.name].own_bad_learned += found.bad
         if found.bad_keys is not None:
+            self._bad.add(found.bad_keys)
             self._bad_keys.append(found.bad_keys)
             self._bad_codes.append(found.bad_codes)
         if found.seen is not None:
-            self._seen.append(found.seen)
-            self._seen_rows += len(found.seen)
-            if self._seen_rows >= _COMPACT_AT:
-                self._seen = [unique_keys(self._seen, self.kind)]
-                self._seen_rows = len(self._seen[0])
+            assert self._known is not None
+            self._known.add(found.seen)
 
     def _finish_learning(self) -> None:
-        """Build the key indexes once; count uncleared people by their first reason on a thread of its own.
+        """Count uncleared people by their first reason on a thread of its own.
 
-        Pass 2 needs only the indexes: the count (a group-by over every uncleared row) runs beside it.
+        Pass 2 needs only the key sets: the count (over every uncleared row) runs beside it.
         """
-        self._bad = KeySet(self._bad_keys, self.kind)
-        self._known = KeySet(self._seen, self.kind) if self._needs_seen else None
+        self._learnt = True
         counting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-count")
         self._people_by_key = counting.submit(_count_people, self._bad_keys, self._bad_codes, self.kind)
         counting.shutdown(wait=False)  # the count still runs; people_removed() waits for it
-        self._bad_keys, self._bad_codes, self._seen = [], [], []
+        self._bad_keys, self._bad_codes = [], []
 
     def codes(self, table: TableSpec, batch: pa.RecordBatch) -> np.ndarray:
         """Pass 2: the reason code of every row of a batch (0 = keep)."""
-        if table.person_key and self._bad is None:
+        if table.person_key and not self._learnt:
             raise RuntimeError("learn_all() must run before keyed tables are filtered")
         tally = self._tallies[table.name]
         no_number: np.ndarray | None = None
@@ -267,13 +172,12 @@ class Cascade:
             codes = self.clearance_of(table).codes(numbers)
             keyless = np.ones(len(codes), dtype=bool)
         else:
-            assert self._bad is not None
-            present = _present(keys)
+            keyed = present(keys)
             codes = np.where(self._bad.contains(keys), Reason.PERSON_REMOVED.code, KEEP).astype(np.uint8)
-            keyless = ~present
+            keyless = ~keyed
             if numbers is None:
                 assert self._known is not None
-                unseen = present & ~self._known.contains(keys)
+                unseen = keyed & ~self._known.contains(keys)
                 if self._exempt is not None and self._exempt.keeps_unusable:
                     no_number = unseen | keyless  # nobody knows a number for them: they pass
                 else:
@@ -343,36 +247,32 @@ class Cascade:
         if self._unseen:
             people[Reason.UNCHECKED.code] += len(unique_keys(self._unseen, self.kind))
         if self._bad_numbers:
-            numbers = pa.array(np.concatenate(self._bad_numbers))
-            valid = np.flatnonzero(numbers.to_numpy() != 0)
-            _, reasons = _first_reason(
-                [numbers.take(pa.array(valid))], [np.concatenate(self._bad_number_codes)[valid]], KeyKind.INTEGER
-            )
-            people += count_codes(reasons)
+            numbers = np.concatenate(self._bad_numbers)
+            valid = numbers != 0
+            codes = np.concatenate(self._bad_number_codes)[valid]
+            people += _count_people([pa.array(numbers[valid])], [codes], KeyKind.INTEGER)
         return counts_by_reason(people)
 
 
-def _empty(kind: KeyKind) -> pa.Array:
-    return pa.array([], type=pa.int64() if kind is KeyKind.INTEGER else pa.string())
-
-
 def _count_people(keys: list[pa.Array], codes: list[np.ndarray], kind: KeyKind) -> np.ndarray:
-    """People (distinct keys) per code, each counted once under their highest-priority reason."""
-    return count_codes(_first_reason(keys, codes, kind)[1])
+    """People (distinct keys) per code, each counted once under their highest-priority (lowest) code.
 
-
-def unique_keys(chunks: list[pa.Array], kind: KeyKind) -> pa.Array:
-    """The distinct keys of all ``chunks`` (an empty array of the kind's type when there are none)."""
-    return pc.unique(pa.concat_arrays(chunks)) if chunks else _empty(kind)
-
-
-def _first_reason(keys: list[pa.Array], codes: list[np.ndarray], kind: KeyKind) -> tuple[pa.Array, np.ndarray]:
-    """Distinct keys, each with its highest-priority (lowest) reason code."""
+    Integer keys are sorted by key, then code, and each key's first row counted: a group-by's hash
+    table would cost tens of bytes per key, the sort a few.
+    """
     if not keys:
-        return _empty(kind), np.zeros(0, dtype=np.uint8)
-    table = pa.table({"key": pa.concat_arrays(keys), "code": pa.array(np.concatenate(codes))})
-    grouped = table.group_by("key", use_threads=False).aggregate([("code", "min")])
-    return grouped.column("key").combine_chunks(), grouped.column("code_min").to_numpy().astype(np.uint8)
+        return count_codes(np.zeros(0, dtype=np.uint8))
+    all_codes = np.concatenate(codes)
+    if kind is KeyKind.TEXT:
+        table = pa.table({"key": pa.concat_arrays(keys), "code": pa.array(all_codes)})
+        grouped = table.group_by("key", use_threads=False).aggregate([("code", "min")])
+        return count_codes(grouped.column("code_min").to_numpy().astype(np.uint8))
+    values = np.concatenate([chunk.to_numpy() for chunk in keys])
+    order = np.lexsort((all_codes, values))
+    values = values[order]
+    first = np.ones(len(values), dtype=bool)
+    first[1:] = values[1:] != values[:-1]
+    return count_codes(all_codes[order][first])
 
 
 def key_types(spec: ExtractSpec, schemas: dict[str, pa.Schema]) -> dict[str, pa.DataType]:

@@ -172,20 +172,65 @@ def test_integer_person_keys(tmp_path: Path) -> None:
     ],
 )
 def test_key_sets(members: list[object], probe: list[object], expected: list[int]) -> None:
-    from optout.cascade import KeyKind, KeySet
+    from optout.person_keys import KeyKind, KeySet
 
     kind = KeyKind.of([pa.array(members).type])
     keys = KeySet([kind.column(pa.array(members))], kind)
     assert keys.contains(kind.column(pa.array(probe))).tolist() == [bool(e) for e in expected]
 
 
+@pytest.mark.parametrize(
+    ("ranges", "bitmap"),
+    [
+        ([(5000, 6000), (4000, 4500), (9000, 12000), (-300, 10)], True),  # dense: the bitmap grows down and up
+        ([(0, 10**4), (10**12, 10**12 + 10)], False),  # sparse from the second batch: the bitmap becomes values
+        ([(10**15, 10**15 + 10**9)], False),  # sparse from the first
+    ],
+    ids=["grown", "turns-sparse", "sparse"],
+)
+def test_key_sets_grown_batch_by_batch_hold_exactly_the_keys_added(
+    monkeypatch: pytest.MonkeyPatch, ranges: list[tuple[int, int]], bitmap: bool
+) -> None:
+    """Pass 1 adds keys batch by batch, repeats and nulls included: memory follows the keys, not the rows."""
+    from optout import person_keys
+
+    monkeypatch.setattr(person_keys, "_COMPACT_AT", 500)  # de-duplicate often
+    monkeypatch.setattr(person_keys, "_BITMAP_MIN_BITS", 64)
+    rng = np.random.default_rng(7)
+    keys = person_keys.KeySet(kind=person_keys.KeyKind.INTEGER)
+    added: set[int] = set()
+    for low, high in ranges:
+        values = rng.integers(low, high, 300)
+        batch = pa.array(np.r_[values, values[:50]], mask=np.r_[np.zeros(300, bool), np.ones(50, bool)])
+        keys.add(batch)
+        added.update(values.tolist())
+    probe = np.r_[np.array(sorted(added)), rng.integers(-1000, 10**6, 2000), 10**12 + 11, -(2**62)]
+    expected = np.isin(probe, np.array(sorted(added)))
+    assert keys.contains(pa.array(probe)).tolist() == expected.tolist()
+    assert not keys.contains(pa.array([None], type=pa.int64())).any()
+    assert (keys._bits is not None) is bitmap
+
+
+def test_text_key_sets_grown_batch_by_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optout import person_keys
+
+    monkeypatch.setattr(person_keys, "_COMPACT_AT", 3)
+    kind = person_keys.KeyKind.TEXT
+    keys = person_keys.KeySet(kind=kind)
+    for batch in (["a", "b", None], ["b", "c"], ["d", "a", "e"]):
+        keys.add(kind.column(pa.array(batch, type=pa.string())))
+    assert keys.contains(kind.column(pa.array(["a", "c", "e", "f", None, " d "]))).tolist() == [1, 1, 1, 0, 0, 1]
+    keys.add(pa.array(["f"]))  # an add after a probe is seen by the next probe
+    assert keys.contains(pa.array(["f"])).tolist() == [True]
+
+
 def test_key_bitmaps_built_in_windows_match_one_built_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    from optout import cascade
+    from optout import person_keys
 
     offsets = np.random.default_rng(3).integers(0, 5000, 3000)
-    whole = cascade._bitmap(offsets, 5001)
-    monkeypatch.setattr(cascade, "_BITMAP_WINDOW_BITS", 64)
-    assert np.array_equal(cascade._bitmap(offsets, 5001), whole)
+    whole = person_keys.bitmap(offsets, 5001)
+    monkeypatch.setattr(person_keys, "_BITMAP_WINDOW_BITS", 64)
+    assert np.array_equal(person_keys.bitmap(offsets, 5001), whole)
     expected = np.zeros(5001, dtype=bool)
     expected[offsets] = True
     assert np.array_equal(np.unpackbits(whole, bitorder="little")[:5001], expected)
