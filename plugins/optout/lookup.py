@@ -13,6 +13,7 @@ import numpy as np
 from optout.nhs_number import check_digit_ok, is_valid_number
 
 _PREFIXES = 10**9
+_BUILD_STEP = 1 << 20  # numbers set at a time: a list of tens of millions costs no full-size temporaries
 
 
 class NumberSet:
@@ -20,17 +21,24 @@ class NumberSet:
 
     def __init__(self, numbers: np.ndarray) -> None:
         numbers = np.asarray(numbers, dtype=np.int64)
-        if len(numbers) and not is_valid_number(numbers).all():
-            raise ValueError("NumberSet holds valid NHS numbers only")
         self._bits = np.zeros(_PREFIXES // 8 + 1, dtype=np.uint8)
+        self._size = 0
+        for start in range(0, len(numbers), _BUILD_STEP):
+            self._add(numbers[start : start + _BUILD_STEP])
+
+    def _add(self, numbers: np.ndarray) -> None:
+        """Set the bits of one step of numbers (any order, repeats allowed; earlier steps' bits are kept)."""
+        if not is_valid_number(numbers).all():
+            raise ValueError("NumberSet holds valid NHS numbers only")
         prefix = np.sort(numbers // 10)
-        if len(prefix):
-            prefix = prefix[np.r_[True, prefix[1:] != prefix[:-1]]]
-            byte = prefix >> 3
-            starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
-            # Bits within one byte are distinct after de-duplication, so their sum is their union.
-            self._bits[byte[starts]] = np.add.reduceat((1 << (prefix & 7)).astype(np.uint8), starts)
-        self._size = len(prefix)
+        prefix = prefix[np.r_[True, prefix[1:] != prefix[:-1]]]
+        byte = prefix >> 3
+        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+        # Bits within one byte are distinct after de-duplication, so their sum is their union.
+        held = self._bits[byte[starts]]
+        grown = held | np.add.reduceat((1 << (prefix & 7)).astype(np.uint8), starts)
+        self._bits[byte[starts]] = grown
+        self._size += int(np.bitwise_count(grown).sum() - np.bitwise_count(held).sum())
 
     def __len__(self) -> int:
         return self._size

@@ -53,3 +53,15 @@ def test_matches_python_set(picks: list[int]) -> None:
     chosen = pool[picks]
     found = NumberSet(chosen)
     assert found.contains(pool).tolist() == [n in set(chosen.tolist()) for n in pool.tolist()]
+
+
+def test_built_step_by_step_as_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long list is set a step at a time (no full-size temporaries); repeats across steps count once."""
+    from optout import lookup
+
+    numbers = _valid(1000, seed=2)
+    whole = NumberSet(numbers)
+    monkeypatch.setattr(lookup, "_BUILD_STEP", 7)
+    stepped = NumberSet(np.r_[numbers[::-1], numbers[:10]])
+    assert len(stepped) == len(whole) == 1000
+    assert np.array_equal(stepped._bits, whole._bits)
