@@ -37,7 +37,7 @@ from optout.errors import InputError, NoVersionError
 from optout.exemptions import ExemptView
 from optout.manifest import TableReport
 from optout.nhs_number import names_for_message, normalise
-from optout.person_keys import KeyKind, KeySet, present, unique_keys
+from optout.person_keys import KeyKind, KeySet, decimal_text, present, unique_keys
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
 from optout.resolver import Reader
 from optout.rows import select
@@ -128,14 +128,11 @@ class Cascade:
         keys = self.kind.column(batch.column(table.person_key))
         bad = codes != KEEP
         bad_keyed = np.flatnonzero(bad & present(keys))
-        seen = None
-        if self._needs_seen:  # a bitmap takes repeats at no cost; text is de-duplicated here, on a worker
-            seen = keys if self.kind is KeyKind.INTEGER else pc.unique(keys)
         return _Examined(
             bad=int(np.count_nonzero(bad)),
             bad_keys=keys.take(pa.array(bad_keyed)) if len(bad_keyed) else None,
             bad_codes=codes[bad_keyed],
-            seen=seen,
+            seen=keys if self._needs_seen else None,  # the key set takes repeats at little cost
         )
 
     def _note(self, table: TableSpec, found: _Examined) -> None:
@@ -257,17 +254,26 @@ class Cascade:
 def _count_people(keys: list[pa.Array], codes: list[np.ndarray], kind: KeyKind) -> np.ndarray:
     """People (distinct keys) per code, each counted once under their highest-priority (lowest) code.
 
-    Integer keys are sorted by key, then code, and each key's first row counted: a group-by's hash
-    table would cost tens of bytes per key, the sort a few.
+    Integer keys, and text keys that are plain decimal integers, are sorted by key, then code, and each
+    key's first row counted: a group-by's hash table would cost tens of bytes per key, the sort a few.
     """
     if not keys:
         return count_codes(np.zeros(0, dtype=np.uint8))
     all_codes = np.concatenate(codes)
+    every = pa.concat_arrays(keys)
     if kind is KeyKind.TEXT:
-        table = pa.table({"key": pa.concat_arrays(keys), "code": pa.array(all_codes)})
+        decimal = decimal_text(every)
+        table = pa.table(
+            {"key": every.filter(pc.invert(decimal)), "code": pa.array(all_codes).filter(pc.invert(decimal))}
+        )
         grouped = table.group_by("key", use_threads=False).aggregate([("code", "min")])
-        return count_codes(grouped.column("code_min").to_numpy().astype(np.uint8))
-    values = np.concatenate([chunk.to_numpy() for chunk in keys])
+        counts = count_codes(grouped.column("code_min").to_numpy().astype(np.uint8))
+        return counts + _count_people(
+            [every.filter(decimal).cast(pa.int64())],
+            [all_codes[decimal.to_numpy(zero_copy_only=False)]],
+            KeyKind.INTEGER,
+        )
+    values = every.to_numpy()
     order = np.lexsort((all_codes, values))
     values = values[order]
     first = np.ones(len(values), dtype=bool)

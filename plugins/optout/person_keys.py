@@ -22,6 +22,9 @@ _BITMAP_KEYS_PER_KEY = 64  # a key bitmap may spend up to 8 bytes per key, a sor
 _BITMAP_MIN_BITS = 1 << 20  # ...and at least 128 KiB, whatever the keys
 _BITMAP_WINDOW_BITS = 1 << 26  # a key bitmap is built 64 Mi keys (64 MiB of scratch) at a time
 _COMPACT_AT = 1 << 23  # keys kept as values are de-duplicated whenever this many (or as many again) wait
+# Text that is exactly one integer's decimal form (no sign, no leading zero, within int64): such text and the
+# integer stand for each other one to one, so it is held as that integer.
+_DECIMAL = r"^(0|[1-9][0-9]{0,17})$"
 
 
 class KeyKind(StrEnum):
@@ -49,9 +52,10 @@ class KeySet:
 
     Integer keys are held as a bitmap over their range, grown as batches arrive, while the range stays
     dense (at most :data:`_BITMAP_KEYS_PER_KEY` bits per key): adding is a scatter, probing a gather and a
-    shift. Keys too sparse for that, and text keys, are kept as distinct values (de-duplicated whenever
-    as many again wait, so repeats cost at most double) and probed through a hash index (a pandas
-    Index) built on the first probe after an add.
+    shift. Text keys that are plain decimal integers (a CSV file's IDs) are held the same way, in a set
+    of their own; keys too sparse for a bitmap, and other text, are kept as distinct values
+    (de-duplicated whenever as many again wait, so repeats cost at most double) and probed through a
+    hash index (a pandas Index) built on the first probe after an add.
     """
 
     def __init__(self, chunks: Iterable[pa.Array] = (), kind: KeyKind = KeyKind.INTEGER) -> None:
@@ -61,12 +65,17 @@ class KeySet:
         self._values: list[pa.Array] = []  # when there is no bitmap: distinct keys first, then those waiting
         self._waiting = 0
         self._index: Any = None
+        self._decimal = KeySet(kind=KeyKind.INTEGER) if kind is KeyKind.TEXT else None
         for chunk in chunks:
             self.add(chunk)
 
     def add(self, keys: pa.Array) -> None:
         """Note ``keys`` (in their :meth:`KeyKind.column` form); nulls are no key."""
         keys = keys.drop_null() if keys.null_count else keys
+        if self._decimal is not None:
+            decimal = decimal_text(keys)
+            self._decimal.add(keys.filter(decimal).cast(pa.int64()))
+            keys = keys.filter(pc.invert(decimal))
         if not len(keys):
             return
         self._index = None
@@ -85,6 +94,16 @@ class KeySet:
 
     def contains(self, keys: pa.Array) -> np.ndarray:
         """Bool mask; a null key is never a member."""
+        if self._decimal is not None:
+            decimal = decimal_text(keys).fill_null(False)
+            found = np.zeros(len(keys), dtype=bool)
+            where = decimal.to_numpy(zero_copy_only=False)
+            found[where] = self._decimal.contains(keys.filter(decimal).cast(pa.int64()))
+            found[~where] = self._contains(keys.filter(pc.invert(decimal)))
+            return found
+        return self._contains(keys)
+
+    def _contains(self, keys: pa.Array) -> np.ndarray:
         if len(keys) == 0 or self._empty:
             return np.zeros(len(keys), dtype=bool)
         values = to_numpy(keys)
@@ -171,6 +190,11 @@ def bitmap(offsets: np.ndarray, span: int) -> np.ndarray:
         flags[inside] = True
         bits[start // 8 : (stop + 7) // 8] = np.packbits(flags, bitorder="little")
     return bits
+
+
+def decimal_text(keys: pa.Array) -> pa.Array:
+    """Bool array: which text keys are exactly an integer's decimal form (see :data:`_DECIMAL`)."""
+    return pc.match_substring_regex(keys, _DECIMAL)
 
 
 def _distinct(chunks: list[pa.Array], kind: KeyKind) -> pa.Array:

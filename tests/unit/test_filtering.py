@@ -169,6 +169,12 @@ def test_integer_person_keys(tmp_path: Path) -> None:
         ([9, 3, 9, None, 5, 3], [3, 5, 9, None, 4], [1, 1, 1, 0, 0]),  # repeats and no key, as pass 1 hands them
         (["b", "a", "b", None], ["a", "b", "c"], [1, 1, 0]),
         (["a", " b", "c"], ["a", "b", "c ", None, "", "d"], [1, 1, 1, 0, 0, 0]),  # text, trimmed
+        # text that is an integer's decimal form is held as that integer; any other text stays text
+        (
+            ["7", "007", "x1", "12", "-4", "0"],
+            ["7", "007", "0007", "12", "012", "x1", "-4", "4", "0", "00"],
+            [1, 1, 0, 1, 0, 1, 1, 0, 1, 0],
+        ),
     ],
 )
 def test_key_sets(members: list[object], probe: list[object], expected: list[int]) -> None:

@@ -3,16 +3,19 @@
 Reading runs ahead on one thread and writing (with hashing) behind on others, so the Arrow work of
 both overlaps the decisions taken in between; pass 1 of the cascade examines batches on two threads.
 Parquet tables keep pass 1's columns for pass 2 within a memory budget (see :class:`_Kept`). Arrow
-buffers come from the system allocator meanwhile (see :func:`optout.streams.reused_memory`).
+buffers come from the system allocator meanwhile (see :func:`optout.streams.reused_memory`), unless
+a table is CSV (see :func:`_allocator_for`).
 """
 
 from __future__ import annotations
 
 import shutil
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import wraps
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,6 +38,8 @@ from optout.streams import prefetch, reused_memory
 
 ENGINE = "arrow_files"
 KEPT_BYTES = 256 << 20  # pass 1's number and key columns kept for pass 2, at most (10M rows of two int64: 160 MB)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _source(table: TableSpec) -> Path:
@@ -43,7 +48,20 @@ def _source(table: TableSpec) -> Path:
     return table.path
 
 
-@reused_memory()
+def _allocator_for(run: Callable[Concatenate[ExtractSpec, P], R]) -> Callable[Concatenate[ExtractSpec, P], R]:
+    """Run with Arrow's buffers from the system allocator (:func:`optout.streams.reused_memory`), unless a
+    table is CSV: pyarrow's CSV reader parses ahead in waves of large buffers, which the system allocator
+    keeps as fragments (10M rows: a 1.9 GiB peak, 1.3 GiB with the default pool, as fast)."""
+
+    @wraps(run)
+    def chosen(spec: ExtractSpec, *args: P.args, **kwargs: P.kwargs) -> R:
+        with reused_memory(enabled=all(format_of(_source(table)) is Format.PARQUET for table in spec.tables)):
+            return run(spec, *args, **kwargs)
+
+    return chosen
+
+
+@_allocator_for
 def filter_files(
     spec: ExtractSpec,
     staging: Path,
