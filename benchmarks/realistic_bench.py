@@ -360,7 +360,7 @@ def plot(log: Path, target: Path) -> None:
         newest[record["rows"]] = record
     sizes = sorted(newest)
     figure, (times, memory) = plt.subplots(1, 2, figsize=(11, 4.5))
-    names = sorted({key for record in newest.values() for key in record["results"]})
+    names = sorted({key for record in newest.values() for key in record["results"] if not key.startswith("plain")})
     for key in names:
         style = "-" if key.startswith("optout") else "--"
         at = [size for size in sizes if key in newest[size]["results"]]
