@@ -34,7 +34,8 @@ class People:
     """
 
     def __init__(self, spec: ExtractSpec, check_result: CheckResultLike, secret: Reader | None) -> None:
-        from optout.cascade import KeyKind, KeySet, key_types
+        from optout.cascade import key_types
+        from optout.person_keys import KeyKind, KeySet
         from optout.pseudonym import PseudonymClearance, load_key
 
         plain = Clearance(check_result)
