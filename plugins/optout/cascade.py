@@ -36,7 +36,7 @@ from optout.clearance import (
 from optout.errors import InputError, NoVersionError
 from optout.exemptions import ExemptView
 from optout.manifest import TableReport
-from optout.nhs_number import names_for_message, normalise
+from optout.nhs_number import can_hold, names_for_message, normalise
 from optout.person_keys import KeyKind, KeySet, decimal_text, present, unique_keys
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
 from optout.resolver import Reader
@@ -294,7 +294,14 @@ def key_types(spec: ExtractSpec, schemas: dict[str, pa.Schema]) -> dict[str, pa.
                     field=column,
                 )
         if table.person_key:
-            found[table.name] = schema.field(table.person_key).type
+            kind = schema.field(table.person_key).type
+            if not can_hold(kind):  # a list or struct of keys is not one person's key
+                raise InputError(
+                    f"the person key column has type {kind}; keys are text or whole numbers",
+                    path=table.path,
+                    field=table.person_key,
+                )
+            found[table.name] = kind
     return found
 
 

@@ -159,6 +159,21 @@ def test_integer_person_keys(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "out" / "b.parquet").column("pid").to_pylist() == [1]
     assert manifest.people_removed["unchecked"] == 2  # person 3 (never sent) and 4 (never seen)
     assert np.array_equal(pq.read_table(tmp_path / "out" / "a.parquet").column("pid").to_numpy(), [1])
+    # only declared columns, the key first: the output keeps the source's order (the proof compares schemas)
+    assert pq.read_schema(tmp_path / "out" / "a.parquet").names == ["pid", "nhs"]
+
+
+def test_a_person_key_of_structs_is_refused_naming_the_column(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    keys = pa.array([{"a": 1}, {"a": 2}], pa.struct([("a", pa.int64())]))
+    pq.write_table(pa.table({"nhs": [N[0], N[1]], "pid": keys}), folder / "a.parquet")
+    (folder / "spec.yaml").write_text(
+        "name: k\npurpose: research\ntables:\n  - {name: a, path: a.parquet, nhs_number: nhs, person_key: pid}\n"
+    )
+    with pytest.raises(InputError, match="person key column has type struct") as caught:
+        run_filter(load_spec(folder / "spec.yaml"), tmp_path / "out", check_result())
+    assert caught.value.field == "pid" and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

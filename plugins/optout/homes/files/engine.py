@@ -153,8 +153,8 @@ class _Kept:
             kept = self._kept.pop((table.name, part), None)
             if kept is None:
                 yield from parts.read(part)
-            elif not others:
-                yield from kept
+            elif not others:  # pass 1 read the declared columns in its own order: put back the source's
+                yield from (_joined(parts.schema.names, batch) for batch in kept)
             else:
                 yield from _side_by_side(table, parts.schema.names, kept, parts.read(part, others))
 
