@@ -46,8 +46,7 @@ def filter_frames(
     for table in spec.tables:
         if table.name not in frames:
             raise InputError(f"no DataFrame for table {table.name!r}", field=table.name)
-        if frames[table.name].columns.duplicated().any():
-            raise InputError("the DataFrame names a column twice; give each column its own name", field=table.name)
+        _require_unique_columns(table.name, frames[table.name])
     if check_result is None or not spec.filtered:
         copies = {table.name: frames[table.name].copy() for table in spec.tables}
         reports = [unfiltered_report(table, len(copies[table.name]), None) for table in spec.tables]
@@ -70,6 +69,11 @@ def filter_frames(
         spec, check_result, engine=ENGINE, tables=cascade.reports(), people_removed=cascade.people_removed()
     )
     return kept, manifest
+
+
+def _require_unique_columns(name: str, frame: pd.DataFrame) -> None:
+    if frame.columns.duplicated().any():
+        raise InputError("the DataFrame names a column twice; give each column its own name", field=name)
 
 
 def _without_unused_categories(frame: pd.DataFrame) -> pd.DataFrame:
@@ -135,6 +139,8 @@ class FramesHome(FilesHome):
 
     def __init__(self, spec: ExtractSpec, frames: dict[str, pd.DataFrame], *, secret: Reader | None = None) -> None:
         super().__init__(spec, secret=secret)
+        for name, frame in frames.items():  # before anything reads them (the input scan included)
+            _require_unique_columns(name, frame)
         self.frames = frames
 
     def filter(
