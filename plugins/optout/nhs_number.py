@@ -228,7 +228,7 @@ def can_hold(kind: pa.DataType) -> bool:
     return (
         pa.types.is_null(kind)
         or pa.types.is_integer(kind)
-        or pa.types.is_floating(kind)
+        or (pa.types.is_floating(kind) and kind.bit_width == 64)  # a float32 rounds ten digits: not the number
         or pa.types.is_decimal(kind)
         or pa.types.is_string(kind)
         or pa.types.is_large_string(kind)

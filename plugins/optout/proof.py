@@ -192,11 +192,17 @@ def _read_files(
                     continue
                 path = out_dir / table.output_name
                 _count_file(table, path, people, scans.get(table.name), row)
-                rows_in = count_rows(table.path) if table.path is not None and table.path.is_file() else report.rows_in
+                rows_in = (
+                    count_rows(table.path, table.csv)
+                    if table.path is not None and table.path.is_file()
+                    else report.rows_in
+                )
                 row["rows_mismatch"] = _rows_mismatch(row["rows"], rows_in, report)
                 row["hash_ok"] = report.sha256 is not None and hashes[table.name].result() == report.sha256
                 if used is not None and table.path is not None and table.path.is_file():
-                    row["schema_changed"] = int(not _same_schema(schema_of(table.path), schema_of(path)))
+                    row["schema_changed"] = int(
+                        not _same_schema(schema_of(table.path, table.csv), schema_of(path, table.csv))
+                    )
         for future in side_scans:
             future.result()
     for row in rows:
@@ -234,7 +240,7 @@ def _text(value: bytes) -> str:
 
 def _scan_text_file(scan: LeakScan, table: TableSpec, path: Path) -> None:
     """A CSV output, read by the scan's own means: its raw bytes and every column as text."""
-    scan.file(table.name, path)
+    scan.file(table.name, path, table.csv.encoding)
 
 
 def _count_file(
@@ -251,7 +257,7 @@ def _count_file(
         batches = _parquet_every_column(path)
         measure = partial(_measure_batch, table, people, partial(scan.batch, table.name))
     else:
-        batches = read_batches(path, columns=declared)
+        batches = read_batches(path, columns=declared, dialect=table.csv)
         measure = partial(_measure_batch, table, people, None)
     for rows, uncleared, removed in map_ahead(measure, prefetch(batches)):
         row["rows"] += rows

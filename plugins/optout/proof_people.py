@@ -47,7 +47,7 @@ class People:
         }
         self.kind = KeyKind.INTEGER
         if any(t.person_key for t in spec.tables):  # without keys there is nobody to learn
-            schemas = {t.name: schema_of(_input_path(t)) for t in spec.tables}
+            schemas = {t.name: schema_of(_input_path(t), t.csv) for t in spec.tables}
             self.kind = KeyKind.of(key_types(spec, schemas).values())
         bad: list[pa.Array] = []
         seen: list[pa.Array] = []
@@ -55,7 +55,9 @@ class People:
         for table in spec.tables:
             if not (table.nhs_number and table.person_key):
                 continue
-            batches = prefetch(read_batches(_input_path(table), columns=[table.nhs_number, table.person_key]))
+            batches = prefetch(
+                read_batches(_input_path(table), columns=[table.nhs_number, table.person_key], dialect=table.csv)
+            )
             for removed, keys in map_ahead(partial(self._keys_of, table, needs_seen), batches):
                 bad.append(removed)
                 if keys is not None:

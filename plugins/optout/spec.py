@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from optout.errors import InputError
+from optout.homes.files.csv_dialect import DEFAULT as CSV_DEFAULT
+from optout.homes.files.csv_dialect import CsvDialect
 from optout.homes.files.formats import Format, format_of
 from optout.homes.sql import backend_of, unsupported
 from optout.purpose import LegalBasis, Purpose, check_exemption, parse_legal_basis, parse_purpose
@@ -24,7 +26,7 @@ MAX_SPEC_BYTES = 1 << 20
 _TOP_KEYS = ("name", "purpose", "legal_basis", "legal_reference", "engine", "tables", "consented")
 ENGINES = ("spark",)  # an engine named in the spec; without one, where the tables live decides
 _WHERE_KEYS = ("name", "path", "table", "query", "connection")
-_TABLE_KEYS = (*_WHERE_KEYS, "nhs_number", "person_key", "pseudonymised", "output", "scan_exclude")
+_TABLE_KEYS = (*_WHERE_KEYS, "nhs_number", "person_key", "pseudonymised", "output", "scan_exclude", "csv")
 PSEUDONYM_SCHEMES = ("hmac-sha256",)
 _PSEUDONYM_KEYS = ("scheme", "key_env", "key_conn")
 _SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
@@ -107,7 +109,8 @@ class TableSpec:
     database names a ``table`` (``schema.name``) or a ``query`` and a ``connection`` (a SQLAlchemy URL or
     an Airflow connection id); its ``output`` is a table in the same database (default ``<name>_optout``).
     ``pseudonymised`` says the ``nhs_number`` column holds a keyed hash of the number. ``scan_exclude``:
-    columns the leak scan skips, each with a reason (never a declared column).
+    columns the leak scan skips, each with a reason (never a declared column). ``csv`` is a CSV
+    file's dialect (delimiter, quote, encoding); the output keeps it.
     """
 
     name: str
@@ -120,6 +123,7 @@ class TableSpec:
     connection: str | None = None
     pseudonymised: Pseudonymisation | None = None
     scan_exclude: tuple[ScanExclusion, ...] = ()
+    csv: CsvDialect = CSV_DEFAULT
 
     @property
     def in_database(self) -> bool:
@@ -387,6 +391,7 @@ def _table(entry: Any, source: Path, where: str, engine: str | None = None) -> T
         connection=connection,
         pseudonymised=pseudonymised,
         scan_exclude=_scan_exclude(table.get("scan_exclude"), source, f"{where}.scan_exclude"),
+        csv=_csv_dialect(table, path, source, where),
         **in_database,
     )
 
@@ -407,6 +412,15 @@ def _scan_exclude(value: Any, source: Path, where: str) -> tuple[ScanExclusion, 
             raise InputError("this column is excluded twice", path=source, field=f"{where}[{index}].column")
         found.append(ScanExclusion(column, reason))
     return tuple(found)
+
+
+def _csv_dialect(table: dict[str, Any], path: Path | None, source: Path, where: str) -> CsvDialect:
+    """The ``csv:`` mapping of a CSV file's table (RFC 4180 in UTF-8 when absent)."""
+    if table.get("csv") is None:
+        return CSV_DEFAULT
+    if path is None or path.suffix.lower() != ".csv":
+        raise InputError("csv: describes a .csv file; this table is not one", path=source, field=f"{where}.csv")
+    return CsvDialect.parse(table["csv"], path=source, field=f"{where}.csv")
 
 
 def _check_table(table: TableSpec, source: Path | None, where: str) -> None:

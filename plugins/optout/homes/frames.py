@@ -24,7 +24,7 @@ from optout.homes.files.home import FilesHome
 from optout.homes.files.parquet_write import write_table
 from optout.input_scan import InputScan
 from optout.manifest import Manifest, TableReport, new_manifest
-from optout.nhs_number import names_for_message
+from optout.nhs_number import names_for_message, require_number_column
 from optout.resolver import Reader
 from optout.spec import ExtractSpec, TableSpec
 
@@ -46,6 +46,7 @@ def filter_frames(
     for table in spec.tables:
         if table.name not in frames:
             raise InputError(f"no DataFrame for table {table.name!r}", field=table.name)
+        _require_unique_columns(table.name, frames[table.name])
     if check_result is None or not spec.filtered:
         copies = {table.name: frames[table.name].copy() for table in spec.tables}
         reports = [unfiltered_report(table, len(copies[table.name]), None) for table in spec.tables]
@@ -53,17 +54,55 @@ def filter_frames(
         return copies, manifest
     batches = {table.name: _batches(frames[table.name], columns_of(table)) for table in spec.tables}
     schemas = {name: _schema(frames[name], found) for name, found in batches.items()}
+    for table in spec.tables:
+        if table.nhs_number and table.pseudonymised is None:
+            kind = schemas[table.name].field(table.nhs_number).type
+            require_number_column(kind, path=None, column=f"{table.name}.{table.nhs_number}")
     cascade = Cascade(spec, check_result, key_types(spec, schemas), secret=secret)
     cascade.learn_all(lambda table: batches[table.name])
     kept = {}
     for table in spec.tables:
         codes = [cascade.codes(table, batch) for batch in batches[table.name]]
         keep = np.concatenate(codes) == KEEP if codes else np.zeros(0, dtype=bool)
-        kept[table.name] = frames[table.name][keep]
+        kept[table.name] = _without_unused_categories(frames[table.name][keep])
     manifest = new_manifest(
         spec, check_result, engine=ENGINE, tables=cascade.reports(), people_removed=cascade.people_removed()
     )
     return kept, manifest
+
+
+def _require_unique_columns(name: str, frame: pd.DataFrame) -> None:
+    if frame.columns.duplicated().any():
+        raise InputError("the DataFrame names a column twice; give each column its own name", field=name)
+
+
+def _without_unused_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop the categories only removed rows used: a categorical keeps every category it ever had, and
+    those of opted-out people (their numbers, as text) would go out with the kept rows."""
+    categorical = [name for name, dtype in frame.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)]
+    if categorical:
+        frame = frame.assign(**{str(name): frame[name].cat.remove_unused_categories() for name in categorical})
+    if isinstance(frame.index, pd.CategoricalIndex):
+        frame.index = frame.index.remove_unused_categories()
+    return frame
+
+
+def _arrow_table(name: str, frame: pd.DataFrame) -> pa.Table:
+    """The kept rows as Arrow, index included (a DataFrame's kept rows keep their labels); a column that
+    Parquet cannot hold (an object column mixing numbers and text) is named, never its values."""
+    try:
+        return pa.Table.from_pandas(frame)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+        for column in frame.columns:
+            try:
+                pa.Array.from_pandas(frame[column])
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+                raise InputError(
+                    "the column mixes types (such as numbers and text): Parquet holds one type per column; "
+                    "convert it first (for example with astype(str))",
+                    field=f"{name}.{column}",
+                ) from None
+        raise InputError("the DataFrame cannot be written as Parquet; check its index", field=name) from None
 
 
 def _schema(frame: pd.DataFrame, batches: list[pa.RecordBatch]) -> pa.Schema:
@@ -100,6 +139,8 @@ class FramesHome(FilesHome):
 
     def __init__(self, spec: ExtractSpec, frames: dict[str, pd.DataFrame], *, secret: Reader | None = None) -> None:
         super().__init__(spec, secret=secret)
+        for name, frame in frames.items():  # before anything reads them (the input scan included)
+            _require_unique_columns(name, frame)
         self.frames = frames
 
     def filter(
@@ -119,7 +160,7 @@ class FramesHome(FilesHome):
         for report in manifest.tables:
             target = staging / report.file
             target.parent.mkdir(parents=True, exist_ok=True)
-            table = pa.Table.from_pandas(kept[report.name], preserve_index=False)
+            table = _arrow_table(report.name, kept[report.name])
             tables.append(replace(report, sha256=write_table(target, table)))
         return tables, dict(manifest.people_removed)
 

@@ -1,83 +1,112 @@
-"""CSV files: read as text columns in record batches, written back as text.
+"""CSV files: checked against RFC 4180, read as text columns in record batches, written back in their dialect.
 
 Every value is read as text and written back as text, so leading zeros, dates as written, quoted
-newlines and embedded quotes survive a round trip unchanged. Errors are :class:`InputError` naming the
-file, line and column; the text of a bad row is never shown, because it may hold an NHS number.
+newlines and embedded quotes survive a round trip unchanged. A file is read only in the dialect the spec
+declares (:class:`~optout.homes.files.csv_dialect.CsvDialect`; undeclared: comma, double quote, UTF-8)
+and only after its quoting is checked (:mod:`optout.homes.files.csv_strict`): what does not match is
+refused, never guessed at. Errors are :class:`InputError` naming the file, line and column; the text of
+a bad row is never shown, because it may hold an NHS number. An output keeps its input's BOM, encoding,
+delimiter, line endings, header as written and quoting (every field, or only those that need it).
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import re
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from optout.errors import InputError
+from optout.homes.files.csv_dialect import DEFAULT, CsvDialect
+from optout.homes.files.csv_strict import (
+    BLOCK_BYTES,
+    LONGEST_RECORD_BYTES,
+    CsvLayout,
+    check_csv,
+    csv_layout,
+    long_record_line,
+)
 from optout.homes.files.formats import require_columns
+from optout.nhs_number import is_valid
 
-_CSV_BLOCK_BYTES = 16 << 20
+_DIGITS = re.compile(r"^[\s\d.,+-]*\d{6}[\s\d.,+-]*$")  # a header cell that is a number, not a name
 
 
-def csv_header(path: Path) -> list[str]:
-    """The header row: UTF-8, every name present and named once."""
+def csv_header(path: Path, dialect: CsvDialect = DEFAULT) -> list[str]:
+    """The header row: every name present, named once, and a name rather than a value from the data."""
+    layout = csv_layout(path, dialect)
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), None)
-    except FileNotFoundError:
-        raise InputError("file not found", path=path) from None
+        text = layout.header.decode(_codec(layout))
     except UnicodeDecodeError:
-        raise _not_utf8(path) from None
-    if not header:
-        raise InputError("the file is empty; a CSV extract needs a header row", path=path, line=1)
+        raise _not_encoded(path, dialect, 1) from None
+    header = next(csv.reader([text], delimiter=dialect.delimiter, strict=True), [])
+    if not header or header == [""]:
+        raise InputError("the first line is empty; a CSV extract needs a header row", path=path, line=1)
     seen: set[str] = set()
-    for index, name in enumerate(header):
+    for index, name in enumerate(header, start=1):
         if not name.strip():
-            raise InputError("the header has an empty column name", path=path, line=1)
+            raise InputError("the header has an empty column name", path=path, line=1, field=f"column {index}")
+        if is_valid(name) or _DIGITS.match(name):
+            raise InputError(
+                "the first row holds numbers, not column names: a CSV extract needs a header row",
+                path=path,
+                line=1,
+                field=f"column {index}",
+            )
         if name in seen:  # named by position: a header row that is really data holds values
-            raise InputError("the header names this column twice", path=path, line=1, field=f"column {index + 1}")
+            raise InputError("the header names this column twice", path=path, line=1, field=f"column {index}")
         seen.add(name)
     return header
 
 
-def csv_schema(path: Path) -> pa.Schema:
+def csv_schema(path: Path, dialect: CsvDialect = DEFAULT) -> pa.Schema:
     """The columns a CSV file is read with: every one as text."""
-    return pa.schema([(name, pa.string()) for name in csv_header(path)])
+    return pa.schema([(name, pa.string()) for name in csv_header(path, dialect)])
 
 
-def csv_writer(sink: Any, schema: pa.Schema) -> pacsv.CSVWriter:
-    """A writer of record batches as CSV text, quoting only values that need it."""
-    return pacsv.CSVWriter(sink, schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
-
-
-def csv_batches(path: Path, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def csv_batches(
+    path: Path, columns: Sequence[str] | None, batch_rows: int, dialect: CsvDialect = DEFAULT
+) -> Iterator[pa.RecordBatch]:
     """Stream the named columns (all when None) as text, in batches of about ``batch_rows`` rows."""
-    header = csv_header(path)
+    header = csv_header(path, dialect)
+    layout = csv_layout(path, dialect)
     require_columns(path, header, columns)
     convert = pacsv.ConvertOptions(
         column_types={name: pa.string() for name in header},
         include_columns=list(columns) if columns is not None else None,
         strings_can_be_null=False,
     )
-    parse = pacsv.ParseOptions(newlines_in_values=True)
-    try:
-        read = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES)
-        reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
-        pending: list[pa.RecordBatch] = []
-        rows = 0
-        for batch in reader:
-            pending.append(batch)
-            rows += batch.num_rows
-            if rows >= batch_rows:
-                yield from _rebatch(pending)
-                pending, rows = [], 0
-        _require_closed_quotes(path)
+    parse = pacsv.ParseOptions(
+        delimiter=dialect.delimiter, quote_char=dialect.quote, double_quote=True, newlines_in_values=True
+    )
+    read = pacsv.ReadOptions(block_size=BLOCK_BYTES, encoding=layout.encoding)
+    # The quotes are checked on a thread of their own while Arrow parses; the last batch waits for the
+    # verdict, so a file that breaks RFC 4180 is never read to its end.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-csv-check") as pool:
+        checked = pool.submit(check_csv, path, dialect)
+        try:
+            reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+            pending: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in reader:
+                pending.append(batch)
+                rows += batch.num_rows
+                if rows >= batch_rows:
+                    yield from _rebatch(pending)
+                    pending, rows = [], 0
+        except (pa.ArrowInvalid, UnicodeDecodeError):
+            checked.result()  # a quoting error, if any, says most
+            raise _csv_error(path, dialect, layout, len(header)) from None
+        checked.result()
         yield from _rebatch(pending)
-    except pa.ArrowInvalid as exc:
-        raise _csv_error(path, len(header), str(exc)) from None
 
 
 def _rebatch(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -85,47 +114,48 @@ def _rebatch(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         yield pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
-def _csv_error(path: Path, width: int, arrow_message: str) -> InputError:
+def _codec(layout: CsvLayout) -> str:
+    """The codec of the file's text after its BOM (UTF-16's byte order is the BOM's)."""
+    if layout.encoding == "utf-16":
+        return "utf-16-le" if layout.bom == codecs.BOM_UTF16_LE else "utf-16-be"
+    return layout.encoding
+
+
+def _csv_error(path: Path, dialect: CsvDialect, layout: CsvLayout, width: int) -> InputError:
     """Find the bad line with a slow exact scan (errors only); never repeat Arrow's text, it quotes the row
     (which is also why the encoding is checked on the file itself, not guessed from the message)."""
-    bad = _first_line_not_utf8(path)
+    bad = _first_line_not_encoded(path, layout)
     if bad is not None:
-        return _not_utf8(path, bad)
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = csv.reader(handle)
+        return _not_encoded(path, dialect, bad)
+    long = long_record_line(path, dialect)
+    if long is not None:
+        message = f"this row is longer than {LONGEST_RECORD_BYTES >> 20} MiB, the reader's limit: is a quote missing?"
+        return InputError(message, path=path, line=long)
+    encoding = "utf-8-sig" if dialect.utf8 else layout.encoding
+    with path.open(encoding=encoding, newline="") as handle:
+        rows = csv.reader(handle, delimiter=dialect.delimiter, strict=True)
         for fields in rows:
             if len(fields) != width:
                 return InputError(
-                    f"this row has {len(fields)} fields but the header has {width}; quote values holding commas",
+                    f"this row has {len(fields)} fields but the header has {width}; "
+                    f"quote values holding {dialect.delimiter!r}",
                     path=path,
                     line=rows.line_num,
                 )
     return InputError("the CSV file cannot be parsed; check its quoting", path=path)
 
 
-def _require_closed_quotes(path: Path) -> None:
-    """Refuse a quote opened and never closed: Arrow reads the rest of the file into that one value,
-    rows of other people included, and would pass them on as text."""
-    quotes = 0
-    with path.open("rb") as handle:
-        while block := handle.read(_CSV_BLOCK_BYTES):
-            quotes += block.count(b'"')
-    if quotes % 2 == 0:
-        return
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = csv.reader(handle, strict=True)
-        start = 1
+def _first_line_not_encoded(path: Path, layout: CsvLayout) -> int | None:
+    """The first line that is not text in the file's encoding (None: every line is)."""
+    codec = _codec(layout)
+    if codec.startswith("utf-16"):  # lines cannot be split on bytes: decode the whole (errors only)
+        data = path.read_bytes()[len(layout.bom) :]
         try:
-            for _ in rows:
-                start = rows.line_num + 1
-        except csv.Error:
-            raise InputError(
-                "a quoted value starting on this line is never closed; add the closing quote", path=path, line=start
-            ) from None
-
-
-def _first_line_not_utf8(path: Path) -> int | None:
-    decoder = codecs.getincrementaldecoder("utf-8")()
+            data.decode(codec)
+        except UnicodeDecodeError as exc:
+            return data[: exc.start].decode(codec, "ignore").count("\n") + 1
+        return None
+    decoder = codecs.getincrementaldecoder(codec)()
     line = 0
     with path.open("rb") as handle:
         try:
@@ -137,7 +167,69 @@ def _first_line_not_utf8(path: Path) -> int | None:
     return None
 
 
-def _not_utf8(path: Path, line: int | None = None) -> InputError:
-    """Name the first line that is not UTF-8 (the header is read in blocks, so the error may come later)."""
-    line = line if line is not None else _first_line_not_utf8(path)
-    return InputError("this line is not UTF-8 text; save the file as UTF-8", path=path, line=line or 1)
+def _not_encoded(path: Path, dialect: CsvDialect, line: int) -> InputError:
+    declared = "declare the file's encoding in the spec (csv: {encoding: cp1252})" if dialect.utf8 else "check it"
+    return InputError(f"this line is not {dialect.encoding} text; {declared}", path=path, line=line)
+
+
+class CsvWriter:
+    """Write record batches of text as CSV in the dialect of ``like`` (the input), or RFC 4180 UTF-8.
+
+    Built with Arrow compute on whole columns (Arrow's own writer quotes every text value): a column the
+    input's first row quoted is quoted throughout, any other field only when it holds the delimiter, a
+    quote or a line break. The header is the input's, as written.
+    """
+
+    def __init__(self, sink: Any, schema: pa.Schema, like: Path | None, dialect: CsvDialect = DEFAULT) -> None:
+        self._sink = sink
+        self._dialect = dialect
+        layout = csv_layout(like, dialect) if like is not None else None
+        self._codec = _codec(layout) if layout is not None else "utf-8"
+        self._eol = layout.eol if layout is not None else "\n"
+        same = layout is not None and like is not None and csv_header(like, dialect) == schema.names
+        self._quoted = layout.quoted if same and layout is not None and layout.quoted else (False,) * len(schema)
+        self._special = [dialect.delimiter, dialect.quote, "\r", "\n"]
+        if same and layout is not None:
+            sink.write(layout.bom + layout.header + self._eol.encode(self._codec))
+        else:
+            names = pa.array(schema.names, pa.string())
+            header = dialect.delimiter.join(self._text(names, False).to_pylist()) + self._eol
+            sink.write((layout.bom if layout is not None else b"") + header.encode(self._codec))
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        fields = [self._text(column, quoted) for column, quoted in zip(batch.columns, self._quoted, strict=False)]
+        fields[-1] = pc.binary_join_element_wise(fields[-1], self._eol, "")
+        lines = pc.binary_join_element_wise(*fields, self._dialect.delimiter) if len(fields) > 1 else fields[0]
+        self._sink.write(_values(lines, self._codec))
+
+    def _text(self, column: pa.Array, quoted: bool) -> pa.Array:
+        """One column's fields as written: quoted (quotes doubled) throughout or where needed."""
+        text = column.cast(pa.string())
+        if text.null_count:
+            text = pc.fill_null(text, "")
+        present = bytes(_values(text, "utf-8"))
+        found = [char for char in self._special if char.encode() in present]  # one scan of the column's bytes
+        if not quoted and not found:
+            return text
+        quote = self._dialect.quote
+        escaped = pc.replace_substring(text, quote, quote * 2) if quote in found else text
+        enclosed = pc.binary_join_element_wise(quote, escaped, quote, "")
+        if quoted:
+            return enclosed
+        needs = pc.match_substring(text, found[0])
+        for char in found[1:]:
+            needs = pc.or_(needs, pc.match_substring(text, char))
+        return pc.if_else(needs, enclosed, text)
+
+    def close(self) -> None:
+        """Nothing is buffered here: the sink is closed by its owner."""
+
+
+def _values(text: pa.Array, codec: str) -> bytes | memoryview:
+    """A text array's values, one after another, in ``codec``."""
+    _, offsets, values = text.buffers()
+    first, last = np.frombuffer(offsets, np.int32)[[text.offset, text.offset + len(text)]]
+    data = memoryview(values)[int(first) : int(last)] if values is not None else memoryview(b"")
+    return data if codec == "utf-8" else bytes(data).decode("utf-8").encode(codec)

@@ -75,7 +75,7 @@ def filter_files(
 
     :param secret: reads a pseudonymisation key kept in a connection (see :mod:`optout.resolver`).
     """
-    schemas = {table.name: schema_of(_source(table)) for table in spec.tables}
+    schemas = {table.name: schema_of(_source(table), table.csv) for table in spec.tables}
     for table in spec.tables:
         if table.nhs_number and table.pseudonymised is None and table.nhs_number in schemas[table.name].names:
             kind = schemas[table.name].field(table.nhs_number).type
@@ -87,7 +87,9 @@ def filter_files(
     for table in spec.tables:
         with (
             progress.stage(f"filter {table.name}"),
-            BatchWriter(_target(staging, table), schemas[table.name], like=kept.settings_of(table)) as writer,
+            BatchWriter(
+                _target(staging, table), schemas[table.name], like=kept.settings_of(table), dialect=table.csv
+            ) as writer,
         ):
             for batch in prefetch(kept.pass_two(table)):
                 if scan is not None:
@@ -129,7 +131,7 @@ class _Kept:
         columns = columns_of(table)
         parts = self._parts.get(table.name)
         if parts is None:
-            yield from read_batches(_source(table), columns=columns)
+            yield from read_batches(_source(table), columns=columns, dialect=table.csv)
             return
         estimate = max(parts.bytes_per_row(columns), 8.0 * len(columns))
         for part in range(len(parts.parts)):
@@ -146,7 +148,7 @@ class _Kept:
         """Every column of ``table``, repetitive text as dictionaries, in the source's column order."""
         parts = self._parts.get(table.name)
         if parts is None:
-            yield from read_batches(_source(table))
+            yield from read_batches(_source(table), dialect=table.csv)
             return
         others = [name for name in parts.schema.names if name not in columns_of(table)]
         for part in range(len(parts.parts)):
@@ -197,7 +199,7 @@ def copy_files(spec: ExtractSpec, staging: Path) -> list[TableReport]:
         target = _target(staging, table)
         shutil.copyfile(_source(table), target)
         target.chmod(OWNER_ONLY_FILE)
-        reports.append(unfiltered_report(table, count_rows(target), sha256_of(target)))
+        reports.append(unfiltered_report(table, count_rows(target, table.csv), sha256_of(target)))
     return reports
 
 

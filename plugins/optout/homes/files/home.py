@@ -40,9 +40,9 @@ class FilesHome(ExtractHome):
     def output_batches(
         self, out_dir: Path, table: TableSpec, columns: Sequence[str] | None = None
     ) -> Iterator[pa.RecordBatch]:
-        return read_batches(Path(out_dir) / table.output_name, columns)
+        return read_batches(Path(out_dir) / table.output_name, columns, dialect=table.csv)
 
     def input_batches(self, table: TableSpec, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         if table.path is None:
             raise InputError("the table's input is read again: give its path", field=f"{table.name}.path")
-        return read_batches(table.path, columns)
+        return read_batches(table.path, columns, dialect=table.csv)

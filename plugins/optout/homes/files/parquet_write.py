@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from optout.config import parquet_writer
-from optout.homes.files.csv_io import csv_writer
+from optout.homes.files.csv_dialect import DEFAULT, CsvDialect
+from optout.homes.files.csv_io import CsvWriter
 from optout.homes.files.formats import BATCH_ROWS, Format, format_of
 from optout.homes.files.parquet_footer import MAGIC, JoinedFooter, split
 from optout.homes.files.parquet_read import DICTIONARY_SAMPLE_ROWS, open_parquet, repeats
@@ -41,7 +42,8 @@ class BatchWriter:
     """Write record batches to a CSV or Parquet file, the format taken from ``path``'s extension.
 
     Parquet copies the compression of ``like`` (the source file, or its footer as read before),
-    column by column, when given. Encoding (the slowest step) runs behind the caller: Parquet row
+    column by column, when given; CSV copies the dialect of ``like`` (the source file, read in
+    ``dialect``). Encoding (the slowest step) runs behind the caller: Parquet row
     groups of at least :data:`_JOINED_MIN_ROWS` are encoded two at a time, each on a thread of its own
     as a small file, and joined in order (see :mod:`optout.homes.files.parquet_footer`), since pyarrow's encoder
     uses one core; smaller ones, and CSV, are written on one thread. Errors surface at a later call.
@@ -49,7 +51,12 @@ class BatchWriter:
     """
 
     def __init__(
-        self, path: str | Path, schema: pa.Schema, *, like: str | Path | pq.FileMetaData | None = None
+        self,
+        path: str | Path,
+        schema: pa.Schema,
+        *,
+        like: str | Path | pq.FileMetaData | None = None,
+        dialect: CsvDialect = DEFAULT,
     ) -> None:
         self.path = Path(path)
         self.rows = 0
@@ -63,7 +70,7 @@ class BatchWriter:
         if self._format is Format.PARQUET:
             self._compression, self._stored = _settings_of(like)
         else:
-            self._writer = csv_writer(self._sink, schema)
+            self._writer = CsvWriter(self._sink, schema, Path(like) if isinstance(like, str | Path) else None, dialect)
         workers = _ENCODERS if self._format is Format.PARQUET else 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="optout-writer")
         self._pending: deque[Future[Any]] = deque()
