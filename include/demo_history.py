@@ -100,6 +100,8 @@ def seed_history(url: str, now: datetime, *, days: int = 120, cohort: int = 2000
                     task_id=task_id,
                     run_id=f"scheduled__{checked:%Y-%m-%dT%H:%M}",
                     max_age_seconds=None if purpose == "exempt" else 48 * 3600,
+                    # An exempt copy is not validated, so nobody counted its people.
+                    people_out=None if purpose == "exempt" else (rows_in - sum(removed.values())) // 3,
                 ),
                 now=checked + timedelta(hours=2, minutes=rng.randint(0, 50)),
             )

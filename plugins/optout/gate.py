@@ -196,6 +196,7 @@ def record_disclosure(
         data_docs=validation.data_docs_index if validation is not None else None,
         scan_excluded=(manifest.input_scan or {}).get("excluded") or None,
         max_age_seconds=_seconds(permit.max_age),
+        people_out=validation.people_out if validation is not None else None,
         version_age_seconds=_seconds(permit.list_age),
     )
     return Ledger(ledger_url).append(disclosure)

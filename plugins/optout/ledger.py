@@ -75,6 +75,9 @@ table = sa.Table(
     sa.Column("detail", sa.Text),
     # The columns the spec excluded from the leak scan, with reasons (JSON); hashed only when set, like kind.
     sa.Column("scan_excluded", sa.Text),
+    # Distinct people in what was sent, as the passing proof counted them (null: not known, or an entry
+    # written before this column existed); hashed only when set, like kind.
+    sa.Column("people_out", sa.BigInteger),
     sa.Column("prev_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("entry_hash", sa.String(64), nullable=False),
 )
@@ -120,6 +123,7 @@ class Disclosure:
     # Columns the spec excluded from the leak scan: ``{"table", "column", "reason"}`` each (None: none).
     scan_excluded: list[dict[str, str]] | None = None
     max_age_seconds: int | None = None  # the limit the list was checked against at send time
+    people_out: int | None = None  # distinct people in the outputs, by the validation's proof (None: unknown)
     # The list's age by the freshness rule, as the gate saw it (default: since checked_at, at recording);
     # read back as ``LedgerEntry.version_age_seconds``.
     version_age_seconds: int | None = None
@@ -259,7 +263,13 @@ class Ledger:
             db.serialise(conn, table.name)
             metadata.create_all(conn)
             present_columns = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
-            added = {"kind": "VARCHAR(40)", "detail": "TEXT", "scan_excluded": "TEXT", "max_age_seconds": "BIGINT"}
+            added = {
+                "kind": "VARCHAR(40)",
+                "detail": "TEXT",
+                "scan_excluded": "TEXT",
+                "max_age_seconds": "BIGINT",
+                "people_out": "BIGINT",
+            }
             for column, kind in added.items():  # a ledger made before these columns existed
                 if column not in present_columns:
                     conn.execute(sa.text(f"ALTER TABLE disclosure_ledger ADD COLUMN {column} {kind}"))
@@ -294,6 +304,8 @@ def _check_disclosure(d: Disclosure) -> None:
     for reason, count in d.removed_rows.items():
         if not isinstance(count, int) or count < 0 or _holds_nhs_number(reason):
             raise InputError("must map reason names to row counts", field=f"removed_rows[{reason}]")
+    if d.people_out is not None and (not isinstance(d.people_out, int) or d.people_out < 0):
+        raise InputError("must be a count of people", field="people_out")
     if any(_holds_nhs_number(str(text)) for item in d.scan_excluded or [] for text in item.values()):
         raise InputError("looks like it holds an NHS number; the ledger records names only", field="scan_excluded")
 
@@ -367,6 +379,7 @@ def _hash(row: dict[str, Any]) -> str:
         "detail",
         "scan_excluded",
         "max_age_seconds",
+        "people_out",
     ):  # hashed only when set: older entries keep theirs
         if payload[name] is None:
             del payload[name]

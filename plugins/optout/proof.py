@@ -39,6 +39,7 @@ from optout import progress
 from optout.clearance import KEEP, CheckResultLike
 from optout.errors import InputError, VerificationFailed
 from optout.freshness import is_fresh
+from optout.headcount import Headcount
 from optout.homes import home_of
 from optout.homes.files.formats import Format, format_of, require_columns
 from optout.homes.files.parquet_read import open_parquet
@@ -66,6 +67,9 @@ class Proof:
     rows: list[dict[str, Any]]  # one row of counts and flags per table, spec order: all GX ever sees
     found_at: list[str]  # "table.column: how many" (never a value), or that a column cannot be scanned
     tables_scanned: int  # tables scanned cell by cell
+    # Distinct people in the outputs (:mod:`optout.headcount`); None when unknown (a table with neither a key
+    # nor a number, or a home that measures in place and cannot count them). Meaningful only if the proof passes.
+    people: int | None = None
 
 
 def prove(
@@ -89,17 +93,18 @@ def prove(
     listed = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     unexpected = sum(1 for p in out_dir.iterdir() if p.name not in listed)
     in_place = home.measure_in_place(used)
+    headcount = Headcount(home.spec)
     if in_place is not None:
-        rows, scans = _measured_in_place(home, out_dir, manifest, used, in_place, unexpected)
+        rows, scans = _measured_in_place(home, out_dir, manifest, used, in_place, unexpected, headcount)
     else:
-        rows, scans = _read_files(home.spec, out_dir, manifest, used, unexpected, home.secret)
+        rows, scans = _read_files(home.spec, out_dir, manifest, used, unexpected, home.secret, headcount)
     flags = freshness(manifest, check_result, current, now, max_age)
     found_at = [
         f"{table}.{_label(leak.column)}: {'cannot be scanned' if leak.unscannable else leak.values}"
         for table, scan in scans.items()
         for leak in scan.leaks()
     ]
-    return Proof([{**row, **flags} for row in rows], found_at, len(scans))
+    return Proof([{**row, **flags} for row in rows], found_at, len(scans), headcount.total())
 
 
 def freshness(
@@ -165,6 +170,7 @@ def _read_files(
     used: CheckResultLike | None,
     unexpected: int,
     secret: Reader | None,
+    headcount: Headcount,
 ) -> tuple[list[dict[str, Any]], dict[str, LeakScan]]:
     """Outputs that are files in ``out_dir``: each hashed on one thread while it is read and counted (and
     a CSV output scanned on another); hashlib and Arrow release the GIL."""
@@ -191,7 +197,7 @@ def _read_files(
                 if report is None:
                     continue
                 path = out_dir / table.output_name
-                _count_file(table, path, people, scans.get(table.name), row)
+                _count_file(table, path, people, scans.get(table.name), row, headcount)
                 rows_in = (
                     count_rows(table.path, table.csv)
                     if table.path is not None and table.path.is_file()
@@ -244,21 +250,26 @@ def _scan_text_file(scan: LeakScan, table: TableSpec, path: Path) -> None:
 
 
 def _count_file(
-    table: TableSpec, path: Path, people: People | None, scan: LeakScan | None, row: dict[str, Any]
+    table: TableSpec,
+    path: Path,
+    people: People | None,
+    scan: LeakScan | None,
+    row: dict[str, Any],
+    headcount: Headcount,
 ) -> None:
-    """One pass over an output file: its rows, uncleared numbers and removed people; a Parquet output's
-    every column goes through the leak scan in the same pass (a CSV output's is scanned apart)."""
-    declared = [c for c in (table.nhs_number, table.person_key) if c] if people is not None else []
+    """One pass over an output file: its rows, uncleared numbers, removed people and the people it holds; a
+    Parquet output's every column goes through the leak scan in the same pass (a CSV output's is scanned apart)."""
+    declared = Headcount.columns(table)  # the number and key columns: the proof's and the headcount's
     batches: Iterator[pa.RecordBatch]
     if scan is not None and format_of(path) is Format.PARQUET:
         schema = open_parquet(path).schema_arrow
         require_columns(path, schema.names, declared)
         _scan_schema(scan, table.name, schema)
         batches = _parquet_every_column(path)
-        measure = partial(_measure_batch, table, people, partial(scan.batch, table.name))
+        measure = partial(_measure_batch, table, people, headcount, partial(scan.batch, table.name))
     else:
         batches = read_batches(path, columns=declared, dialect=table.csv)
-        measure = partial(_measure_batch, table, people, None)
+        measure = partial(_measure_batch, table, people, headcount, None)
     for rows, uncleared, removed in map_ahead(measure, prefetch(batches)):
         row["rows"] += rows
         row["uncleared_number_rows"] += uncleared
@@ -276,12 +287,15 @@ def _parquet_every_column(path: Path) -> Iterator[pa.RecordBatch]:
 def _measure_batch(
     table: TableSpec,
     people: People | None,
+    headcount: Headcount,
     scan: Callable[[pa.RecordBatch], None] | None,
     batch: pa.RecordBatch,
 ) -> tuple[int, int, int]:
-    """A batch's rows, rows with an uncleared number and rows of removed people; scanned if asked."""
+    """A batch's rows, rows with an uncleared number and rows of removed people; scanned if asked, and
+    its people counted."""
     if scan is not None:
         scan(batch)
+    headcount.add(table, batch)
     uncleared = removed = 0
     if people is not None and table.nhs_number:
         uncleared = int(np.count_nonzero(people.codes(table, _plain(batch.column(table.nhs_number))) != KEEP))
@@ -303,11 +317,16 @@ def _measured_in_place(
     used: CheckResultLike | None,
     measured: list[TableMeasure],
     unexpected: int,
+    headcount: Headcount,
 ) -> tuple[list[dict[str, Any]], dict[str, LeakScan]]:
     """Outputs measured where they live (tables in a database: SQL aggregates, people learnt again from
     the input tables there, see :meth:`optout.homes.base.ExtractHome.measure_in_place`); only counts and
-    content hashes come back. Every cell of each output is then streamed once through the scan."""
+    content hashes come back. Every cell of each output is then streamed once through the scan, and its
+    people counted from the same batches; an extract copied unfiltered is not scanned, so its people are
+    not known here (the headcount is marked unknown)."""
     spec = home.spec
+    if used is None:
+        headcount.known = False
     rows, scans = [], {}
     for table, measure in zip(spec.tables, measured, strict=True):
         row = _counts_row(table, manifest, unexpected, len(spec.tables))
@@ -326,6 +345,7 @@ def _measured_in_place(
                 if index == 0:
                     _scan_schema(scan, table.name, batch.schema)
                 scan.batch(table.name, batch)
+                headcount.add(table, batch)
             _add_scan(row, scan)
     return rows, scans
 

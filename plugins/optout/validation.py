@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,9 @@ class ValidationRecord:
     version_id: int | None
     data_docs_index: str | None
     checks: dict[str, bool]
+    # Distinct people in the outputs (:mod:`optout.headcount`), kept only when the proof passed; None when
+    # unknown. The gate takes it from the store's record of the validation, not from ``result.json``.
+    people_out: int | None = None
 
 
 def validation_dir(out_dir: str | Path) -> Path:
@@ -133,6 +136,7 @@ def run_validation(
             version_id=manifest.version_id,
             data_docs_index=str(index),
             checks={check.name: check.ok for check in checks},
+            people_out=proof.people if ok else None,
         )
         _write_record(staging / RESULT_NAME, record, checks)
     # The record the gate trusts is the store's, not the folder's (DAG code can rewrite a folder).
@@ -143,6 +147,7 @@ def run_validation(
         ok=ok,
         version_id=manifest.version_id,
         url=store_url,
+        people_out=record.people_out,
     )
     return ValidationResult(ok, checks, index, target / RESULT_NAME)
 
@@ -159,6 +164,7 @@ def read_validation(out_dir: str | Path) -> ValidationRecord | None:
             version_id=data["version_id"],
             data_docs_index=data["data_docs_index"],
             checks={name: bool(value) for name, value in data["checks"].items()},
+            people_out=data.get("people_out"),
         )
     except FileNotFoundError:
         return None
@@ -192,7 +198,7 @@ def require_validated(
         raise VerificationFailed(f"{out_dir} failed validation ({failed}); do not send it")
     if sha256_of(out_dir / MANIFEST_NAME) != record.manifest_sha256:
         raise VerificationFailed(f"{out_dir}/{MANIFEST_NAME} changed after validation; filter and validate again")
-    require_recorded(out_dir, record.manifest_sha256, url=store_url)
+    people_out = require_recorded(out_dir, record.manifest_sha256, url=store_url)
     manifest = read_manifest(out_dir)
     expected = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     if extra := sorted(p.name for p in out_dir.iterdir() if p.name not in expected):
@@ -204,7 +210,7 @@ def require_validated(
             continue
         if not path.is_file() or sha256_of(path) != table.sha256:
             raise VerificationFailed(f"{path} changed after validation; filter and validate again")
-    return record
+    return replace(record, people_out=people_out)  # the store's count: the folder's could be rewritten
 
 
 @dataclass(frozen=True)
@@ -346,6 +352,7 @@ def _write_record(path: Path, record: ValidationRecord, checks: list[Check]) -> 
         "version_id": record.version_id,
         "data_docs_index": record.data_docs_index,
         "checks": record.checks,
+        "people_out": record.people_out,
         "details": {check.name: check.detail for check in checks},
     }
     write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())

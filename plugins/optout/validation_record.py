@@ -22,9 +22,20 @@ KIND = "validation"
 
 
 def record_validation(
-    out_dir: str | Path, *, extract: str, manifest_sha256: str, ok: bool, version_id: int | None, url: str | None = None
+    out_dir: str | Path,
+    *,
+    extract: str,
+    manifest_sha256: str,
+    ok: bool,
+    version_id: int | None,
+    url: str | None = None,
+    people_out: int | None = None,
 ) -> int:
-    """Append one validation of ``out_dir`` to the store's ledger; returns the entry id."""
+    """Append one validation of ``out_dir`` to the store's ledger; returns the entry id.
+
+    :param people_out: the distinct people the passing proof counted in the outputs (None: not known);
+        the gate carries it to the disclosure, for the data uses register.
+    """
     from optout.ledger import Event, Ledger
 
     detail: dict[str, str | int] = {
@@ -33,6 +44,8 @@ def record_validation(
         "ok": int(ok),
         "version_id": -1 if version_id is None else int(version_id),
     }
+    if people_out is not None:  # absent, not null, when unknown: older records look the same
+        detail["people_out"] = int(people_out)
     ledger = Ledger(url)
     try:
         return ledger.record_event(Event(KIND, extract, detail))
@@ -40,8 +53,9 @@ def record_validation(
         ledger.dispose()
 
 
-def require_recorded(out_dir: str | Path, manifest_sha256: str, *, url: str | None = None) -> None:
-    """The store's newest validation of ``out_dir`` passed, for exactly this manifest.
+def require_recorded(out_dir: str | Path, manifest_sha256: str, *, url: str | None = None) -> int | None:
+    """The store's newest validation of ``out_dir`` passed, for exactly this manifest; returns the people it
+    counted in the outputs (None when the record has no count: older records, or not known).
 
     :raises VerificationFailed: never validated, failed, or the manifest is not the one validated.
     """
@@ -63,6 +77,8 @@ def require_recorded(out_dir: str | Path, manifest_sha256: str, *, url: str | No
             f"{out_dir}: the manifest is not the one the store recorded as validated (the extract, its manifest "
             "or its validation result was rewritten after validation); filter and validate again"
         )
+    people = last.get("people_out")
+    return int(people) if people is not None else None
 
 
 def _folder(out_dir: str | Path) -> str:

@@ -201,7 +201,16 @@ def test_never_validated_is_refused(extract: Extract) -> None:
 def test_result_json_holds_no_number(extract: Extract) -> None:
     result = validate(extract)
     data = json.loads(result.result_path.read_text())
-    assert set(data) == {"ok", "manifest_sha256", "validated_at", "version_id", "data_docs_index", "checks", "details"}
+    assert set(data) == {
+        "ok",
+        "manifest_sha256",
+        "validated_at",
+        "version_id",
+        "data_docs_index",
+        "checks",
+        "details",
+        "people_out",
+    }
     assert (validation_dir(extract.out_dir) / "checkpoint_result.json").is_file()
 
 

@@ -6,8 +6,14 @@ Suppression rule (the default, as NHS England publishes its own registers): a co
 threshold and the rounding base can be changed (``suppress(count, below=, base=)``). Counts of
 disclosures are suppressed too: a single disclosure in a quarter to a small recipient says something.
 
-"People included" is not recorded by the ledger (it counts the people removed, and the rows sent), so
-the register publishes the records sent, suppressed the same way.
+"People included" is the distinct people in what was sent, as the passing proof counted them (a person
+key, else the NHS number: :mod:`optout.headcount`) and the gate recorded in the ledger. A flow's figure
+is its largest disclosure's: the ledger keeps counts, never who, so people sent again cannot be told from
+new people, and a sum would count a monthly flow's one cohort twelve times a year (the figure is a floor
+on the distinct people, and for a recurring flow of one cohort, close to it). When any of a flow's
+disclosures has no count (entries recorded before the count existed, an extract copied unfiltered, a
+home that cannot count), the cell says "not recorded" rather than a number that may be too small. The
+records sent are published too, suppressed the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +33,17 @@ from optout.governance.page import LONDON
 from optout.ledger import LedgerEntry
 
 BELOW, BASE = 8, 5
-HEADER = ["Recipient", "Purpose", "Legal basis", "Period", "Disclosures", "Records sent", "People removed"]
+HEADER = [
+    "Recipient",
+    "Purpose",
+    "Legal basis",
+    "Period",
+    "Disclosures",
+    "Records sent",
+    "People included",
+    "People removed",
+]
+NOT_RECORDED = "not recorded"
 
 
 def suppress(count: int, *, below: int = BELOW, base: int = BASE) -> str:
@@ -51,6 +67,7 @@ class UseRow:
     disclosures: int
     rows_sent: int
     people_removed: int
+    people_included: int | None = None  # None: some disclosure of the flow has no count
 
     def cells(self, *, below: int = BELOW, base: int = BASE) -> list[str]:
         period = f"{self.first.astimezone(LONDON):%b %Y} to {self.last.astimezone(LONDON):%b %Y}"
@@ -59,7 +76,9 @@ class UseRow:
             self.purpose.replace("_", " "),
             self.legal_basis.replace("_", " "),
             period,
-            *(suppress(n, below=below, base=base) for n in (self.disclosures, self.rows_sent, self.people_removed)),
+            *(suppress(n, below=below, base=base) for n in (self.disclosures, self.rows_sent)),
+            NOT_RECORDED if self.people_included is None else suppress(self.people_included, below=below, base=base),
+            suppress(self.people_removed, below=below, base=base),
         ]
 
 
@@ -84,6 +103,7 @@ def uses(entries: Sequence[LedgerEntry], flows: Sequence[Flow] = ()) -> list[Use
                 disclosures=len(sent),
                 rows_sent=sum(e.disclosure.rows_out for e in sent),
                 people_removed=sum(e.disclosure.removed_people for e in sent),
+                people_included=_people_included(sent),
             )
         )
     return sorted(rows, key=lambda r: (r.recipient, r.purpose))
@@ -103,7 +123,7 @@ def to_html(rows: Sequence[UseRow], *, organisation: str, period: str) -> str:
         HEADER,
         [row.cells() for row in rows],
         empty="No confidential patient information was disclosed for secondary uses in this period.",
-        numeric=(4, 5, 6),
+        numeric=(4, 5, 6, 7),
     )
     return (
         f'<!doctype html><html lang="en-GB"><head><meta charset="utf-8"><title>Data uses register: '
@@ -112,6 +132,12 @@ def to_html(rows: Sequence[UseRow], *, organisation: str, period: str) -> str:
         f"Counts of 1 to {BELOW - 1} are shown as &lt;{BELOW}; larger counts are rounded to the nearest {BASE}.</p>"
         f"{table_html(table)}</main></body></html>"
     )
+
+
+def _people_included(sent: Sequence[LedgerEntry]) -> int | None:
+    """The people of a flow's largest disclosure, or None when one of its disclosures has no count."""
+    counts = [e.disclosure.people_out for e in sent]
+    return None if any(n is None for n in counts) else max(n for n in counts if n is not None)
 
 
 def _default_basis(purpose: str) -> str:
