@@ -7,7 +7,7 @@ without one (a table with no key column, or a blank key) counts by its NHS numbe
 plain column, the hash of a pseudonymised one. The extract's count is the distinct keys of all its
 tables plus the distinct numbers of all its keyless rows: when one extract mixes both, a person whose
 rows carry a key in one table and none in another is counted in both sets (there is no key to join
-them by). A table with neither column makes the count unknown (None): nobody can say who its rows are.
+them by). A spec always declares one or the other (:mod:`optout.spec`), so every row is somebody's.
 
 Counts stream: each batch gives its distinct values, which are folded to one distinct set now and then,
 so memory is the distinct people, not the rows. Only the count leaves this module, never a key or number.
@@ -27,7 +27,7 @@ from optout.nhs_number import normalise
 from optout.pseudonym import HEX_CHARS
 
 if TYPE_CHECKING:
-    from optout.spec import ExtractSpec, TableSpec
+    from optout.spec import TableSpec
 
 _FOLD_EVERY = 64  # batches of distinct values held before they are folded into one distinct set
 _HASH = f"^[0-9a-f]{{{HEX_CHARS}}}$"
@@ -36,8 +36,8 @@ _HASH = f"^[0-9a-f]{{{HEX_CHARS}}}$"
 class Headcount:
     """Distinct people across an extract's output tables; ``add`` each batch (from any thread), then ``total``."""
 
-    def __init__(self, spec: ExtractSpec) -> None:
-        self.known = all(table.person_key or table.nhs_number for table in spec.tables)
+    def __init__(self) -> None:
+        self.known = True  # a caller that could not show every output its batches marks the count unknown
         self._lock = threading.Lock()
         self._sets: dict[str, list[pa.Array]] = {"keys": [], "numbers": [], "hashes": []}
 
@@ -67,7 +67,7 @@ class Headcount:
             self._note("numbers", pc.unique(pa.array(found[found != 0], type=pa.int64())))
 
     def total(self) -> int | None:
-        """Distinct keys plus distinct numbers of keyless rows; None when a table has neither column."""
+        """Distinct keys plus distinct numbers of keyless rows; None when the count is marked unknown."""
         if not self.known:
             return None
         return sum(len(_distinct(chunks)) for chunks in self._sets.values())

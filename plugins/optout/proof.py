@@ -93,7 +93,7 @@ def prove(
     listed = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     unexpected = sum(1 for p in out_dir.iterdir() if p.name not in listed)
     in_place = home.measure_in_place(used)
-    headcount = Headcount(home.spec)
+    headcount = Headcount()
     if in_place is not None:
         rows, scans = _measured_in_place(home, out_dir, manifest, used, in_place, unexpected, headcount)
     else:

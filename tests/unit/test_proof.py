@@ -90,3 +90,30 @@ def test_missing_manifest_is_refused(tmp_path: Path) -> None:
     spec = load_spec(write_extract(tmp_path / "in"))
     with pytest.raises(InputError):
         run_validation(spec, tmp_path / "nothing", check_result(), current=check_result().info, now=NOW)
+
+
+def test_people_are_counted_by_key_across_tables(filtered: tuple[ExtractSpec, Path]) -> None:
+    # Kept: p1, p2 and p9 (p9 twice in patients, again in events and notes); notes carries keys alone.
+    spec, out = filtered
+    assert _prove(spec, out).people == 3
+
+
+KEYLESS = """\
+name: keyless extract
+purpose: research
+tables:
+  - name: patients
+    path: patients.csv
+    nhs_number: nhs_number
+  - name: events
+    path: events.parquet
+    nhs_number: nhs
+"""
+
+
+def test_people_without_keys_are_counted_by_number(tmp_path: Path) -> None:
+    # Kept numbers: N[0] (spaced text, and int64 in events), N[1] (dashed), N[2], N[3] (twice, and in events).
+    spec = load_spec(write_extract(tmp_path / "in", KEYLESS))
+    run_filter(spec, tmp_path / "out", check_result())
+    proof = _prove(spec, tmp_path / "out")
+    assert _faults(proof) == {} and proof.people == 4
