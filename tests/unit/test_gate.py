@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,23 @@ def test_a_proved_extract_passes_and_is_recorded(research: tuple[Path, Store]) -
     assert entry.disclosure.output_hashes == permit.hashes and entry.disclosure.validation_ok
     assert entry.disclosure.removed_rows["opted_out"] > 0
     assert [e.id for e in Ledger().entries()] == [entry.id]
+    # The people the proof counted: every kept person has a patients row (keys only in episodes).
+    people = {row["person_id"] for row in csv.DictReader((out_dir / "patients.csv").open(encoding="utf-8"))}
+    assert entry.disclosure.people_out == permit.validation.people_out == len(people) > 0
+
+
+def test_the_people_sent_are_the_stores_count_not_the_folders(research: tuple[Path, Store]) -> None:
+    import json
+
+    from optout.validation import RESULT_NAME, validation_dir
+
+    out_dir, store = research
+    result = validation_dir(out_dir) / RESULT_NAME
+    data = json.loads(result.read_text())
+    counted, data["people_out"] = data["people_out"], 1
+    result.write_text(json.dumps(data))
+    entry = record_disclosure(check_before_send(out_dir, Purpose.RESEARCH, store=store), recipient="Research team")
+    assert entry.disclosure.people_out == counted != 1
 
 
 def test_send_time_freshness_and_currency(research: tuple[Path, Store]) -> None:
@@ -93,7 +111,11 @@ def test_unfiltered_extract_is_hashed_without_a_list(exempt: Path) -> None:
     permit = check_before_send(exempt, Purpose.EXEMPT)
     assert permit.validation is None and set(permit.files) == {"patients.csv"}
     entry = record_disclosure(permit, recipient="High Court")
-    assert (entry.disclosure.legal_basis, entry.disclosure.validation_ok) == ("court_order", False)
+    assert (entry.disclosure.legal_basis, entry.disclosure.validation_ok, entry.disclosure.people_out) == (
+        "court_order",
+        False,
+        None,
+    )
     with (exempt / "patients.csv").open("a", encoding="utf-8") as handle:
         handle.write("P902,,65+\n")
     with pytest.raises(VerificationFailed, match=r"'patients\.csv' changed after the filter wrote its manifest"):

@@ -153,3 +153,18 @@ def test_an_unfiltered_disclosure_records_no_list_version(tmp_path) -> None:  # 
     assert entry.disclosure.version_id is None and entry.version_age_seconds is None
     assert ledger.entries()[0].disclosure.version_checked_at is None
     assert ledger.verify()[0]
+
+
+def test_a_ledger_made_before_people_were_counted_still_verifies(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    Ledger(url).append(disclosure())
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # as the ledger was before the column existed
+        conn.execute(sa.text("ALTER TABLE disclosure_ledger DROP COLUMN people_out"))
+    engine.dispose()
+    ledger = Ledger(url)  # adds the column back; the old entry's hash is computed without it
+    ledger.append(disclosure(people_out=1234))
+    assert [e.disclosure.people_out for e in ledger.entries()] == [None, 1234]
+    assert ledger.verify() == (True, None, "2 entries, chain intact")
+    with pytest.raises(InputError, match="count of people"):
+        ledger.append(disclosure(people_out=-1))

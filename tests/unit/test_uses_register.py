@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from include.demo_history import seed_history
 from optout.cli import app
-from optout.governance.uses_register import suppress, to_csv, to_html, uses
+from optout.governance.uses_register import HEADER, suppress, to_csv, to_html, uses
 from optout.ledger import Ledger
 
 
@@ -66,3 +67,21 @@ def test_the_command_writes_csv_and_html(url: str, tmp_path: Path, monkeypatch: 
     assert (tmp_path / "uses.csv").read_text().startswith("Recipient,Purpose")
     assert "Data uses register" in (tmp_path / "uses.html").read_text()
     assert CliRunner().invoke(app, ["register", "--since", since, "--out", str(tmp_path / "x.pdf")]).exit_code != 0
+
+
+def test_people_included_are_the_largest_disclosure_suppressed_or_not_recorded(url: str) -> None:
+    ledger = Ledger(url)
+    entries = ledger.entries()
+    ledger.dispose()
+    counted = [e for e in entries if e.disclosure.people_out is not None]
+    flow = (counted[0].disclosure.dag_id, counted[0].disclosure.task_id)
+    sent = [e for e in entries if (e.disclosure.dag_id, e.disclosure.task_id) == flow]
+    row = uses(sent)[0]
+    shown = suppress(max(e.disclosure.people_out or 0 for e in sent))
+    assert row.cells()[HEADER.index("People included")] == shown
+    table = list(csv.reader(io.StringIO(to_csv([row]))))
+    assert table[1][HEADER.index("People included")] == shown
+    old = replace(sent[0], disclosure=replace(sent[0].disclosure, people_out=None))  # recorded before the count
+    mixed = uses([old, *sent[1:]])[0]
+    assert mixed.cells()[HEADER.index("People included")] == "not recorded"
+    assert f"<td>{shown}</td>" in to_html([row], organisation="Trust", period="2026").replace(' class="num"', "")
