@@ -67,6 +67,7 @@ def test_a_filtered_database_extract_is_proved_and_may_be_sent(db_url: str, tmp_
     assert result.checks[2].detail["tables"] == 3 and result.checks[2].detail["files_changed"] == 0
     record = require_validated(out_dir, connection=db_url, store_url=store.url)
     assert record == read_validation(out_dir)
+    assert record.people_out == 3  # p1, p2, p9: counted from the batches the leak scan streams
     permit = check_before_send(out_dir, Purpose.RESEARCH, store=store, connection=db_url)
     assert permit.tables == ("patients_optout", "events_optout", "notes_out") and permit.files == {}
     assert sorted(permit.hashes) == ["events_optout", "notes_out", "patients_optout"]
@@ -118,3 +119,28 @@ def test_a_superseded_list_fails_the_proof(db_url: str, tmp_path: Path) -> None:
     checks = _validate(spec, out_dir, store)
     assert checks["list_fresh_and_current"] is False
     assert checks["no_uncleared_number"] and checks["no_removed_person"] and checks["manifest_reconciles"]
+
+
+KEYLESS_SQL = """\
+name: keyless extract
+purpose: research
+tables:
+  - name: patients
+    table: patients
+    connection: {url}
+    nhs_number: nhs_number
+  - name: events
+    query: SELECT nhs, happened FROM events
+    connection: {url}
+    nhs_number: nhs
+"""
+
+
+def test_people_without_keys_are_counted_by_number_in_the_database(db_url: str, tmp_path: Path) -> None:
+    # Kept numbers: N[0] (spaced text; int in events), N[1] (dashed), N[2], N[3] (twice, and in events).
+    spec = load_spec(_spec(tmp_path, db_url, KEYLESS_SQL))
+    store = _store(tmp_path)
+    run_filter(spec, tmp_path / "out", store.load())
+    result = run_validation(spec, tmp_path / "out", store.load(), current=store.current(), store_url=store.url)
+    assert result.ok, result.checks
+    assert require_validated(tmp_path / "out", connection=db_url, store_url=store.url).people_out == 4
