@@ -15,6 +15,9 @@ row of counts per table; :mod:`optout.validation` hands those rows to Great Expe
 - ``schema_changed``: an output's column names, order and types are not its input's;
 - the freshness flags: the list was fresh when the filter ran, is the version used, and is still current.
 
+Beside the rows, the people the outputs hold (:mod:`optout.headcount`), counted from the same batches,
+for the data uses register; not for GX: it proves nothing.
+
 Each output is read once where it can be: a Parquet output's batches (every column, read by the scan's
 own reader) feed both the scan and the counts. A CSV output is read by the filter's reader for the
 counts and, apart, as raw bytes and a lenient parse by the scan (a quoting trick must not hide rows

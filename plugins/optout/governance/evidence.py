@@ -247,13 +247,14 @@ def _disclosures(facts: Facts) -> Section:
             e.disclosure.purpose,
             e.disclosure.recipient,
             _n(e.disclosure.rows_out),
+            _n(e.disclosure.people_out),  # "—": not counted (older entries, copies not validated)
             _n(e.disclosure.removed_people),
             proof_label(e.disclosure.purpose, e.disclosure.validation_ok),
         ]
         for e in facts.entries
     ]
-    header = ["When", "Extract", "Purpose", "Recipient", "Rows sent", "People removed", "Validation"]
-    return section.add(Table("Every disclosure", header, rows, numeric=(4, 5)))
+    header = ["When", "Extract", "Purpose", "Recipient", "Rows sent", "People sent", "People removed", "Validation"]
+    return section.add(Table("Every disclosure", header, rows, numeric=(4, 5, 6)))
 
 
 def _exemptions(facts: Facts) -> Section:
