@@ -70,8 +70,8 @@ class Proof:
     rows: list[dict[str, Any]]  # one row of counts and flags per table, spec order: all GX ever sees
     found_at: list[str]  # "table.column: how many" (never a value), or that a column cannot be scanned
     tables_scanned: int  # tables scanned cell by cell
-    # Distinct people in the outputs (:mod:`optout.headcount`); None when unknown (a table with neither a key
-    # nor a number, or a home that measures in place and cannot count them). Meaningful only if the proof passes.
+    # Distinct people in the outputs (:mod:`optout.headcount`); None when unknown (an extract copied unfiltered
+    # and measured in place: its outputs are not streamed). Meaningful only if the proof passes.
     people: int | None = None
 
 
