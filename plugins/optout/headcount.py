@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from optout.cascade import KeyKind
 from optout.nhs_number import normalise
+from optout.person_keys import KeyKind, unique_keys
 from optout.pseudonym import HEX_CHARS
 
 if TYPE_CHECKING:
@@ -83,11 +83,10 @@ class Headcount:
 def _distinct(chunks: Iterable[pa.Array]) -> pa.Array:
     """The distinct values of all ``chunks``; keys of integer and text columns together compare as text."""
     chunks = [chunk for chunk in chunks if len(chunk)]
-    if not chunks:
-        return pa.array([], type=pa.int64())
+    kind = KeyKind.of(chunk.type for chunk in chunks)
     if len({chunk.type for chunk in chunks}) > 1:
-        chunks = [KeyKind.TEXT.column(chunk) for chunk in chunks]
-    return pc.unique(pa.concat_arrays(chunks))
+        chunks = [kind.column(chunk) for chunk in chunks]
+    return unique_keys(chunks, kind)
 
 
 def _plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:
