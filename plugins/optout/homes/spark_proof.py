@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from optout.clearance import KEEP
 from optout.homes import spark_sql as q
+from optout.homes.files.formats import Format
 from optout.homes.spark import SparkRun, SparkTable, union
 from optout.homes.spark_session import JoinChoice, digest, read_output, spark_errors
 from optout.homes.sql.run import TableMeasure
-from optout.leak_scan import ColumnLeak
+from optout.leak_scan import RAW_BYTES, ColumnLeak
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from optout.spec import ExtractSpec
 
 _REMOVED = "__optout_removed"
+_EDGES = b",;\t|\"'\r\n"  # what a CSV parser could take for the edge of a field, whatever the dialect
 
 
 def measure_spark(
@@ -54,7 +56,7 @@ def measure_spark(
                 rows, total = output.selectExpr(*q.content_hash_sql(list(output.columns))).collect()[0]
                 measures.append(TableMeasure(table.spec.name, True, int(rows), rows_in, digest(int(rows), total)))
                 continue
-            measures.append(_measured(run, table, output, rows_in, bad, known))
+            measures.append(_measured(run, table, output, rows_in, bad, known, out_dir))
         return measures
 
 
@@ -81,7 +83,13 @@ def _people(run: SparkRun) -> tuple[DataFrame, DataFrame | None]:
 
 
 def _measured(
-    run: SparkRun, table: SparkTable, output: DataFrame, rows_in: int, bad: Any, known: DataFrame | None
+    run: SparkRun,
+    table: SparkTable,
+    output: DataFrame,
+    rows_in: int,
+    bad: Any,
+    known: DataFrame | None,
+    out_dir: Path,
 ) -> TableMeasure:
     """One output's figures in one aggregation, and its leaks in one more job."""
     columns = list(output.columns)
@@ -112,8 +120,18 @@ def _measured(
         digest(int(rows), total),
         uncleared_numbers=int(uncleared_rows),
         uncleared_people=int(removed_rows),
-        leaks=leaks(run, table.spec.name, output),
+        leaks=leaks(run, table.spec.name, output) + _raw_leaks(run, table, out_dir),
     )
+
+
+def _raw_leaks(run: SparkRun, table: SparkTable, out_dir: Path) -> list[ColumnLeak]:
+    """A CSV folder output's text as Spark wrote it, line by line, cut at anything a parser could take for
+    a field's edge, every piece scanned as a cell (the file scan's raw-bytes view, :data:`RAW_BYTES`)."""
+    if table.spec.table or table.spec.format is not Format.CSV:
+        return []
+    lines = run.spark.read.text(str(Path(out_dir) / table.spec.output_name))
+    pieces = lines.selectExpr(f"{q.pieces('value', _EDGES)} AS {q.column(RAW_BYTES)}")
+    return leaks(run, table.spec.name, pieces)
 
 
 def leaks(run: SparkRun, name: str, frame: DataFrame) -> list[ColumnLeak]:

@@ -238,6 +238,12 @@ def _text_candidates(text: str) -> str:
     return f"flatten(transform(array({text}), t -> CASE WHEN length(t) >= 10 THEN {per_cell} END))"
 
 
+def pieces(text: str, edges: bytes) -> str:
+    """One row for each piece of column ``text`` cut at any of the (ASCII) ``edges``."""
+    cut = "".join(f"\\x{{{byte:02x}}}" for byte in edges)
+    return f"explode(split({column(text)}, {_raw(f'[{cut}]')}))"
+
+
 def valid_number(value: str) -> str:
     """True where a BIGINT is a valid NHS number (:func:`optout.nhs_number.is_valid_number`'s rule)."""
     return f"({value} > 0 AND {value} <= {HIGHEST} AND {value} % {PLACEHOLDER_STEP} <> 0 AND {_check_digit_ok(value)})"
