@@ -122,9 +122,12 @@ class LeakScan:
             self._counts[key] = self._counts.get(key, 0) + found
 
     def counted(self, leaks: Iterable[ColumnLeak]) -> None:
-        """Add counts made where the data lives (a home that scans in place, such as Spark, by this rule)."""
+        """Add counts made where the data lives (a home that scans in place, such as Spark, by this rule);
+        the columns this scan excludes are dropped, as :meth:`batch` skips them."""
         for leak in leaks:
             key = (leak.table, leak.column)
+            if leak.column in self.excluded.get(leak.table, set()):
+                continue
             if leak.unscannable:
                 self._unscannable.add(key)
             else:

@@ -1,9 +1,10 @@
-"""The proof of Spark extracts, run in Spark on a real Spark Connect server, against the file engine's.
+"""The scans of Spark extracts, run in Spark on a real Spark Connect server, against the file engine's.
 
-Uncleared NHS numbers are planted in columns the spec does not declare (free text, an integer column):
-the filter leaves them, and the proof must find every one, in Spark (every cell of every column, only
-counts collected) exactly where the file engine's leak scan finds them, for folder outputs and for
-Spark table outputs alike; every other check of the proof must pass.
+Uncleared NHS numbers are planted in columns the spec does not declare (free text, an integer column).
+The input scan at filter time refuses the extract in both engines, naming the same columns and counts.
+With that scan blinded the filter leaves them, and the proof must find every one, in Spark (every cell
+of every column, only counts collected) exactly where the file engine's leak scan finds them, for folder
+outputs and for Spark table outputs alike; every other check of the proof must pass.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from optout.filter import run_filter
+from optout.input_scan import InputScan, UndeclaredNumbers
 from optout.manifest import read_manifest
 from optout.spec import load_spec
 from optout.store import Store
@@ -70,12 +72,12 @@ def _found(result: ValidationResult, raw: bool) -> dict[str, str]:
 
 @pytest.mark.parametrize("outputs", ["folders", "tables"])
 def test_the_proof_in_spark_finds_what_the_file_scan_finds(
-    spark: Any, spark_connect_url: str, outputs: str, tmp_path: Path
+    spark: Any, spark_connect_url: str, outputs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec_path = _planted(tmp_path / "in")
     store = _store(tmp_path)
-    run_filter(load_spec(spec_path), tmp_path / "files", store.load())
-    by_files = _validate(spec_path, tmp_path / "files", store)
+    with pytest.raises(UndeclaredNumbers, match=r"events\.memo: 1 .*events\.other: 1 .*patients\.note: 2"):
+        run_filter(load_spec(spec_path), tmp_path / "files", store.load())
     names = None
     if outputs == "tables":
         names = {"patients": "p18_patients", "events": "p18_events", "notes": "p18_notes"}
@@ -85,6 +87,11 @@ def test_the_proof_in_spark_finds_what_the_file_scan_finds(
         spark.read.parquet(str(folder / "events.parquet")).write.mode("overwrite").saveAsTable(names["events"])
         csv.csv(str(folder / "notes.csv")).write.mode("overwrite").saveAsTable(names["notes"])
     spark_spec = _spark_spec(spec_path, connection=spark_connect_url, tables=names)
+    with pytest.raises(UndeclaredNumbers, match=r"events\.memo: 1 .*events\.other: 1 .*patients\.note: 2"):
+        run_filter(load_spec(spark_spec), tmp_path / "spark", store.load())  # the input scan, in Spark
+    monkeypatch.setattr(InputScan, "require_clean", lambda self: None)  # a filter whose scan is blinded
+    run_filter(load_spec(spec_path), tmp_path / "files", store.load())
+    by_files = _validate(spec_path, tmp_path / "files", store)
     run_filter(load_spec(spark_spec), tmp_path / "spark", store.load())
     in_spark = _validate(spark_spec, tmp_path / "spark", store)
 

@@ -45,6 +45,8 @@ from optout.homes.spark_session import (
     spark_errors,
     staged_list,
 )
+from optout.input_scan import InputScan, excluded_columns
+from optout.leak_scan import ColumnLeak
 from optout.manifest import TableReport
 from optout.nhs_number import names_for_message
 
@@ -165,6 +167,41 @@ class SparkRun:
             people[Reason.UNCHECKED.code] += union(unseen).distinct().count()
         return flagged, known, counts_by_reason(people)
 
+    def leaks(self, name: str, frame: DataFrame) -> list[ColumnLeak]:
+        """Valid NHS numbers not in the cleared list, in any cell of any column of ``frame``, counted per
+        column (the leak scan's rule as Spark SQL: :func:`optout.homes.spark_sql.leak_candidates`); a
+        column of a type the scan cannot read is reported unscannable. Only the counts are collected."""
+        parts: list[str] = []
+        unscannable: list[ColumnLeak] = []
+        columns = list(frame.columns)
+        for index, (column, kind) in enumerate(frame.dtypes):
+            try:
+                cells = q.leak_candidates(column, kind, index)
+            except q.Unscannable:
+                unscannable.append(ColumnLeak(name, column, 0, unscannable=True))
+                continue
+            if cells is not None:
+                parts.append(cells)
+        if not parts:
+            return unscannable
+        candidates = frame.selectExpr(f"explode(concat({', '.join(parts)})) AS x")
+        numbers = candidates.selectExpr("x.c AS c", f"x.n AS {q.NUMBER}").where(q.valid_number(q.NUMBER))
+        cleared = self.list.where(q.CLEARED).select(q.NUMBER)
+        counts = numbers.join(cleared.hint(self.hint), on=q.NUMBER, how="left_anti").groupBy("c").count().collect()
+        found = [ColumnLeak(name, columns[int(index)], int(count)) for index, count in sorted(counts) if count]
+        return found + unscannable
+
+    def scan_inputs(self, scan: InputScan) -> None:
+        """The input leak scan (:mod:`optout.input_scan`) in Spark: each input's undeclared columns that the
+        spec does not exclude, counted per column; refused before anything is written."""
+        excluded = excluded_columns(self.spec)
+        for table in self.tables:
+            skip = excluded.get(table.spec.name, set()) | {table.spec.nhs_number, table.spec.person_key}
+            columns = [q.column(c) for c in table.columns if c not in skip]
+            if columns:
+                scan.counted(self.leaks(table.spec.name, table.frame.select(*columns)))
+        scan.require_clean()
+
     def decided_keys_only(self, table: SparkTable, flagged: DataFrame, known: DataFrame) -> DataFrame:
         """A key-only table's rows with their reason: no key, never seen beside a number, or uncleared."""
         frame = table.frame.selectExpr("*", f"{table.key} AS {q.KEY}")
@@ -240,7 +277,12 @@ def output_format(table: TableSpec) -> str:
 
 
 def filter_spark(
-    spec: ExtractSpec, staging: Path, check_result: CheckResultLike | None, *, spark: SparkSession
+    spec: ExtractSpec,
+    staging: Path,
+    check_result: CheckResultLike | None,
+    *,
+    spark: SparkSession,
+    scan: InputScan | None = None,
 ) -> tuple[list[TableReport], dict[str, int]]:
     """Filter (or, for direct care and exemptions, copy) every table of ``spec`` in Spark.
 
@@ -252,6 +294,9 @@ def filter_spark(
     if any(t.query for t in spec.tables):
         raise InputError("with engine: spark name a table or a path; query is for SQL databases")
     run = SparkRun(spark, spec, check_result, JoinChoice.from_env())
+    if scan is not None:
+        with spark_errors("scanning the inputs"):
+            run.scan_inputs(scan)
     outputs = _Outputs(spark, staging, run.tag)
     reports = []
     try:

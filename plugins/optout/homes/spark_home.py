@@ -53,16 +53,11 @@ class SparkHome(ExtractHome):
     def filter(
         self, staging: Path, check_result: CheckResultLike, scan: InputScan | None = None
     ) -> tuple[list[TableReport], dict[str, int]]:
-        return filter_spark(self.spec, staging, check_result, spark=self.spark)
+        return filter_spark(self.spec, staging, check_result, spark=self.spark, scan=scan)
 
     def scan_inputs(self, scan: InputScan) -> None:
-        """Path inputs are read here with Arrow and scanned; a Spark table's rows are never brought to the
-        driver, so it is not scanned (the manifest names it)."""
-        for table in self.spec.tables:
-            if table.table:
-                scan.not_scanned(table.name, "a Spark table: its rows are not brought to the driver")
-            else:
-                scan.batches(table.name, self.input_batches(table))
+        """Nothing here: the filter scans every input in Spark, tables and paths alike, once the list is
+        staged and before it writes anything (:meth:`optout.homes.spark.SparkRun.scan_inputs`)."""
 
     def copy(self, staging: Path) -> list[TableReport]:
         return filter_spark(self.spec, staging, None, spark=self.spark)[0]

@@ -3,8 +3,8 @@
 Per output (a folder of parts or a Spark table), one aggregation gives its rows, its content hash, the
 rows whose declared number is not cleared and the rows of people who should have been removed; one more
 job applies the leak scan's rule (:mod:`optout.leak_scan`) to every cell of every column, declared or not:
-each value the normaliser would read as a valid NHS number (Spark SQL: :func:`optout.homes.spark_sql.
-leak_candidates`, no Python UDF) that is not in the version's cleared list is counted, per column. The
+each value the normaliser would read as a valid NHS number (:meth:`optout.homes.spark.SparkRun.leaks`, no
+Python UDF) that is not in the version's cleared list is counted, per column. The
 driver receives those counts and nothing else; the validation hands them to GX as for any other home.
 
 Who should have been removed is learnt again from the inputs, by a decision of the proof's own (a key is
@@ -120,7 +120,7 @@ def _measured(
         digest(int(rows), total),
         uncleared_numbers=int(uncleared_rows),
         uncleared_people=int(removed_rows),
-        leaks=leaks(run, table.spec.name, output) + _raw_leaks(run, table, out_dir),
+        leaks=run.leaks(table.spec.name, output) + _raw_leaks(run, table, out_dir),
     )
 
 
@@ -131,35 +131,4 @@ def _raw_leaks(run: SparkRun, table: SparkTable, out_dir: Path) -> list[ColumnLe
         return []
     lines = run.spark.read.text(str(Path(out_dir) / table.spec.output_name))
     pieces = lines.selectExpr(f"{q.pieces('value', _EDGES)} AS {q.column(RAW_BYTES)}")
-    return leaks(run, table.spec.name, pieces)
-
-
-def leaks(run: SparkRun, name: str, frame: DataFrame) -> list[ColumnLeak]:
-    """Valid NHS numbers not in the cleared list, in any cell of any column of ``frame``, counted per
-    column (columns of a type the scan cannot read are reported unscannable)."""
-    parts: list[str] = []
-    unscannable: list[ColumnLeak] = []
-    columns = list(frame.columns)
-    for index, (column, kind) in enumerate(frame.dtypes):
-        try:
-            cells = q.leak_candidates(column, kind, index)
-        except q.Unscannable:
-            unscannable.append(ColumnLeak(name, column, 0, unscannable=True))
-            continue
-        if cells is not None:
-            parts.append(cells)
-    if not parts:
-        return unscannable
-    candidates = frame.selectExpr(f"explode(concat({', '.join(parts)})) AS x").selectExpr(
-        "x.c AS c", f"x.n AS {q.NUMBER}"
-    )
-    cleared = run.list.where(q.CLEARED).select(q.NUMBER)
-    counts = (
-        candidates.where(q.valid_number(q.NUMBER))
-        .join(cleared.hint(run.hint), on=q.NUMBER, how="left_anti")
-        .groupBy("c")
-        .count()
-        .collect()
-    )
-    counted = [ColumnLeak(name, columns[int(index)], int(count)) for index, count in sorted(counts) if count]
-    return counted + unscannable
+    return run.leaks(table.spec.name, pieces)
