@@ -172,6 +172,7 @@ class SparkRun:
         column (the leak scan's rule as Spark SQL: :func:`optout.homes.spark_sql.leak_candidates`); a
         column of a type the scan cannot read is reported unscannable. Only the counts are collected."""
         parts: list[str] = []
+        may_hold: list[str] = []
         unscannable: list[ColumnLeak] = []
         columns = list(frame.columns)
         for index, (column, kind) in enumerate(frame.dtypes):
@@ -181,10 +182,12 @@ class SparkRun:
                 unscannable.append(ColumnLeak(name, column, 0, unscannable=True))
                 continue
             if cells is not None:
-                parts.append(cells)
+                parts.append(cells[0])
+                may_hold.append(cells[1])
         if not parts:
             return unscannable
-        candidates = frame.selectExpr(f"explode(concat({', '.join(parts)})) AS x")
+        rows = frame.where(" OR ".join(may_hold))  # most rows hold nothing number-like: no arrays for them
+        candidates = rows.selectExpr(f"explode(concat({', '.join(parts)})) AS x")
         numbers = candidates.selectExpr("x.c AS c", f"x.n AS {q.NUMBER}").where(q.valid_number(q.NUMBER))
         cleared = self.list.where(q.CLEARED).select(q.NUMBER)
         counts = numbers.join(cleared.hint(self.hint), on=q.NUMBER, how="left_anti").groupBy("c").count().collect()

@@ -199,11 +199,13 @@ class Unscannable(TypeError):
     """A Spark type the leak scan cannot read: the proof cannot vouch for the column."""
 
 
-def leak_candidates(name: str, spark_type: str, index: int) -> str | None:
+def leak_candidates(name: str, spark_type: str, index: int) -> tuple[str, str] | None:
     """SQL for every number-like value in one cell of column ``name``, as an ``ARRAY<STRUCT<c, n>>`` of
     (``index``, BIGINT): a whole cell read as one number, else each candidate inside its text; numbers in
-    integer, floating and decimal columns; lists, structs and maps through their JSON text. None: the type
-    cannot hold an NHS number. Validity and the cleared list are applied to the exploded result.
+    integer, floating and decimal columns; lists, structs and maps through their JSON text. With it, a
+    cheap test that a cell may hold one (ten characters, a number in range), so that rows holding none are
+    dropped before any array is built. None: the type cannot hold an NHS number. Validity and the cleared
+    list are applied to the exploded result.
 
     :raises Unscannable: a type the scan does not know (fails the proof rather than passing it unread).
     """
@@ -211,18 +213,23 @@ def leak_candidates(name: str, spark_type: str, index: int) -> str | None:
     if spark_type in _CANNOT_HOLD or spark_type.startswith("interval"):
         return None
     if spark_type in ("int", "bigint"):
-        found = f"CASE WHEN {value} BETWEEN {LOWEST} AND {HIGHEST} THEN array(CAST({value} AS BIGINT)) END"
+        may = f"{value} BETWEEN {LOWEST} AND {HIGHEST}"
+        found = f"CASE WHEN {may} THEN array(CAST({value} AS BIGINT)) END"
     elif spark_type in _FLOAT_TYPES or spark_type.startswith("decimal"):
         real = f"CAST({value} AS DOUBLE)"
-        whole = f"NOT isnan({real}) AND {real} BETWEEN {LOWEST} AND {HIGHEST} AND floor({real}) = {real}"
+        may = f"{real} BETWEEN {LOWEST} AND {HIGHEST}"
+        whole = f"NOT isnan({real}) AND {may} AND floor({real}) = {real}"
         found = f"CASE WHEN {whole} THEN array(CAST({real} AS BIGINT)) END"
     elif spark_type in ("string", "binary") or spark_type.startswith(("varchar", "char")):
+        may = f"length({value}) >= 10"
         found = _text_candidates(f"CAST({value} AS STRING)")
     elif spark_type.startswith(("array", "struct", "map")):
+        may = f"length(to_json({value})) >= 10"
         found = _text_candidates(f"to_json({value})")
     else:
         raise Unscannable(spark_type)
-    return f"coalesce(transform({found}, n -> named_struct('c', {index}, 'n', n)), CAST(array() AS {CANDIDATES}))"
+    tagged = f"coalesce(transform({found}, n -> named_struct('c', {index}, 'n', n)), CAST(array() AS {CANDIDATES}))"
+    return tagged, f"coalesce({may}, FALSE)"
 
 
 def _text_candidates(text: str) -> str:
