@@ -167,6 +167,7 @@ def main() -> None:
         f"engine / DuckDB: {engine / duckdb_seconds:.2f}x; hand-written Spark / DuckDB: {written / duckdb_seconds:.2f}x"
     )
     print(f"engine throughput: {args.rows / engine / args.cores:,.0f} rows per core-second")
+    print(f"load average at the end: {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
     shutil.rmtree(folder, ignore_errors=True)
 
 

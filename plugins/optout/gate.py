@@ -103,7 +103,7 @@ def check_before_send(
     elif in_database:
         from optout.proof import require_tables_unchanged
 
-        require_tables_unchanged(manifest, connection, tables, resolver=resolver)
+        require_tables_unchanged(manifest, connection, tables, resolver=resolver, out_dir=folder)
     else:
         verify_files(manifest, sending)
     return Permit(folder, purpose, manifest, sending, validation, tables, limit, list_age)

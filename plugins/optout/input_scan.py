@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from optout.errors import PolicyRefusal
-from optout.leak_scan import RAW_BYTES, LeakScan
+from optout.leak_scan import RAW_BYTES, ColumnLeak, LeakScan
 from optout.nhs_number import shown_as_name
 
 if TYPE_CHECKING:
@@ -70,6 +70,10 @@ class InputScan:
     def batches(self, table: str, batches: Iterable[pa.RecordBatch]) -> None:
         for batch in batches:
             self._scan.batch(table, batch)
+
+    def counted(self, leaks: Iterable[ColumnLeak]) -> None:
+        """Counts made where the data lives (Spark), by the same rule; excluded columns are dropped."""
+        self._scan.counted(leaks)
 
     def not_scanned(self, table: str, why: str) -> None:
         """A table this home cannot read here (the manifest names it and why)."""

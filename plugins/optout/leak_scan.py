@@ -121,6 +121,18 @@ class LeakScan:
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + found
 
+    def counted(self, leaks: Iterable[ColumnLeak]) -> None:
+        """Add counts made where the data lives (a home that scans in place, such as Spark, by this rule);
+        the columns this scan excludes are dropped, as :meth:`batch` skips them."""
+        for leak in leaks:
+            key = (leak.table, leak.column)
+            if leak.column in self.excluded.get(leak.table, set()):
+                continue
+            if leak.unscannable:
+                self._unscannable.add(key)
+            else:
+                self._counts[key] = self._counts.get(key, 0) + leak.values
+
     def leaks(self) -> list[ColumnLeak]:
         """The columns holding an uncleared number, or that could not be scanned (empty: clean)."""
         found = [ColumnLeak(t, c, n) for (t, c), n in sorted(self._counts.items()) if n]

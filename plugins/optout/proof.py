@@ -95,7 +95,7 @@ def prove(
     used = check_result if manifest.filtered else None
     listed = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     unexpected = sum(1 for p in out_dir.iterdir() if p.name not in listed)
-    in_place = home.measure_in_place(used)
+    in_place = home.measure_in_place(out_dir, used)
     headcount = Headcount()
     if in_place is not None:
         rows, scans = _measured_in_place(home, out_dir, manifest, used, in_place, unexpected, headcount)
@@ -132,20 +132,27 @@ def require_tables_unchanged(
     names: Iterable[str] | None = None,
     *,
     resolver: Resolver | None = None,
+    out_dir: Path = Path(),
 ) -> set[str]:
     """Each output table the manifest lists (or those of ``names``) must hold what the manifest hashed:
     the database side of re-hashing files. Returns the tables checked (none for a file extract).
 
+    :param connection: the spec's (``ExtractSpec.outputs_connection``); for a Spark extract its Spark
+        Connect URL or connection id, None for a local session.
     :param resolver: reads ``connection`` when it is a connection id (default: URLs only).
+    :param out_dir: the extract's folder (a Spark extract's folder outputs are there).
     :raises VerificationFailed: a table changed or is missing, or no connection was given to reach them.
     """
     from optout.resolver import OUTSIDE_AIRFLOW
 
-    database = (resolver or OUTSIDE_AIRFLOW).database_url(connection) if connection is not None else None
-    home = home_of(manifest, database=database)
+    resolver = resolver or OUTSIDE_AIRFLOW
+    if manifest.engine == "spark":  # a local session needs no connection
+        home = home_of(manifest, database=resolver.spark_url(connection))
+    else:
+        home = home_of(manifest, database=resolver.database_url(connection) if connection is not None else None)
     if home.holds_files:
         return set()
-    if connection is None:
+    if connection is None and manifest.engine != "spark":
         raise VerificationFailed(
             f"extract {manifest.spec_name!r} is held in database tables: give the spec's connection so they can "
             "be hashed again before sending"
@@ -154,7 +161,7 @@ def require_tables_unchanged(
     wanted = set(listed) if names is None else set(names)
     if not wanted:
         return wanted
-    now = home.hashes(Path(), wanted)
+    now = home.hashes(out_dir, wanted)
     for name in sorted(wanted):
         if now.get(name) is None:
             raise VerificationFailed(f"table {name!r} is missing: filter and validate again")
@@ -325,8 +332,9 @@ def _measured_in_place(
     """Outputs measured where they live (tables in a database: SQL aggregates, people learnt again from
     the input tables there, see :meth:`optout.homes.base.ExtractHome.measure_in_place`); only counts and
     content hashes come back. Every cell of each output is then streamed once through the scan, and its
-    people counted from the same batches; an extract copied unfiltered is not scanned, so its people are
-    not known here (the headcount is marked unknown)."""
+    people counted from the same batches, unless the home scanned it where it lives by the same rule
+    (Spark) and gave the counts per column. People are not known here for such a home, nor for an extract
+    copied unfiltered (not scanned): the headcount is marked unknown."""
     spec = home.spec
     if used is None:
         headcount.known = False
@@ -344,11 +352,15 @@ def _measured_in_place(
         row["hash_ok"] = report.sha256 is not None and measure.sha256 == report.sha256
         if used is not None:
             scan = scans[table.name] = _new_scan(spec, used)
-            for index, batch in enumerate(home.output_batches(out_dir, table)):
-                if index == 0:
-                    _scan_schema(scan, table.name, batch.schema)
-                scan.batch(table.name, batch)
-                headcount.add(table, batch)
+            if measure.leaks is not None:  # scanned where it lives (Spark): counts per column, no people
+                scan.counted(measure.leaks)
+                headcount.known = False
+            else:
+                for index, batch in enumerate(home.output_batches(out_dir, table)):
+                    if index == 0:
+                        _scan_schema(scan, table.name, batch.schema)
+                    scan.batch(table.name, batch)
+                    headcount.add(table, batch)
             _add_scan(row, scan)
     return rows, scans
 

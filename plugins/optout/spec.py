@@ -192,6 +192,12 @@ class ExtractSpec:
         return self.tables[0].connection if self.tables and self.engine == "spark" else None
 
     @property
+    def outputs_connection(self) -> str | None:
+        """What reaches the outputs where they live, to hash them again: a database extract's connection, a
+        Spark extract's (None: files, or a local Spark session)."""
+        return self.spark_connection if self.engine == "spark" else self.connection
+
+    @property
     def filtered(self) -> bool:
         """False for direct care and recorded exemptions, which are copied unfiltered; an exemption for the
         rows without a usable NHS number filters every row that has one."""

@@ -203,7 +203,7 @@ def require_validated(
     expected = {table.file for table in manifest.tables} | {MANIFEST_NAME}
     if extra := sorted(p.name for p in out_dir.iterdir() if p.name not in expected):
         raise VerificationFailed(f"{out_dir} holds {len(extra)} file(s) the manifest does not list; do not send it")
-    in_database = require_tables_unchanged(manifest, connection, resolver=resolver)
+    in_database = require_tables_unchanged(manifest, connection, resolver=resolver, out_dir=out_dir)
     for table in manifest.tables:
         path = out_dir / table.file
         if table.file in in_database:

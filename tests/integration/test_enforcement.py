@@ -23,6 +23,7 @@ EXAMPLES = {
     "research_extract": ROOT / "dags" / "research_extract.py",
     "direct_care_share": ROOT / "dags" / "direct_care_share.py",
     "exempt_disclosure": ROOT / "dags" / "exempt_disclosure.py",
+    "spark_research_extract": ROOT / "dags" / "spark_research_extract.py",
 }
 
 

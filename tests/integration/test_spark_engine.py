@@ -25,7 +25,7 @@ import pytest
 
 from optout.clearance import KEEP, Clearance
 from optout.filter import run_filter
-from optout.homes.spark import SparkEngineError
+from optout.homes.spark_session import SparkEngineError
 from optout.manifest import Manifest, read_manifest
 from optout.nhs_number import normalise
 from optout.spec import load_spec
@@ -234,7 +234,7 @@ def test_a_failed_broadcast_fails_closed_and_writes_nothing(
 
 
 def test_the_list_is_staged_once_per_version(spark: Any, tmp_path: Path) -> None:
-    from optout.homes.spark import list_location, staged_list
+    from optout.homes.spark_session import list_location, staged_list
 
     first = staged_list(spark, check_result(21))
     folder = Path(list_location())

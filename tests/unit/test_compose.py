@@ -30,7 +30,7 @@ AIRFLOW_SERVICES = {
     "airflow-triggerer",
     "airflow-worker",
 }
-SERVICES = AIRFLOW_SERVICES | {"postgres", "redis", "mesh-sandbox", "optout-standin"}
+SERVICES = AIRFLOW_SERVICES | {"postgres", "redis", "mesh-sandbox", "optout-standin", "spark-connect"}
 
 
 @cache
@@ -221,3 +221,30 @@ def test_airflow_services_point_at_the_right_services(name: str) -> None:
     assert api.hostname == "airflow-apiserver" and api.path == "/execution/"
     assert str(api.port) == services()["airflow-apiserver"]["command"][-1]
     assert settings["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/optout/dags"
+
+
+def test_spark_connect_is_the_server_the_spark_example_reaches() -> None:
+    """The spark-connect service runs the pinned client's Spark version in the foreground on the port the
+    Airflow connection names; the connection is the one the example spec names, of the provider's type; the
+    server sees the sample and the data folder at the Airflow workers' paths."""
+    from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+    from optout.spec import load_spec
+
+    spark = services()["spark-connect"]
+    pinned = re.search(r"^pyspark\[connect\]==(\S+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
+    assert pinned is not None and spark["image"] == f"apache/spark:{pinned.group(1)}"
+    command = spark["command"]
+    assert command[0] == "/opt/spark/sbin/start-connect-server.sh" and env("spark-connect")["SPARK_NO_DAEMONIZE"]
+    settings = dict(arg.split("=", 1) for arg in command if "=" in arg)
+    port = int(settings["spark.connect.grpc.binding.port"])
+    assert spark["ports"] == [f"{port}:{port}"]
+    spec = load_spec(ROOT / "include" / "specs" / "spark_research_extract.yaml")
+    assert spec.engine == "spark" and spec.spark_connection == SparkConnectHook.default_conn_name
+    variable = f"AIRFLOW_CONN_{SparkConnectHook.default_conn_name.upper()}"
+    for name in AIRFLOW_SERVICES:
+        connection = json.loads(env(name)[variable])
+        assert connection == {"conn_type": SparkConnectHook.conn_type, "host": "spark-connect", "port": port}
+    home = env("airflow-worker")["OPTOUT_HOME"]
+    assert f"optout-data:{home}" in spark["volumes"] and "./include:/opt/optout/include:ro" in spark["volumes"]
+    assert "COPY include ./include" in (ROOT / "Dockerfile").read_text()

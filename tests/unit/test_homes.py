@@ -36,7 +36,7 @@ def test_files_home_reads_what_it_wrote(tmp_path: Path) -> None:
         rows = sum(batch.num_rows for batch in again.output_batches(tmp_path / "out", table))
         assert rows == manifest.table(table.name).rows_out
         assert sum(b.num_rows for b in home.input_batches(table)) == manifest.table(table.name).rows_in
-    assert home.measure_in_place(check_result()) is None
+    assert home.measure_in_place(tmp_path, check_result()) is None
 
 
 def test_frames_home_writes_files(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_sql_home_streams_outputs_and_hashes_as_the_manifest(tmp_path: Path) -> 
     assert home_of(read_manifest(tmp_path / "out"), database=url).hashes(tmp_path / "out", ["patients_optout"]) == {
         "patients_optout": manifest.table("patients").sha256
     }
-    measured = home.measure_in_place(check_result())
+    measured = home.measure_in_place(tmp_path, check_result())
     assert measured is not None and measured[0].uncleared_numbers == 0
     with pytest.raises(VerificationFailed):
         home_of(manifest).hashes(tmp_path / "out", ["patients_optout"])  # no database given

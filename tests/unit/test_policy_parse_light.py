@@ -21,7 +21,7 @@ PROBE = textwrap.dedent(
     errors = {}
     for path in sys.argv[1:]:
         errors.update(DagBag(dag_folder=path).import_errors)
-    heavy = ("pandas", "pyarrow", "numpy", "great_expectations", "duckdb", "mesh_client", "polars")
+    heavy = ("pandas", "pyarrow", "numpy", "great_expectations", "duckdb", "mesh_client", "polars", "pyspark")
     print(json.dumps({
         "registered": settings.get_policy_plugin_manager().is_registered(policy),
         "heavy": [name for name in heavy if name in sys.modules],
@@ -33,7 +33,8 @@ PROBE = textwrap.dedent(
 
 def test_policy_and_example_dags_parse_without_heavy_imports() -> None:
     paths = [
-        str(ROOT / "dags" / name) for name in ("research_extract.py", "direct_care_share.py", "exempt_disclosure.py")
+        str(ROOT / "dags" / name)
+        for name in ("research_extract.py", "direct_care_share.py", "exempt_disclosure.py", "spark_research_extract.py")
     ]
     broken = ROOT / "tests" / "dags" / "broken"
     result = subprocess.run(

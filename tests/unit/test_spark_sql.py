@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from optout.errors import InputError
-from optout.homes.spark import JoinChoice
-from optout.homes.spark_sql import number_sql, quote
+from optout.homes.spark_session import JoinChoice
+from optout.homes.spark_sql import Unscannable, leak_candidates, number_sql, quote
 from optout.spec import load_spec
 
 
@@ -16,6 +16,19 @@ def test_a_column_that_cannot_hold_numbers_is_refused() -> None:
     with pytest.raises(InputError, match="type date"):
         number_sql("born", "date", table="people")
     assert len(number_sql("nhs", "string", table="people").steps) == 5  # no expression written twice
+
+
+def test_the_leak_scan_reads_every_type_that_can_hold_a_number() -> None:
+    """Dates, flags and narrow integers hold none; text, numbers and nested values are scanned; an unknown
+    type is unscannable (the proof fails rather than passing it unread)."""
+    for kind in ("date", "timestamp", "boolean", "smallint", "void", "interval day to second"):
+        assert leak_candidates("c", kind, 0) is None
+    for kind in ("string", "binary", "int", "bigint", "double", "decimal(12,2)", "array<string>", "map<string,int>"):
+        assert "named_struct('c', 3" in str(leak_candidates("c", kind, 3))
+    assert "to_json" in str(leak_candidates("c", "struct<a:bigint>", 0))
+    assert "length(`c`) >= 10" in str(leak_candidates("c", "string", 0))  # short cells are dropped first
+    with pytest.raises(Unscannable):
+        leak_candidates("c", "variant", 0)
 
 
 def test_identifiers_are_backquoted() -> None:

@@ -91,7 +91,7 @@ class ExtractHome(ABC):
     def input_batches(self, table: TableSpec, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Every row of one input, as Arrow record batches (the proof learns again who was removed)."""
 
-    def measure_in_place(self, check_result: CheckResultLike | None) -> list[TableMeasure] | None:
+    def measure_in_place(self, out_dir: Path, check_result: CheckResultLike | None) -> list[TableMeasure] | None:
         """Each output's counts and hash computed where it lives (the figures :mod:`optout.proof` gives GX),
         or None when the proof reads the outputs itself (files). Only counts and hashes come back."""
         return None

@@ -25,23 +25,28 @@ of memory is named as such. Either way nothing is published.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from optout.cascade import TABLE_CHANGED, unfiltered_report
 from optout.clearance import CODE_COUNT, KEEP, CheckResultLike, Reason, counts_by_reason, no_removals
-from optout.errors import InputError, OptOutError
+from optout.errors import InputError
 from optout.homes import spark_sql as q
 from optout.homes.files.formats import Format
+from optout.homes.spark_session import (
+    JoinChoice,
+    content_hash,
+    read_path,
+    read_table,
+    spark_errors,
+    staged_list,
+)
+from optout.input_scan import InputScan, excluded_columns
+from optout.leak_scan import ColumnLeak
 from optout.manifest import TableReport
 from optout.nhs_number import names_for_message
 
@@ -50,197 +55,9 @@ if TYPE_CHECKING:
 
     from optout.spec import ExtractSpec, TableSpec
 
-ENGINE = "spark"
-CONTENT_HASH_VERSION = "optout-spark-content/1"
-JOIN_ENV = "OPTOUT_SPARK_JOIN"  # auto (by size), broadcast or shuffle
-BROADCAST_ROWS_ENV = "OPTOUT_SPARK_BROADCAST_ROWS"
-LISTS_ENV = "OPTOUT_SPARK_LISTS"  # where staged lists live (see list_location)
-DRIVER_MEMORY_ENV = "OPTOUT_SPARK_DRIVER_MEMORY"  # a local session's driver memory
-# 5M BIGINT numbers make a broadcast hash relation of ~100 MB: safe on a 1-2 GB driver.
-DEFAULT_BROADCAST_ROWS = 5_000_000
-JOINS = ("auto", "broadcast", "shuffle")
-_OUT_OF_MEMORY = ("outofmemory", "out of memory", "maxbroadcasttablesize", "broadcast")
-
-
-class SparkEngineError(OptOutError, RuntimeError):
-    """Spark failed a step of the filter; nothing was published."""
-
-    exit_code = 1
-
-
-# ----------------------------------------------------------------------------------------- session
-
-
-def session(connection: str | None = None) -> SparkSession:
-    """A Spark Connect session for an ``sc://host:port`` URL, else a local classic session.
-
-    The local session keeps its warehouse (staged lists, ``table`` outputs) under the data folder.
-    """
-    from pyspark.sql import SparkSession
-
-    if connection is not None:
-        if not connection.startswith("sc://"):
-            raise InputError(
-                "a Spark connection is an sc://host:port URL or an Airflow connection id of type spark_connect",
-                field="connection",
-            )
-        return SparkSession.builder.remote(connection).getOrCreate()
-    from optout import config
-
-    return (
-        SparkSession.builder.master("local[*]")
-        .appName("optout")
-        .config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, "2g"))
-        .config("spark.sql.warehouse.dir", str(config.data_dir() / "spark-warehouse"))
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "8")
-        .getOrCreate()
-    )
-
-
-@contextmanager
-def spark_errors(step: str) -> Iterator[None]:
-    """Spark's errors as :class:`SparkEngineError`, named by class (their messages may quote data)."""
-    from pyspark.errors import PySparkException
-
-    try:
-        yield
-    except (PySparkException, OSError) as exc:
-        condition = _condition(exc)
-        text = f"{type(exc).__name__} {condition} {exc}".lower()
-        if any(word in text for word in _OUT_OF_MEMORY):
-            raise SparkEngineError(
-                f"Spark ran out of memory broadcasting the opt-out list while {step} ({condition}); nothing was "
-                f"written. Set {JOIN_ENV}=shuffle (or lower {BROADCAST_ROWS_ENV}), or give the driver more memory"
-            ) from None
-        raise SparkEngineError(
-            f"Spark refused {step} ({type(exc).__name__}: {condition}); nothing was written. Check that the "
-            "tables and paths exist and are readable, and that the session may create tables"
-        ) from None
-
-
-def _condition(exc: BaseException) -> str:
-    getter = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)
-    try:
-        return str(getter()) if getter else "no error class"
-    except Exception:  # the Connect client may not have one
-        return "no error class"
-
-
-# ----------------------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class JoinChoice:
-    """How the list is joined: ``broadcast`` copies it to every executor, ``shuffle`` partitions both."""
-
-    strategy: str
-    broadcast_rows: int
-
-    @classmethod
-    def from_env(cls) -> JoinChoice:
-        strategy = os.environ.get(JOIN_ENV, "auto").strip().lower()
-        if strategy not in JOINS:
-            raise InputError(f"{JOIN_ENV} is {strategy!r}; use one of {', '.join(JOINS)}", field=JOIN_ENV)
-        text = os.environ.get(BROADCAST_ROWS_ENV, str(DEFAULT_BROADCAST_ROWS))
-        if not text.strip().isdigit():
-            raise InputError(f"{BROADCAST_ROWS_ENV} must be a whole number of rows", field=BROADCAST_ROWS_ENV)
-        return cls(strategy, int(text))
-
-    def hint(self, rows: int) -> str:
-        broadcast = self.strategy == "broadcast" or (self.strategy == "auto" and rows <= self.broadcast_rows)
-        return "broadcast" if broadcast else "shuffle_hash"
-
-
-# ----------------------------------------------------------------------------------------- the list
-
-
-def staged_list(spark: SparkSession, check_result: Any) -> DataFrame:
-    """The check result's cohort as Parquet in Spark (``NUMBER`` BIGINT, ``CLEARED`` BOOLEAN), written once
-    per version under :func:`list_location` and checked by count and sums before every use (a missing,
-    half-written or damaged copy is written again)."""
-    cohort = np.asarray(check_result.cohort, dtype=np.int64)
-    cleared = np.asarray(check_result.cleared, dtype=np.int64)
-    flags = np.isin(cohort, cleared, assume_unique=True)
-    expected = (len(cohort), int(flags.sum()), int(cohort.sum()), int(cohort[flags].sum()))
-    digest = hashlib.sha256(cohort.tobytes() + flags.tobytes()).hexdigest()[:12]
-    path = f"{list_location().rstrip('/')}/v{int(check_result.info.id)}_{digest}"
-    with spark_errors("staging the opt-out list"):
-        if _staged_sums(spark, path) == expected:
-            return spark.read.parquet(path)
-        frame = spark.createDataFrame(pa.table({q.NUMBER: cohort, q.CLEARED: flags}))
-        frame.write.mode("overwrite").parquet(path)
-        if _staged_sums(spark, path) != expected:
-            raise SparkEngineError("the opt-out list staged in Spark does not match the version; nothing was written")
-        return spark.read.parquet(path)
-
-
-def list_location() -> str:
-    """Where staged lists live: ``OPTOUT_SPARK_LISTS`` (a path every Spark executor can read, such as
-    ``abfss://...`` or ``dbfs:/...``), else ``spark-lists`` in the data folder (a local or loopback session)."""
-    from optout import config
-
-    return os.environ.get(LISTS_ENV, "").strip() or str(config.data_dir() / "spark-lists")
-
-
-def _staged_sums(spark: SparkSession, path: str) -> tuple[int, int, int, int] | None:
-    from pyspark.errors import PySparkException
-
-    try:
-        return _list_sums(spark.read.parquet(path))
-    except PySparkException:  # not there yet, or no complete file
-        return None
-
-
-def _list_sums(frame: DataFrame) -> tuple[int, int, int, int]:
-    row = frame.selectExpr(
-        "count(*)",
-        f"count_if({q.CLEARED})",
-        f"coalesce(sum({q.NUMBER}), 0)",
-        f"coalesce(sum(CASE WHEN {q.CLEARED} THEN {q.NUMBER} END), 0)",
-    ).collect()[0]
-    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
-
-
-# ----------------------------------------------------------------------------------------- reading
-
-
-def read_table(spark: SparkSession, table: TableSpec) -> DataFrame:
-    """A spec table as a DataFrame: a Spark table, or a CSV/Parquet file or folder Spark reads."""
-    if table.table:
-        return spark.table(q.quote(table.table))
-    assert table.path is not None
-    return _read_path(spark, str(table.path), table.format)
-
-
-def read_output(spark: SparkSession, folder: str) -> DataFrame:
-    """A folder output as Spark wrote it (its format from its name)."""
-    return _read_path(spark, folder, Format.PARQUET if folder.endswith(".parquet") else Format.CSV)
-
-
-def output_parts(folder: Path, kind: Format, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
-    """A folder output's part files as Arrow batches (CSV parts: every column as text)."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    for part in sorted(folder.glob("part-*")):
-        if kind is Format.PARQUET:
-            yield from pq.ParquetFile(part).iter_batches(columns=list(columns) if columns else None)
-            continue
-        read = pacsv.read_csv(part, parse_options=pacsv.ParseOptions(newlines_in_values=True))
-        read = read.cast(pa.schema([(name, pa.string()) for name in read.column_names]))
-        yield from (read.select(list(columns)) if columns else read).to_batches()
-
-
-def _read_path(spark: SparkSession, path: str, kind: Format) -> DataFrame:
-    if kind is Format.PARQUET:
-        return spark.read.parquet(path)
-    # Every CSV column as text, as the file engine reads it; quoted newlines and doubled quotes allowed.
-    return spark.read.options(header=True, multiLine=True, escape='"', inferSchema=False).csv(path)
-
 
 @dataclass
-class _Table:
+class SparkTable:
     """One spec table in a run: its frame, and what learning found."""
 
     spec: TableSpec
@@ -252,7 +69,10 @@ class _Table:
     expected_out: int = 0
 
 
-class _Run:
+class SparkRun:
+    """One extract's tables read in Spark, numbers and keys made comparable, joined to the staged list:
+    what the filter and the proof (:mod:`optout.homes.spark_proof`) both start from."""
+
     def __init__(self, spark: SparkSession, spec: ExtractSpec, check_result: Any, join: JoinChoice) -> None:
         self.spark = spark
         self.spec = spec
@@ -269,17 +89,17 @@ class _Run:
                         field=name,
                     )
         keyed = [types[t.name][t.person_key] for t in spec.tables if t.person_key]
-        integer_keys = bool(keyed) and all(q.integer_type(kind) for kind in keyed)
-        self.no_key = f"CAST(NULL AS {'BIGINT' if integer_keys else 'STRING'})"
+        self.integer_keys = bool(keyed) and all(q.integer_type(kind) for kind in keyed)
+        self.no_key = f"CAST(NULL AS {'BIGINT' if self.integer_keys else 'STRING'})"
         self.tables = [
-            _Table(
+            SparkTable(
                 t,
                 frames[t.name],
                 list(frames[t.name].columns),
                 q.number_sql(t.nhs_number, types[t.name][t.nhs_number], table=t.name, where=t.path)
                 if t.nhs_number
                 else None,
-                q.key_sql(t.person_key, integer_keys) if t.person_key else None,
+                q.key_sql(t.person_key, self.integer_keys) if t.person_key else None,
                 np.zeros(CODE_COUNT, dtype=np.int64),
             )
             for t in spec.tables
@@ -288,7 +108,7 @@ class _Run:
             self.list = staged_list(spark, check_result)
             self.hint = join.hint(len(check_result.cohort))
 
-    def coded(self, table: _Table) -> DataFrame:
+    def coded(self, table: SparkTable) -> DataFrame:
         """The table's rows with their own code (``CODE``) and key (``KEY``), joined once to the list."""
         assert table.number is not None
         frame = table.number.apply(table.frame.selectExpr("*", f"{table.key or self.no_key} AS {q.KEY}"))
@@ -296,19 +116,17 @@ class _Run:
         return joined.selectExpr(*(q.column(c) for c in table.columns), q.NUMBER, q.KEY, f"{q.own_code()} AS {q.CODE}")
 
     def learn(self) -> tuple[DataFrame, DataFrame | None, dict[str, int]]:
-        """Cache each numbered table's (key, number, code); return the uncleared keys with their first
-        reason, the keys seen beside a number (when a table needs them) and people removed by number."""
-        numbered = [t for t in self.tables if t.number is not None]
-        narrow = []
-        for table in numbered:
-            frame = self.coded(table).select(q.KEY, q.NUMBER, q.CODE).persist()
-            narrow.append(frame)
-            for code, count in frame.groupBy(q.CODE).count().collect():
-                table.codes[int(code)] += int(count)
+        """Cache every numbered table's (table, key, number, code) together; return the uncleared keys with
+        their first reason, the keys seen beside a number (when a table needs them) and people removed.
+
+        Few jobs, whatever the number of tables: the uncleared keys (which caches the rows), one count of
+        every table's rows by code (and, of the kept, those of a removed person), one of people by reason."""
+        numbered = {index: t for index, t in enumerate(self.tables) if t.number is not None}
         nobody = self.spark.range(0).selectExpr(
-            f"{self.no_key} AS {q.KEY}", f"CAST(NULL AS BIGINT) AS {q.NUMBER}", f"0 AS {q.CODE}"
+            f"-1 AS {q.TABLE}", f"{self.no_key} AS {q.KEY}", f"CAST(NULL AS BIGINT) AS {q.NUMBER}", f"0 AS {q.CODE}"
         )
-        every = _union([nobody, *narrow])
+        coded = [self.coded(t).selectExpr(f"{i} AS {q.TABLE}", q.KEY, q.NUMBER, q.CODE) for i, t in numbered.items()]
+        every = union([nobody, *coded]).persist()
         removed = every.where(f"{q.CODE} <> {KEEP}")
         bad = (
             removed.where(f"{q.KEY} IS NOT NULL")
@@ -319,19 +137,23 @@ class _Run:
         )
         needs_known = any(t.number is None for t in self.tables)
         known = every.where(f"{q.KEY} IS NOT NULL").select(q.KEY).distinct().localCheckpoint() if needs_known else None
-        people = np.zeros(CODE_COUNT, dtype=np.int64)
-        firsts = removed.where(f"{q.KEY} IS NULL AND {q.NUMBER} IS NOT NULL").groupBy(q.NUMBER).agg({q.CODE: "min"})
-        for source in (bad.select(q.CODE), firsts.withColumnRenamed(f"min({q.CODE})", q.CODE).select(q.CODE)):
-            for code, count in source.groupBy(q.CODE).count().collect():
-                people[int(code)] += int(count)
         flagged = bad.selectExpr(q.KEY, f"TRUE AS {q.BAD}")
-        for table, frame in zip(numbered, narrow, strict=True):
-            if table.key is not None:
-                hit = frame.where(f"{q.CODE} = {KEEP}").join(flagged.hint("broadcast"), on=q.KEY, how="left_semi")
-                table.codes[Reason.PERSON_REMOVED.code] = hit.count()
-            table.codes[KEEP] -= table.codes[Reason.PERSON_REMOVED.code]
+        hit = f"coalesce({q.BAD} AND {q.CODE} = {KEEP}, FALSE) AS {q.REASON}"  # kept by number, removed as a person
+        rows = every.join(flagged.hint("broadcast"), on=q.KEY, how="left").selectExpr(q.TABLE, q.CODE, hit)
+        for index, code, person_removed, count in rows.groupBy(q.TABLE, q.CODE, q.REASON).count().collect():
+            table = numbered[int(index)]
+            table.codes[int(code)] += int(count)
+            if person_removed:
+                table.codes[Reason.PERSON_REMOVED.code] += int(count)
+                table.codes[KEEP] -= int(count)
+        for table in numbered.values():
             table.expected_out = int(table.codes[KEEP])
-            frame.unpersist()
+        firsts = removed.where(f"{q.KEY} IS NULL AND {q.NUMBER} IS NOT NULL").groupBy(q.NUMBER).agg({q.CODE: "min"})
+        first_codes = union([bad.select(q.CODE), firsts.withColumnRenamed(f"min({q.CODE})", q.CODE).select(q.CODE)])
+        people = np.zeros(CODE_COUNT, dtype=np.int64)
+        for code, count in first_codes.groupBy(q.CODE).count().collect():
+            people[int(code)] += int(count)
+        every.unpersist()
         unseen = []
         for table in self.tables:
             if table.number is None:
@@ -342,10 +164,48 @@ class _Run:
                 table.expected_out = int(table.codes[KEEP])
                 unseen.append(decided.where(f"{q.REASON} = {Reason.UNCHECKED.code}").select(q.KEY))
         if unseen:
-            people[Reason.UNCHECKED.code] += _union(unseen).distinct().count()
+            people[Reason.UNCHECKED.code] += union(unseen).distinct().count()
         return flagged, known, counts_by_reason(people)
 
-    def decided_keys_only(self, table: _Table, flagged: DataFrame, known: DataFrame) -> DataFrame:
+    def leaks(self, name: str, frame: DataFrame) -> list[ColumnLeak]:
+        """Valid NHS numbers not in the cleared list, in any cell of any column of ``frame``, counted per
+        column (the leak scan's rule as Spark SQL: :func:`optout.homes.spark_sql.leak_candidates`); a
+        column of a type the scan cannot read is reported unscannable. Only the counts are collected."""
+        parts: list[str] = []
+        may_hold: list[str] = []
+        unscannable: list[ColumnLeak] = []
+        columns = list(frame.columns)
+        for index, (column, kind) in enumerate(frame.dtypes):
+            try:
+                cells = q.leak_candidates(column, kind, index)
+            except q.Unscannable:
+                unscannable.append(ColumnLeak(name, column, 0, unscannable=True))
+                continue
+            if cells is not None:
+                parts.append(cells[0])
+                may_hold.append(cells[1])
+        if not parts:
+            return unscannable
+        rows = frame.where(" OR ".join(may_hold))  # most rows hold nothing number-like: no arrays for them
+        candidates = rows.selectExpr(f"explode(concat({', '.join(parts)})) AS x")
+        numbers = candidates.selectExpr("x.c AS c", f"x.n AS {q.NUMBER}").where(q.valid_number(q.NUMBER))
+        cleared = self.list.where(q.CLEARED).select(q.NUMBER)
+        counts = numbers.join(cleared.hint(self.hint), on=q.NUMBER, how="left_anti").groupBy("c").count().collect()
+        found = [ColumnLeak(name, columns[int(index)], int(count)) for index, count in sorted(counts) if count]
+        return found + unscannable
+
+    def scan_inputs(self, scan: InputScan) -> None:
+        """The input leak scan (:mod:`optout.input_scan`) in Spark: each input's undeclared columns that the
+        spec does not exclude, counted per column; refused before anything is written."""
+        excluded = excluded_columns(self.spec)
+        for table in self.tables:
+            skip = excluded.get(table.spec.name, set()) | {table.spec.nhs_number, table.spec.person_key}
+            columns = [q.column(c) for c in table.columns if c not in skip]
+            if columns:
+                scan.counted(self.leaks(table.spec.name, table.frame.select(*columns)))
+        scan.require_clean()
+
+    def decided_keys_only(self, table: SparkTable, flagged: DataFrame, known: DataFrame) -> DataFrame:
         """A key-only table's rows with their reason: no key, never seen beside a number, or uncleared."""
         frame = table.frame.selectExpr("*", f"{table.key} AS {q.KEY}")
         frame = frame.join(known.selectExpr(q.KEY, f"TRUE AS {q.KNOWN}").hint(self.hint), on=q.KEY, how="left")
@@ -356,7 +216,7 @@ class _Run:
         )
         return frame.selectExpr(*(q.column(c) for c in table.columns), q.KEY, f"{reason} AS {q.REASON}")
 
-    def kept(self, table: _Table, flagged: DataFrame, known: DataFrame | None) -> DataFrame:
+    def kept(self, table: SparkTable, flagged: DataFrame, known: DataFrame | None) -> DataFrame:
         """The rows of ``table`` that may be used, with only its own columns."""
         if table.number is None:
             assert known is not None
@@ -368,7 +228,7 @@ class _Run:
         return frame.select(*table.columns)
 
 
-def _union(frames: list[DataFrame]) -> DataFrame:
+def union(frames: list[DataFrame]) -> DataFrame:
     united = frames[0]
     for frame in frames[1:]:
         united = united.unionByName(frame)
@@ -400,7 +260,7 @@ class _Outputs:
             frame.write.mode("error").parquet(target)
         else:
             frame.write.mode("error").options(header=True, escape='"').csv(target)
-        return _read_path(self.spark, target, table.format)
+        return read_path(self.spark, target, table.format)
 
     def publish(self) -> None:
         for temporary, final in self._tables:
@@ -414,22 +274,18 @@ class _Outputs:
         self._tables.clear()
 
 
-def content_hash(frame: DataFrame) -> tuple[int, str]:
-    """Row count and an order-free hash of a DataFrame's content: the sha256 of ``optout-spark-content/1``,
-    the row hash used, the count and the exact sum of the rows' ``xxhash64`` (see
-    :func:`optout.homes.spark_sql.content_hash_sql`). Compare hashes within Spark only."""
-    row = frame.selectExpr(*q.content_hash_sql(list(frame.columns))).collect()[0]
-    text = f"{CONTENT_HASH_VERSION}\nxxhash64+nulls\n{int(row[0])}\n{row[1]}\n"
-    return int(row[0]), hashlib.sha256(text.encode()).hexdigest()
-
-
 def output_format(table: TableSpec) -> str:
     """The manifest's ``format`` of a Spark output: a Spark table, or a folder of CSV or Parquet parts."""
     return "spark-table" if table.table else f"spark-{table.format.value}"
 
 
 def filter_spark(
-    spec: ExtractSpec, staging: Path, check_result: CheckResultLike | None, *, spark: SparkSession
+    spec: ExtractSpec,
+    staging: Path,
+    check_result: CheckResultLike | None,
+    *,
+    spark: SparkSession,
+    scan: InputScan | None = None,
 ) -> tuple[list[TableReport], dict[str, int]]:
     """Filter (or, for direct care and exemptions, copy) every table of ``spec`` in Spark.
 
@@ -440,7 +296,10 @@ def filter_spark(
         raise InputError("the Spark engine does not filter pseudonymised tables yet; use the file or SQL engine")
     if any(t.query for t in spec.tables):
         raise InputError("with engine: spark name a table or a path; query is for SQL databases")
-    run = _Run(spark, spec, check_result, JoinChoice.from_env())
+    run = SparkRun(spark, spec, check_result, JoinChoice.from_env())
+    if scan is not None:
+        with spark_errors("scanning the inputs"):
+            run.scan_inputs(scan)
     outputs = _Outputs(spark, staging, run.tag)
     reports = []
     try:
@@ -473,6 +332,4 @@ def filter_spark(
 
 
 def _formatted(report: TableReport, table: TableSpec) -> TableReport:
-    from dataclasses import replace
-
     return replace(report, format=output_format(table))

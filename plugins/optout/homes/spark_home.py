@@ -7,16 +7,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from optout.homes.base import ExtractHome
-from optout.homes.spark import ENGINE, content_hash, filter_spark, read_output, read_table, session, spark_errors
+from optout.homes.spark import filter_spark
+from optout.homes.spark_session import ENGINE, content_hash, read_output, read_table, session, spark_errors
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import SparkSession
 
     from optout.clearance import CheckResultLike
+    from optout.homes.sql.run import TableMeasure
     from optout.input_scan import InputScan
     from optout.manifest import TableReport
     from optout.spec import ExtractSpec, TableSpec
+
+
+_PROVED_IN_SPARK = "a Spark table's rows are not brought to the driver; it is proved in Spark"
 
 
 class SparkHome(ExtractHome):
@@ -48,16 +53,11 @@ class SparkHome(ExtractHome):
     def filter(
         self, staging: Path, check_result: CheckResultLike, scan: InputScan | None = None
     ) -> tuple[list[TableReport], dict[str, int]]:
-        return filter_spark(self.spec, staging, check_result, spark=self.spark)
+        return filter_spark(self.spec, staging, check_result, spark=self.spark, scan=scan)
 
     def scan_inputs(self, scan: InputScan) -> None:
-        """Path inputs are read here with Arrow and scanned; a Spark table's rows are never brought to the
-        driver, so it is not scanned (the manifest names it)."""
-        for table in self.spec.tables:
-            if table.table:
-                scan.not_scanned(table.name, "a Spark table: its rows are not brought to the driver")
-            else:
-                scan.batches(table.name, self.input_batches(table))
+        """Nothing here: the filter scans every input in Spark, tables and paths alike, once the list is
+        staged and before it writes anything (:meth:`optout.homes.spark.SparkRun.scan_inputs`)."""
 
     def copy(self, staging: Path) -> list[TableReport]:
         return filter_spark(self.spec, staging, None, spark=self.spark)[0]
@@ -76,23 +76,30 @@ class SparkHome(ExtractHome):
                     found[name] = None
         return found
 
+    def measure_in_place(self, out_dir: Path, check_result: CheckResultLike | None) -> list[TableMeasure]:
+        """Each output's counts, content hash and leaks per column, computed in Spark
+        (:func:`optout.homes.spark_proof.measure_spark`): no row reaches the driver."""
+        from optout.homes.spark_proof import measure_spark
+
+        return measure_spark(self.spark, self.spec, out_dir, check_result)
+
     def output_batches(
         self, out_dir: Path, table: TableSpec, columns: Sequence[str] | None = None
     ) -> Iterator[pa.RecordBatch]:
         """A folder output's parts, read here with Arrow (the folder is on this machine). A Spark table's
-        rows are never brought to the driver: its proof is not built yet, so it is refused."""
+        rows are never brought to the driver (the proof runs in Spark: :meth:`measure_in_place`)."""
         from optout.errors import InputError
-        from optout.homes.spark import output_parts
+        from optout.homes.spark_session import output_parts
 
         if table.table:
-            raise InputError("the cell-by-cell proof of Spark table outputs is not built yet", field=table.name)
+            raise InputError(_PROVED_IN_SPARK, field=table.name)
         yield from output_parts(Path(out_dir) / table.output_name, table.format, columns)
 
     def input_batches(self, table: TableSpec, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         from optout.errors import InputError
 
         if table.table:
-            raise InputError("the cell-by-cell proof of Spark tables is not built yet", field=table.name)
+            raise InputError(_PROVED_IN_SPARK, field=table.name)
         with spark_errors("reading the inputs"):
             frame = read_table(self.spark, table)
             if columns is not None:

@@ -31,6 +31,7 @@ KEY = "__optout_k"  # the person key in its comparable form, or NULL
 BAD = "__optout_bad"  # TRUE when the row's key belongs to a person who is not cleared
 KNOWN = "__optout_known"  # TRUE when the key was seen beside a number
 REASON = "__optout_reason"  # the row's final reason code (0 = keep)
+TABLE = "__optout_table"  # which table of the extract a row came from (by position)
 
 # Java regular expressions (raw SQL strings, r'...'): what Arrow's utf8_trim_whitespace trims, and
 # what the file engine drops from a messy number (RE2's \s and '-').
@@ -133,13 +134,19 @@ def number_sql(name: str, spark_type: str, *, table: str, where: Path | None = N
     return _classified(steps)
 
 
+def _check_digit_ok(value: str) -> str:
+    """The modulus 11 check of a ten-digit BIGINT, by integer arithmetic: the weighted sum of all ten
+    digits (the check digit weighted 1) is a multiple of 11 exactly when the check digit is right."""
+    weighted = " + ".join(f"({value} div {10 ** (10 - place)}) % 10 * {11 - place}" for place in range(1, 11))
+    return f"({weighted}) % 11 = 0"
+
+
 def _classified(steps: tuple[tuple[str, ...], ...]) -> NumberSql:
-    weighted = " + ".join(f"({_VALUE} div {10 ** (10 - place)}) % 10 * {11 - place}" for place in range(1, 11))
     status = (
         f"CAST(CASE WHEN {_MISSING} THEN {Reason.MISSING.code} "
         f"WHEN NOT {_WELL_FORMED} THEN {Reason.MALFORMED.code} "
         f"WHEN {_VALUE} % {PLACEHOLDER_STEP} = 0 THEN {Reason.MISSING.code} "
-        f"WHEN ({weighted}) % 11 = 0 THEN {KEEP} ELSE {Reason.BAD_CHECK_DIGIT.code} END AS INT) AS {STATUS}"
+        f"WHEN {_check_digit_ok(_VALUE)} THEN {KEEP} ELSE {Reason.BAD_CHECK_DIGIT.code} END AS INT) AS {STATUS}"
     )
     number = f"CASE WHEN {STATUS} = {KEEP} THEN {_VALUE} END AS {NUMBER}"
     return NumberSql((*steps, (status,), (number,)))
@@ -173,3 +180,77 @@ def content_hash_sql(columns: list[str]) -> tuple[str, str]:
     parts = [part for name in columns for part in (column(name), f"isnull({column(name)})")]
     hashed = f"xxhash64({', '.join(parts)})" if parts else "0"
     return "count(*) AS rows", f"CAST(coalesce(sum(CAST({hashed} AS DECIMAL(38, 0))), 0) AS STRING) AS total"
+
+
+# ----------------------------------------------------------------------------------------- the leak scan
+
+# The leak scan's rule (optout.leak_scan) in Spark SQL. A whole cell as the normaliser reads it: trimmed,
+# spaces, tabs and dashes dropped, ten digits with an optional ``.0`` tail. Inside longer text: ten digits,
+# or 3-3-4 with spaces or dashes, with no hexadecimal digit either side (look-arounds, so that neighbours
+# sharing an edge are both found, as the file scan's rounds find them).
+_WHOLE = r"^([0-9]{10})(?:\.0+)?$"
+_IN_TEXT = r"(?<![0-9A-Fa-f])([0-9]{10}|[0-9]{3}[\t\n\f\r \-]{1,3}[0-9]{3}[\t\n\f\r \-]{1,3}[0-9]{4})(?![0-9A-Fa-f])"
+# Types the normaliser never reads as an NHS number (and integers too narrow to hold ten digits).
+_CANNOT_HOLD = ("boolean", "date", "timestamp", "timestamp_ntz", "void", "tinyint", "smallint")
+CANDIDATES = "ARRAY<STRUCT<c: INT, n: BIGINT>>"
+
+
+class Unscannable(TypeError):
+    """A Spark type the leak scan cannot read: the proof cannot vouch for the column."""
+
+
+def leak_candidates(name: str, spark_type: str, index: int) -> tuple[str, str] | None:
+    """SQL for every number-like value in one cell of column ``name``, as an ``ARRAY<STRUCT<c, n>>`` of
+    (``index``, BIGINT): a whole cell read as one number, else each candidate inside its text; numbers in
+    integer, floating and decimal columns; lists, structs and maps through their JSON text. With it, a
+    cheap test that a cell may hold one (ten characters, a number in range), so that rows holding none are
+    dropped before any array is built. None: the type cannot hold an NHS number. Validity and the cleared
+    list are applied to the exploded result.
+
+    :raises Unscannable: a type the scan does not know (fails the proof rather than passing it unread).
+    """
+    value = column(name)
+    if spark_type in _CANNOT_HOLD or spark_type.startswith("interval"):
+        return None
+    if spark_type in ("int", "bigint"):
+        may = f"{value} BETWEEN {LOWEST} AND {HIGHEST}"
+        found = f"CASE WHEN {may} THEN array(CAST({value} AS BIGINT)) END"
+    elif spark_type in _FLOAT_TYPES or spark_type.startswith("decimal"):
+        real = f"CAST({value} AS DOUBLE)"
+        may = f"{real} BETWEEN {LOWEST} AND {HIGHEST}"
+        whole = f"NOT isnan({real}) AND {may} AND floor({real}) = {real}"
+        found = f"CASE WHEN {whole} THEN array(CAST({real} AS BIGINT)) END"
+    elif spark_type in ("string", "binary") or spark_type.startswith(("varchar", "char")):
+        may = f"length({value}) >= 10"
+        found = _text_candidates(f"CAST({value} AS STRING)")
+    elif spark_type.startswith(("array", "struct", "map")):
+        may = f"length(to_json({value})) >= 10"
+        found = _text_candidates(f"to_json({value})")
+    else:
+        raise Unscannable(spark_type)
+    tagged = f"coalesce(transform({found}, n -> named_struct('c', {index}, 'n', n)), CAST(array() AS {CANDIDATES}))"
+    return tagged, f"coalesce({may}, FALSE)"
+
+
+def _text_candidates(text: str) -> str:
+    """Each cell's whole reading when it is ten digits, else every candidate inside it (cells shorter than
+    ten characters hold none). Lambdas keep each regular expression to one evaluation a cell."""
+    cleaned = f"regexp_replace(regexp_replace(t, {_raw(_TRIM)}, ''), {_raw(_CLEAN)}, '')"
+    digits = "CAST(regexp_replace(m, '[^0-9]', '') AS BIGINT)"
+    inside = f"transform(regexp_extract_all(t, {_raw(_IN_TEXT)}, 1), m -> {digits})"
+    per_cell = (
+        f"flatten(transform(array(regexp_extract({cleaned}, {_raw(_WHOLE)}, 1)), w -> "
+        f"CASE WHEN w <> '' THEN array(CAST(w AS BIGINT)) ELSE {inside} END))"
+    )
+    return f"flatten(transform(array({text}), t -> CASE WHEN length(t) >= 10 THEN {per_cell} END))"
+
+
+def pieces(text: str, edges: bytes) -> str:
+    """One row for each piece of column ``text`` cut at any of the (ASCII) ``edges``."""
+    cut = "".join(f"\\x{{{byte:02x}}}" for byte in edges)
+    return f"explode(split({column(text)}, {_raw(f'[{cut}]')}))"
+
+
+def valid_number(value: str) -> str:
+    """True where a BIGINT is a valid NHS number (:func:`optout.nhs_number.is_valid_number`'s rule)."""
+    return f"({value} > 0 AND {value} <= {HIGHEST} AND {value} % {PLACEHOLDER_STEP} <> 0 AND {_check_digit_ok(value)})"

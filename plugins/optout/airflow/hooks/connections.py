@@ -60,11 +60,11 @@ def _connection(conn_id: str) -> Connection:
 
 def spark_connect_url(conn_id: str) -> str:
     """The ``sc://`` URL of a connection of the Spark provider's ``spark_connect`` type (token and user
-    id as the provider's hook puts them)."""
+    id as the provider's hook puts them), masked in task logs."""
     from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
 
-    _connection(conn_id)  # a missing connection is an InputError saying how to add it
-    return SparkConnectHook(conn_id).get_connection_url()
+    conn = _connection(conn_id)  # a missing connection is an InputError saying how to add it
+    return masked(conn, SparkConnectHook(conn_id).get_connection_url())  # a token is the password
 
 
 def airflow_resolver() -> Resolver:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from optout.gate import Permit
     from optout.ledger import LedgerEntry
     from optout.lineage import Namer
+    from optout.spec import ExtractSpec
 
 
 class _Gate:
@@ -71,7 +72,7 @@ class _Gate:
                 files=files,
                 store=self.hook.store,
                 max_age=parse_max_age(self.max_age),
-                connection=spec.connection,  # a database extract's tables are hashed again there
+                connection=spec.outputs_connection,  # database tables or Spark outputs are hashed again there
                 spec=spec,
                 resolver=airflow_resolver(),
             )
@@ -179,12 +180,41 @@ class GatedExportOperator(OptOutBaseOperator):
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, staging / name)
             verify_files(permit.manifest, {name: staging / name for name in permit.files})
+            if permit.manifest.engine == "spark":
+                _copy_spark_folders(permit, staging, self.load_spec())
             check.still_current(permit)  # the copy took time
             entry = check.record(self, context, permit, self.recipient)
         if entry.disclosure.data_docs:
             push_link(context, DataDocsLink(), data_docs_url(entry.id))
-        self.log.info("Delivered %d file(s) to %s", len(permit.files), target)
-        return {"destination": str(target), "files": len(permit.files), "ledger_entry": entry.id}
+        sent = len(permit.files) + len(permit.tables)
+        self.log.info("Delivered %d file(s) or folder(s) to %s", sent, target)
+        return {"destination": str(target), "files": sent, "ledger_entry": entry.id}
+
+
+def _copy_spark_folders(permit: Permit, staging: Path, spec: ExtractSpec) -> None:
+    """A Spark extract's folder outputs (proved in Spark by the gate), copied part by part: each copy's bytes
+    must be its source's, and the sources must still hold what the manifest hashed once the copy is done.
+    A Spark table output cannot go to a folder: it stays in Spark (gate the operator that shares it)."""
+    from optout.airflow.hooks.connections import airflow_resolver
+    from optout.errors import VerificationFailed
+    from optout.manifest import sha256_of
+    from optout.proof import require_tables_unchanged
+
+    for name in permit.tables:
+        source = permit.out_dir / name
+        if not source.is_dir():
+            raise VerificationFailed(
+                f"output {name!r} is a Spark table: it stays in Spark; put gate(...) in front of the operator "
+                "that shares it"
+            )
+        parts = {path.relative_to(source): sha256_of(path) for path in sorted(source.rglob("*")) if path.is_file()}
+        shutil.copytree(source, staging / name)
+        copied = {path.relative_to(staging / name) for path in (staging / name).rglob("*") if path.is_file()}
+        if copied != set(parts) or any(sha256_of(staging / name / part) != digest for part, digest in parts.items()):
+            raise VerificationFailed(f"output {name!r} changed while it was copied: nothing was sent")
+    require_tables_unchanged(
+        permit.manifest, spec.outputs_connection, permit.tables, resolver=airflow_resolver(), out_dir=permit.out_dir
+    )
 
     def lineage_datasets(self, names: Namer, extract: Path, written: Path) -> Datasets:
         """The proved extract in, the delivered files out."""

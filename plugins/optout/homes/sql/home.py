@@ -73,7 +73,7 @@ class SqlHome(ExtractHome):
     def hashes(self, out_dir: Path, names: Iterable[str]) -> dict[str, str | None]:
         return engine.table_hashes(self.database, sorted(set(names)))
 
-    def measure_in_place(self, check_result: CheckResultLike | None) -> list[TableMeasure]:
+    def measure_in_place(self, out_dir: Path, check_result: CheckResultLike | None) -> list[TableMeasure]:
         """Each output table's counts and content hash, computed in the database (the proof's figures)."""
         return engine.measure_tables(self.spec, check_result, engine=self.database, connection_secret=self.secret)
 

@@ -33,6 +33,7 @@ from optout.nhs_number import names_for_message
 from optout.pseudonym import check_matches
 
 if TYPE_CHECKING:
+    from optout.leak_scan import ColumnLeak
     from optout.spec import ExtractSpec, TableSpec
 
 FORMAT = "table"
@@ -61,7 +62,8 @@ class TableMeasure:
     """One output table measured in its database: counts and a content hash, never a value.
 
     ``uncleared_numbers``/``uncleared_people`` are None when not measured (no check result, or the
-    table has no such column)."""
+    table has no such column); ``leaks`` is None when the caller scans the output's cells itself (a
+    home that scans where the data lives, such as Spark, gives the counts per column here)."""
 
     name: str
     present: bool
@@ -70,6 +72,7 @@ class TableMeasure:
     sha256: str | None = None
     uncleared_numbers: int | None = None
     uncleared_people: int | None = None
+    leaks: list[ColumnLeak] | None = None
 
 
 @dataclass(frozen=True)

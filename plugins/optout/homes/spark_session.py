@@ -1,0 +1,230 @@
+"""The Spark engine's session and staging: connecting, failing closed on Spark's errors, the join setting,
+the opt-out list staged once per version, reading tables and paths, and content hashes.
+
+What the filter job (:mod:`optout.homes.spark`) and the proof (:mod:`optout.homes.spark_proof`) share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from optout.errors import InputError, OptOutError
+from optout.homes import spark_sql as q
+from optout.homes.files.formats import Format
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from optout.spec import TableSpec
+
+ENGINE = "spark"
+CONTENT_HASH_VERSION = "optout-spark-content/1"
+JOIN_ENV = "OPTOUT_SPARK_JOIN"  # auto (by size), broadcast or shuffle
+BROADCAST_ROWS_ENV = "OPTOUT_SPARK_BROADCAST_ROWS"
+LISTS_ENV = "OPTOUT_SPARK_LISTS"  # where staged lists live (see list_location)
+DRIVER_MEMORY_ENV = "OPTOUT_SPARK_DRIVER_MEMORY"  # a local session's driver memory
+# 5M BIGINT numbers make a broadcast hash relation of ~100 MB: safe on a 1-2 GB driver.
+DEFAULT_BROADCAST_ROWS = 5_000_000
+JOINS = ("auto", "broadcast", "shuffle")
+_OUT_OF_MEMORY = ("outofmemory", "out of memory", "maxbroadcasttablesize", "broadcast")
+
+
+class SparkEngineError(OptOutError, RuntimeError):
+    """Spark failed a step of the filter; nothing was published."""
+
+    exit_code = 1
+
+
+# ----------------------------------------------------------------------------------------- session
+
+
+def session(connection: str | None = None) -> SparkSession:
+    """A Spark Connect session for an ``sc://host:port`` URL, else a local classic session.
+
+    The local session keeps its warehouse (staged lists, ``table`` outputs) under the data folder.
+    """
+    from pyspark.sql import SparkSession
+
+    if connection is not None:
+        if not connection.startswith("sc://"):
+            raise InputError(
+                "a Spark connection is an sc://host:port URL or an Airflow connection id of type spark_connect",
+                field="connection",
+            )
+        return SparkSession.builder.remote(connection).getOrCreate()
+    from optout import config
+
+    return (
+        SparkSession.builder.master("local[*]")
+        .appName("optout")
+        .config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, "2g"))
+        .config("spark.sql.warehouse.dir", str(config.data_dir() / "spark-warehouse"))
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        .getOrCreate()
+    )
+
+
+@contextmanager
+def spark_errors(step: str) -> Iterator[None]:
+    """Spark's errors as :class:`SparkEngineError`, named by class (their messages may quote data)."""
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (PySparkException, OSError) as exc:
+        condition = _condition(exc)
+        text = f"{type(exc).__name__} {condition} {exc}".lower()
+        if any(word in text for word in _OUT_OF_MEMORY):
+            raise SparkEngineError(
+                f"Spark ran out of memory broadcasting the opt-out list while {step} ({condition}); nothing was "
+                f"written. Set {JOIN_ENV}=shuffle (or lower {BROADCAST_ROWS_ENV}), or give the driver more memory"
+            ) from None
+        raise SparkEngineError(
+            f"Spark refused {step} ({type(exc).__name__}: {condition}); nothing was written. Check that the "
+            "tables and paths exist and are readable, and that the session may create tables"
+        ) from None
+
+
+def _condition(exc: BaseException) -> str:
+    getter = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)
+    try:
+        return str(getter()) if getter else "no error class"
+    except Exception:  # the Connect client may not have one
+        return "no error class"
+
+
+# ----------------------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class JoinChoice:
+    """How the list is joined: ``broadcast`` copies it to every executor, ``shuffle`` partitions both."""
+
+    strategy: str
+    broadcast_rows: int
+
+    @classmethod
+    def from_env(cls) -> JoinChoice:
+        strategy = os.environ.get(JOIN_ENV, "auto").strip().lower()
+        if strategy not in JOINS:
+            raise InputError(f"{JOIN_ENV} is {strategy!r}; use one of {', '.join(JOINS)}", field=JOIN_ENV)
+        text = os.environ.get(BROADCAST_ROWS_ENV, str(DEFAULT_BROADCAST_ROWS))
+        if not text.strip().isdigit():
+            raise InputError(f"{BROADCAST_ROWS_ENV} must be a whole number of rows", field=BROADCAST_ROWS_ENV)
+        return cls(strategy, int(text))
+
+    def hint(self, rows: int) -> str:
+        broadcast = self.strategy == "broadcast" or (self.strategy == "auto" and rows <= self.broadcast_rows)
+        return "broadcast" if broadcast else "shuffle_hash"
+
+
+# ----------------------------------------------------------------------------------------- the list
+
+
+def staged_list(spark: SparkSession, check_result: Any) -> DataFrame:
+    """The check result's cohort as Parquet in Spark (``NUMBER`` BIGINT, ``CLEARED`` BOOLEAN), written once
+    per version under :func:`list_location` and checked by count and sums before every use (a missing,
+    half-written or damaged copy is written again)."""
+    cohort = np.asarray(check_result.cohort, dtype=np.int64)
+    cleared = np.asarray(check_result.cleared, dtype=np.int64)
+    flags = np.isin(cohort, cleared, assume_unique=True)
+    expected = (len(cohort), int(flags.sum()), int(cohort.sum()), int(cohort[flags].sum()))
+    digest = hashlib.sha256(cohort.tobytes() + flags.tobytes()).hexdigest()[:12]
+    path = f"{list_location().rstrip('/')}/v{int(check_result.info.id)}_{digest}"
+    with spark_errors("staging the opt-out list"):
+        if _staged_sums(spark, path) == expected:
+            return spark.read.parquet(path)
+        frame = spark.createDataFrame(pa.table({q.NUMBER: cohort, q.CLEARED: flags}))
+        frame.write.mode("overwrite").parquet(path)
+        if _staged_sums(spark, path) != expected:
+            raise SparkEngineError("the opt-out list staged in Spark does not match the version; nothing was written")
+        return spark.read.parquet(path)
+
+
+def list_location() -> str:
+    """Where staged lists live: ``OPTOUT_SPARK_LISTS`` (a path every Spark executor can read, such as
+    ``abfss://...`` or ``dbfs:/...``), else ``spark-lists`` in the data folder (a local or loopback session)."""
+    from optout import config
+
+    return os.environ.get(LISTS_ENV, "").strip() or str(config.data_dir() / "spark-lists")
+
+
+def _staged_sums(spark: SparkSession, path: str) -> tuple[int, int, int, int] | None:
+    from pyspark.errors import PySparkException
+
+    try:
+        return _list_sums(spark.read.parquet(path))
+    except PySparkException:  # not there yet, or no complete file
+        return None
+
+
+def _list_sums(frame: DataFrame) -> tuple[int, int, int, int]:
+    row = frame.selectExpr(
+        "count(*)",
+        f"count_if({q.CLEARED})",
+        f"coalesce(sum({q.NUMBER}), 0)",
+        f"coalesce(sum(CASE WHEN {q.CLEARED} THEN {q.NUMBER} END), 0)",
+    ).collect()[0]
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def read_table(spark: SparkSession, table: TableSpec) -> DataFrame:
+    """A spec table as a DataFrame: a Spark table, or a CSV/Parquet file or folder Spark reads."""
+    if table.table:
+        return spark.table(q.quote(table.table))
+    assert table.path is not None
+    return read_path(spark, str(table.path), table.format)
+
+
+def read_output(spark: SparkSession, folder: str) -> DataFrame:
+    """A folder output as Spark wrote it (its format from its name)."""
+    return read_path(spark, folder, Format.PARQUET if folder.endswith(".parquet") else Format.CSV)
+
+
+def output_parts(folder: Path, kind: Format, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
+    """A folder output's part files as Arrow batches (CSV parts: every column as text)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    for part in sorted(folder.glob("part-*")):
+        if kind is Format.PARQUET:
+            yield from pq.ParquetFile(part).iter_batches(columns=list(columns) if columns else None)
+            continue
+        read = pacsv.read_csv(part, parse_options=pacsv.ParseOptions(newlines_in_values=True))
+        read = read.cast(pa.schema([(name, pa.string()) for name in read.column_names]))
+        yield from (read.select(list(columns)) if columns else read).to_batches()
+
+
+def read_path(spark: SparkSession, path: str, kind: Format) -> DataFrame:
+    """A CSV or Parquet file or folder as Spark reads it (CSV: every column as text)."""
+    if kind is Format.PARQUET:
+        return spark.read.parquet(path)
+    # Every CSV column as text, as the file engine reads it; quoted newlines and doubled quotes allowed.
+    return spark.read.options(header=True, multiLine=True, escape='"', inferSchema=False).csv(path)
+
+
+def content_hash(frame: DataFrame) -> tuple[int, str]:
+    """Row count and an order-free hash of a DataFrame's content: the sha256 of ``optout-spark-content/1``,
+    the row hash used, the count and the exact sum of the rows' ``xxhash64`` (see
+    :func:`optout.homes.spark_sql.content_hash_sql`). Compare hashes within Spark only."""
+    row = frame.selectExpr(*q.content_hash_sql(list(frame.columns))).collect()[0]
+    return int(row[0]), digest(int(row[0]), row[1])
+
+
+def digest(rows: int, total: str) -> str:
+    """The content hash from the aggregates :func:`optout.homes.spark_sql.content_hash_sql` names."""
+    text = f"{CONTENT_HASH_VERSION}\nxxhash64+nulls\n{rows}\n{total}\n"
+    return hashlib.sha256(text.encode()).hexdigest()
