@@ -49,7 +49,7 @@ _IN_TEXT = r"(?:^|[^0-9A-Fa-f])(?P<n>[0-9]{10}|[0-9]{3}[\s\-]{1,3}[0-9]{3}[\s\-]
 # dashes, with an optional ``.0``. A necessary shape only; the normaliser decides.
 _WHOLE_SHAPE = r"^[\s\pZ\x{85}\-0-9]*(?:\.0+)?[\s\pZ\x{85}]*$"
 # What a CSV parser could take as the edge of a field, whatever the dialect: raw text is cut there.
-_RAW_EDGES = rb",;\t|\"'\r\n"
+_RAW_EDGES = b",;\t|\"'\r\n"
 
 
 class Unscannable(TypeError):

@@ -176,6 +176,16 @@ def test_raw_blocks_do_not_split_a_number(tmp_path: Path, monkeypatch: pytest.Mo
     assert uncleared_in_raw(path, CLEARED_SET) == 1
 
 
+def test_raw_text_is_cut_at_tabs_and_line_ends_not_at_letters(tmp_path: Path) -> None:
+    """Tab, CR and LF are field edges (a TSV file, a record's end); the letters t, r and n are not."""
+    from optout.leak_scan import _RAW_EDGES
+
+    assert set(_RAW_EDGES) >= {ord("\t"), ord("\r"), ord("\n")} and not set(_RAW_EDGES) & set(b"\\trn")
+    path = tmp_path / "a.tsv"
+    path.write_bytes(f"id\tnote\r\n1\t{OUT}\r\n2\tok\n".encode())
+    assert uncleared_in_raw(path, CLEARED_SET) == 1
+
+
 def test_utf16_raw(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_bytes(f"a\n{OUT}\n".encode("utf-16"))
