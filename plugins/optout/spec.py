@@ -7,7 +7,6 @@ dataclasses can be built in code for the pandas API.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -21,6 +20,7 @@ from optout.homes.files.csv_dialect import CsvDialect
 from optout.homes.files.formats import Format, format_of
 from optout.homes.sql import backend_of, unsupported
 from optout.purpose import LegalBasis, Purpose, check_exemption, parse_legal_basis, parse_purpose
+from optout.spec_sql import check_database_table, is_table_name, refuse_output_over_input
 
 MAX_SPEC_BYTES = 1 << 20
 _TOP_KEYS = ("name", "purpose", "legal_basis", "legal_reference", "engine", "tables", "consented")
@@ -29,7 +29,6 @@ _WHERE_KEYS = ("name", "path", "table", "query", "connection")
 _TABLE_KEYS = (*_WHERE_KEYS, "nhs_number", "person_key", "pseudonymised", "output", "scan_exclude", "csv")
 PSEUDONYM_SCHEMES = ("hmac-sha256",)
 _PSEUDONYM_KEYS = ("scheme", "key_env", "key_conn")
-_SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
 
 @dataclass(frozen=True)
@@ -171,7 +170,7 @@ class ExtractSpec:
                 )
             names.add(table.name)
             outputs.add(table.output_name)
-        _refuse_output_over_input(self.tables, self.source)
+        refuse_output_over_input(self.tables, self.source)
         connections = {table.connection for table in self.tables}
         if len(connections) > 1:
             raise InputError(
@@ -311,7 +310,7 @@ def _consented(value: Any, source: Path) -> ConsentList | None:
         raise InputError("give exactly one of path and table", path=source, field="consented")
     if table is not None and connection is None:
         raise InputError("a table needs a connection (a SQLAlchemy URL)", path=source, field="consented.connection")
-    if table is not None and not _SQL_NAME.match(table):
+    if table is not None and not is_table_name(table):
         raise InputError("expected a table name such as schema.table", path=source, field="consented.table")
     assert number is not None
     path = source.parent / Path(path_text).expanduser() if path_text is not None else None
@@ -446,12 +445,7 @@ def _check_table(table: TableSpec, source: Path | None, where: str) -> None:
             field=f"{where}.scan_exclude",
         )
     if table.in_database:
-        if table.query is not None:
-            _check_query(table.query, source, f"{where}.query")
-        if not _SQL_NAME.match(table.output_name) or (table.table and not _SQL_NAME.match(table.table)):
-            raise InputError(
-                "a database table name is letters, digits and _ (optionally schema.table)", path=source, field=where
-            )
+        check_database_table(table, source, where)
         return
     if table.path is not None:
         format_of(table.path, field=f"{where}.path", source=source)
@@ -470,81 +464,3 @@ def _check_table(table: TableSpec, source: Path | None, where: str) -> None:
     output_format = format_of(table.output, field=f"{where}.output", source=source)
     if table.path is not None and output_format is not format_of(table.path):
         raise InputError("an output keeps its input's format (.csv or .parquet)", path=source, field=f"{where}.output")
-
-
-# Words that make a statement write, run code or change a session: a query may use none of them.
-_NOT_READING = frozenset(
-    {
-        "INTO",
-        "COPY",
-        "CALL",
-        "EXEC",
-        "EXECUTE",
-        "DO",
-        "GRANT",
-        "REVOKE",
-        "LOCK",
-        "VACUUM",
-        "ANALYZE",
-        "SET",
-        "RESET",
-        "LISTEN",
-        "NOTIFY",
-        "PREPARE",
-        "DEALLOCATE",
-        "ATTACH",
-        "DETACH",
-        "PRAGMA",
-        "REINDEX",
-        "LOAD",
-    }
-)
-
-
-def _check_query(query: str, source: Path | None, where: str) -> None:
-    """A ``query:`` must be exactly one statement that only reads (SELECT, or WITH ... SELECT): it is parsed,
-    never trusted, because the filter runs it with the rights of a connection that may also write.
-
-    Parsing cannot see what a called function does (``pg_terminate_backend``, ``lo_export``): give the
-    connection only the rights it needs (read the inputs, create the outputs).
-    """
-    import sqlparse
-    from sqlparse import tokens
-
-    statements = [s for s in sqlparse.parse(query) if s.token_first(skip_cm=True, skip_ws=True) is not None]
-    if len(statements) != 1:
-        raise InputError(f"a query must be one statement, not {len(statements)}", path=source, field=where)
-    statement = statements[0]
-    words = [t for t in statement.flatten() if t.ttype in tokens.Keyword or t.ttype in tokens.Name.Builtin]
-    if (
-        statement.get_type() != "SELECT"
-        or any(t.ttype in tokens.Keyword.DDL for t in words)
-        or any(t.ttype in tokens.Keyword.DML and t.normalized != "SELECT" for t in words)
-        or any(t.normalized.upper() in _NOT_READING for t in words)
-        or any(t.ttype is tokens.Punctuation and t.value == ";" for t in statement.flatten())
-    ):
-        raise InputError(
-            "a query may only read: one SELECT (or WITH ... SELECT), without INTO, data-changing statements "
-            "or session commands; name a table or a view instead",
-            path=source,
-            field=where,
-        )
-
-
-def _bare(name: str) -> str:
-    return name.rpartition(".")[2].lower()
-
-
-def _refuse_output_over_input(tables: tuple[TableSpec, ...], source: Path | None) -> None:
-    """In a database an output is a new table: it may never be, and so replace, a table the extract reads."""
-    inputs = {table.table.lower() for table in tables if table.table} | {
-        _bare(table.table) for table in tables if table.table
-    }
-    for index, table in enumerate(tables):
-        if table.in_database and (table.output_name.lower() in inputs or _bare(table.output_name) in inputs):
-            raise InputError(
-                "this output names a table the extract reads: the filter would replace its own input; "
-                "choose another output name",
-                path=source,
-                field=f"tables[{index}].output",
-            )
