@@ -35,7 +35,7 @@ from optout.clearance import KEEP, CheckResultLike, Reason
 from optout.errors import InputError
 from optout.keyed_hash import DIGEST_BYTES, MESSAGE_BYTES, hmac_block, hmac_parallel
 from optout.nhs_number import NULL_TOKENS, to_text
-from optout.spec import Pseudonymisation
+from optout.spec_pseudonym import Pseudonymisation
 
 HEX_CHARS = 2 * DIGEST_BYTES
 MIN_MATCH_SHARE = 0.5  # below this share of non-missing ids matching the cohort, the key is wrong

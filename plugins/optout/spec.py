@@ -7,7 +7,6 @@ dataclasses can be built in code for the pandas API.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,6 +19,7 @@ from optout.homes.files.csv_dialect import CsvDialect
 from optout.homes.files.formats import Format, format_of
 from optout.homes.sql import backend_of, unsupported
 from optout.purpose import LegalBasis, Purpose, check_exemption, parse_legal_basis, parse_purpose
+from optout.spec_pseudonym import Pseudonymisation
 from optout.spec_sql import check_database_table, is_table_name, refuse_output_over_input
 
 MAX_SPEC_BYTES = 1 << 20
@@ -27,54 +27,6 @@ _TOP_KEYS = ("name", "purpose", "legal_basis", "legal_reference", "engine", "tab
 ENGINES = ("spark",)  # an engine named in the spec; without one, where the tables live decides
 _WHERE_KEYS = ("name", "path", "table", "query", "connection")
 _TABLE_KEYS = (*_WHERE_KEYS, "nhs_number", "person_key", "pseudonymised", "output", "scan_exclude", "csv")
-PSEUDONYM_SCHEMES = ("hmac-sha256",)
-_PSEUDONYM_KEYS = ("scheme", "key_env", "key_conn")
-
-
-@dataclass(frozen=True)
-class Pseudonymisation:
-    """How a table's identifier column was hashed: the scheme and where the key lives.
-
-    Exactly one of ``key_env`` (an environment variable name) and ``key_conn`` (an Airflow connection id,
-    whose password is the key) is set.
-    """
-
-    scheme: str = "hmac-sha256"
-    key_env: str | None = None
-    key_conn: str | None = None
-
-    @classmethod
-    def parse(cls, value: Any, *, path: str | Path | None = None, field: str = "pseudonymised") -> Pseudonymisation:
-        """Validate the spec's ``pseudonymised:`` mapping; a key written into the spec itself is refused."""
-        if not isinstance(value, Mapping):
-            raise InputError("expected a mapping: {scheme: hmac-sha256, key_env: NAME}", path=path, field=field)
-        for name in value:
-            if name in ("key", "secret", "password"):
-                raise InputError(
-                    "a key never goes in the spec file: name an environment variable (key_env) "
-                    "or an Airflow connection (key_conn) that holds it",
-                    path=path,
-                    field=f"{field}.{name}",
-                )
-            if name not in _PSEUDONYM_KEYS:
-                allowed = ", ".join(_PSEUDONYM_KEYS)
-                raise InputError(f"unknown key {name!r}; allowed: {allowed}", path=path, field=f"{field}.{name}")
-        scheme = str(value.get("scheme", PSEUDONYM_SCHEMES[0])).strip().lower()
-        if scheme not in PSEUDONYM_SCHEMES:
-            supported = ", ".join(PSEUDONYM_SCHEMES)
-            raise InputError(f"unknown scheme {scheme!r}; supported: {supported}", path=path, field=f"{field}.scheme")
-        key_env, key_conn = value.get("key_env"), value.get("key_conn")
-        if (key_env is None) == (key_conn is None):
-            raise InputError("give exactly one of key_env and key_conn", path=path, field=field)
-        for name, given in (("key_env", key_env), ("key_conn", key_conn)):
-            if given is not None and (not isinstance(given, str) or not given.strip()):
-                raise InputError("expected a non-empty name", path=path, field=f"{field}.{name}")
-        return cls(scheme, key_env.strip() if key_env else None, key_conn.strip() if key_conn else None)
-
-    @property
-    def key_source(self) -> str:
-        """Where the key comes from, for messages (a name, never the key)."""
-        return f"environment variable {self.key_env}" if self.key_env else f"Airflow connection {self.key_conn!r}"
 
 
 @dataclass(frozen=True)

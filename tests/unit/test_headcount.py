@@ -6,7 +6,8 @@ import pyarrow as pa
 from filter_data import N, spaced
 
 from optout.headcount import Headcount
-from optout.spec import Pseudonymisation, TableSpec
+from optout.spec import TableSpec
+from optout.spec_pseudonym import Pseudonymisation
 
 KEYED = TableSpec("patients", nhs_number="nhs", person_key="pid")
 KEY_ONLY = TableSpec("notes", person_key="pid")

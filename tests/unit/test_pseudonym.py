@@ -24,7 +24,7 @@ from optout.pseudonym import (
     hex_digests,
     load_key,
 )
-from optout.spec import Pseudonymisation
+from optout.spec_pseudonym import Pseudonymisation
 from optout.store import CheckResult
 
 SECRET = "not-a-real-key-0123456789"

@@ -14,7 +14,7 @@ from optout.clearance import Reason
 from optout.homes.sql.expressions import NumberColumn
 from optout.homes.sql.scratch import Scratch
 from optout.pseudonym import HEX_CHARS, hashed_cohort, hex_digests, load_key
-from optout.spec import Pseudonymisation
+from optout.spec_pseudonym import Pseudonymisation
 
 if TYPE_CHECKING:
     from optout.spec import TableSpec
