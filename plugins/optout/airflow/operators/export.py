@@ -190,6 +190,10 @@ class GatedExportOperator(OptOutBaseOperator):
         self.log.info("Delivered %d file(s) or folder(s) to %s", sent, target)
         return {"destination": str(target), "files": sent, "ledger_entry": entry.id}
 
+    def lineage_datasets(self, names: Namer, extract: Path, written: Path) -> Datasets:
+        """The proved extract in, the delivered files out."""
+        return names.outputs(extract), names.outputs(written)
+
 
 def _copy_spark_folders(permit: Permit, staging: Path, spec: ExtractSpec) -> None:
     """A Spark extract's folder outputs (proved in Spark by the gate), copied part by part: each copy's bytes
@@ -215,10 +219,6 @@ def _copy_spark_folders(permit: Permit, staging: Path, spec: ExtractSpec) -> Non
     require_tables_unchanged(
         permit.manifest, spec.outputs_connection, permit.tables, resolver=airflow_resolver(), out_dir=permit.out_dir
     )
-
-    def lineage_datasets(self, names: Namer, extract: Path, written: Path) -> Datasets:
-        """The proved extract in, the delivered files out."""
-        return names.outputs(extract), names.outputs(written)
 
 
 def gate(
