@@ -43,8 +43,15 @@ _BATCH_ROWS = 1 << 20
 # digits. A run of ten decimal digits turns up by chance in about one keyed hash, UUID or other hex token in
 # three, and one in eleven of those passes the check digit: counting them would fail clean pseudonymised
 # extracts at random. So a hex letter next to the digits ends the candidate ("NHS9434765919" is still found,
-# "ab9434765919" is not); whole cells are read as the normaliser reads them whatever they hold.
-_IN_TEXT = r"(?:^|[^0-9A-Fa-f])(?P<n>[0-9]{10}|[0-9]{3}[\s\-]{1,3}[0-9]{3}[\s\-]{1,3}[0-9]{4})(?:[^0-9A-Fa-f]|$)"
+# "ab9434765919" is not); whole cells are read as the normaliser reads them whatever they hold. Digits on
+# either side of a decimal point are a decimal ("0.9434765919", "9434765919.5": a lab value, a float
+# written as text), not a number a person reads as an NHS number; a full stop after a word or at the end
+# of a sentence is no decimal point ("NHS no. 9434765919.").
+_IN_TEXT = (
+    r"(?:^|^\.|[^0-9A-Fa-f.]|[^0-9]\.)"
+    r"(?P<n>[0-9]{10}|[0-9]{3}[\s\-]{1,3}[0-9]{3}[\s\-]{1,3}[0-9]{4})"
+    r"(?:$|\.$|[^0-9A-Fa-f.]|\.[^0-9])"
+)
 # What the normaliser could read whole as one number: digits, blanks (Unicode ones too: it trims them) and
 # dashes, with an optional ``.0``. A necessary shape only; the normaliser decides.
 _WHOLE_SHAPE = r"^[\s\pZ\x{85}\-0-9]*(?:\.0+)?[\s\pZ\x{85}]*$"

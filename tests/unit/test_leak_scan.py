@@ -46,6 +46,11 @@ def count(values: pa.Array | pa.ChunkedArray) -> int:
         (f"hash 9f{OUT} then {OUT}", 1),
         (f"{OUT} {UNCLEARED[1]},{UNCLEARED[2]}", 3),
         (f"{OUT}{OUT}", 0),  # twenty digits: no number the normaliser would read
+        (f"-0.{OUT}", 0),  # the digits of a decimal (a float written as text), either side of its point
+        (f"{OUT}.5", 0),
+        (f"12.{OUT}e-3", 0),
+        (f"NHS no. {OUT}.", 1),  # a full stop after a word or at the end of a sentence is no decimal point
+        (f"ref.{OUT}. next", 1),
         (f"1{OUT}", 0),
         (OK, 0),
         (spaced(OK), 0),

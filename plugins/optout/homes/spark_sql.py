@@ -186,10 +186,13 @@ def content_hash_sql(columns: list[str]) -> tuple[str, str]:
 
 # The leak scan's rule (optout.leak_scan) in Spark SQL. A whole cell as the normaliser reads it: trimmed,
 # spaces, tabs and dashes dropped, ten digits with an optional ``.0`` tail. Inside longer text: ten digits,
-# or 3-3-4 with spaces or dashes, with no hexadecimal digit either side (look-arounds, so that neighbours
-# sharing an edge are both found, as the file scan's rounds find them).
+# or 3-3-4 with spaces or dashes, with no hexadecimal digit either side and not the digits of a decimal
+# (look-arounds, so that neighbours sharing an edge are both found, as the file scan's rounds find them).
 _WHOLE = r"^([0-9]{10})(?:\.0+)?$"
-_IN_TEXT = r"(?<![0-9A-Fa-f])([0-9]{10}|[0-9]{3}[\t\n\f\r \-]{1,3}[0-9]{3}[\t\n\f\r \-]{1,3}[0-9]{4})(?![0-9A-Fa-f])"
+_IN_TEXT = (
+    r"(?<![0-9A-Fa-f])(?<![0-9]\.)([0-9]{10}|[0-9]{3}[\t\n\f\r \-]{1,3}[0-9]{3}[\t\n\f\r \-]{1,3}[0-9]{4})"
+    r"(?![0-9A-Fa-f])(?!\.[0-9])"
+)
 # Types the normaliser never reads as an NHS number (and integers too narrow to hold ten digits).
 _CANNOT_HOLD = ("boolean", "date", "timestamp", "timestamp_ntz", "void", "tinyint", "smallint")
 CANDIDATES = "ARRAY<STRUCT<c: INT, n: BIGINT>>"
