@@ -37,6 +37,10 @@ from optout.homes.files.csv_strict import (
 from optout.homes.files.formats import require_columns
 from optout.nhs_number import is_valid
 
+# Rows of text a batch holds at most: every column is text, a full copy of its bytes, and several batches
+# wait at once (the prefetch queue, the one being assembled); Parquet's million-row batches would hold
+# half a GiB of CSV text at a time.
+CSV_BATCH_ROWS = 1 << 18
 _DIGITS = re.compile(r"^[\s\d.,+-]*\d{6}[\s\d.,+-]*$")  # a header cell that is a number, not a name
 
 
@@ -79,6 +83,7 @@ def csv_batches(
     header = csv_header(path, dialect)
     layout = csv_layout(path, dialect)
     require_columns(path, header, columns)
+    batch_rows = min(batch_rows, CSV_BATCH_ROWS)
     convert = pacsv.ConvertOptions(
         column_types={name: pa.string() for name in header},
         include_columns=list(columns) if columns is not None else None,
