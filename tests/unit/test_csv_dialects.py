@@ -3,6 +3,7 @@ outputs keep their index. The proof must pass on every clean output the filter w
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from filter_data import make_check_result
 
 from optout.errors import InputError
 from optout.filter import run_filter
+from optout.homes.files.csv_dialect import DEFAULT, CsvDialect
+from optout.homes.files.csv_io import CsvWriter, csv_batches
 from optout.nhs_number import synthetic
 from optout.spec import load_spec
 from optout.validation import run_validation
@@ -120,3 +123,28 @@ def test_a_dialect_on_a_parquet_table_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match=r"describes a \.csv file"):
         load_spec(tmp_path / "spec.yaml")
+
+
+@pytest.mark.parametrize(
+    ("declared", "data"),
+    [
+        (DEFAULT, b'"a","b"\r\n"1","x ""y"", z"\r\n"2",""\r\n'),
+        (CsvDialect(delimiter=";", encoding="cp1252"), '"a";"b"\n"1";"caf\xe9; ""q"""\n'.encode("cp1252")),
+        (CsvDialect(delimiter="\t", encoding="utf-16"), '"a"\t"b"\r\n"1"\t"x"\r\n'.encode("utf-16")),
+        (DEFAULT, b"a,b\r\n1,x\r\n2,\r\n"),
+        (DEFAULT, b'a,b\n1,x\n2,"y,z"\n3,"q""r"\n4,"s\nt"\n'),
+        (DEFAULT, b'a,"b"\n1,"x"\n"2,5","y"""\n'),
+        (CsvDialect(quote="'"), b"'a','b'\n'1','x''y'\n"),
+    ],
+    ids=["all_quoted", "all_quoted_cp1252", "all_quoted_utf16", "none_quoted", "quoted_where_needed", "mixed", "quote"],
+)
+def test_the_writer_writes_each_quoting_back_byte_for_byte(tmp_path: Path, declared: CsvDialect, data: bytes) -> None:
+    """Arrow's writer writes a batch quoted throughout or nowhere; the join writes the rest, alike."""
+    path = tmp_path / "t.csv"
+    path.write_bytes(data)
+    sink = io.BytesIO()
+    batches = list(csv_batches(path, None, 1 << 20, declared))
+    writer = CsvWriter(sink, batches[0].schema, path, declared)
+    for batch in batches:
+        writer.write_batch(batch)
+    assert sink.getvalue() == data

@@ -18,6 +18,7 @@ from filter_data import make_check_result
 
 from optout.errors import InputError
 from optout.filter import run_filter
+from optout.homes.files.csv_strict import BLOCK_BYTES
 from optout.input_scan import UndeclaredNumbers
 from optout.leak_scan import LeakScan, uncleared_in_raw
 from optout.lookup import NumberSet
@@ -204,8 +205,14 @@ CASES = [
     csv_case("stray_quotes_balanced", f'nhs_number,x\n{C[0]},"a\n{O[0]},b\n{O[1]},"c\n', REFUSED),
     csv_case("three_quotes", f'nhs_number,x\n{C[0]},"a""\n{O[0]},b\n', REFUSED),
     csv_case("header_is_other_numbers", f"123456789,x\n{C[0]},a\n", REFUSED, column="x"),
-    csv_case("row_longer_than_a_block", f"nhs_number,x\n{C[0]},{'z' * (17 << 20)}\n{O[0]},b\n{C[1]},c\n", 2),
-    csv_case("row_longer_than_the_reader", f"nhs_number,x\n{C[0]},a\n{O[0]},{'z' * (33 << 20)}\n{C[1]},c\n", REFUSED),
+    csv_case(
+        "row_longer_than_a_block", f"nhs_number,x\n{C[0]},{'z' * (BLOCK_BYTES + (1 << 20))}\n{O[0]},b\n{C[1]},c\n", 2
+    ),
+    csv_case(
+        "row_longer_than_the_reader",
+        f"nhs_number,x\n{C[0]},a\n{O[0]},{'z' * (2 * BLOCK_BYTES + (1 << 20))}\n{C[1]},c\n",
+        REFUSED,
+    ),
     Case("output_leaves_folder", lambda src: csv_case("", ROWS, 0).write(src)[:-1] + ", output: ../t.csv}", REFUSED),
     Case("output_absolute", lambda src: csv_case("", ROWS, 0).write(src)[:-1] + f", output: {src}/o.csv}}", REFUSED),
     csv_case("blank_line_between_rows", f"nhs_number,x\n{C[0]},a\n\n{O[0]},b\n", 1),

@@ -14,6 +14,7 @@ run check a file once.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from optout.homes.files.csv_dialect import CsvDialect
 
 _CHUNK_UNITS = 1 << 24  # code units checked at a time: bounded temporaries whatever the file's size
 _PREFIX_BYTES = 1 << 16  # read for the header and first row (more when they are longer)
-BLOCK_BYTES = 16 << 20  # Arrow's block: a record spans two at most
+BLOCK_BYTES = 4 << 20  # Arrow's block: a record spans two at most; its reader reads ~32 ahead
 LONGEST_RECORD_BYTES = 2 * BLOCK_BYTES - (1 << 16)  # longer ones are refused, naming the line
 LF, CR = 10, 13
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -85,44 +86,61 @@ def check_csv(path: Path, dialect: CsvDialect) -> None:
     dtype = _dtype(layout, dialect)
     if (size - len(layout.bom)) % np.dtype(dtype).itemsize:
         raise InputError("the file ends in half a character; is it really UTF-16?", path=path)
+    bom, width = len(layout.bom), np.dtype(dtype).itemsize
     refused: InputError | None = None
+    not_utf8: tuple[int, int] | None = None
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as raw:
-        units = np.frombuffer(raw, dtype=dtype, offset=len(layout.bom))
+        units = np.frombuffer(raw, dtype=dtype, offset=bom)
         try:
-            _check_quotes(path, units, ord(dialect.delimiter), ord(dialect.quote))
+            _check_quotes(
+                path, units, ord(dialect.delimiter), ord(dialect.quote), lambda unit: _release(raw, bom + unit * width)
+            )
         except InputError as exc:  # its frames hold views of the map, which cannot close while they live
             refused = exc.with_traceback(None)
         del units
+        if refused is None and dialect.utf8:
+            not_utf8 = _piece_not_utf8(raw, bom)
     if refused is not None:
         raise refused
-    if dialect.utf8:
-        _check_utf8(path, len(layout.bom))
+    if not_utf8 is not None:
+        _refuse_not_utf8(path, bom, *not_utf8)
     if len(_checked) > 64:
         _checked.clear()
     _checked.add(identity)
 
 
-def _check_utf8(path: Path, bom: int) -> None:
-    """Every byte after the BOM is UTF-8, checked by Arrow on its own map of the file (no copy), in
-    pieces never cut inside a character."""
-    with pa.memory_map(str(path)) as mapped:
-        whole = mapped.read_buffer()
-        offset = bom
-        while offset < whole.size:
-            end = min(whole.size, offset + _CHUNK_UNITS)
-            if end < whole.size:  # back to a character's first byte (a continuation byte is 10xxxxxx)
-                starts = np.flatnonzero((np.frombuffer(whole.slice(end - 3, 4), dtype=np.uint8) & 0xC0) != 0x80)
-                end += int(starts[-1]) - 3 if starts.size else 0
-            piece = whole.slice(offset, end - offset)
-            offsets = pa.py_buffer(np.array([0, piece.size], dtype=np.int32))
-            try:
-                pa.StringArray.from_buffers(1, offsets, piece).validate(full=True)
-            except pa.ArrowInvalid:
-                _refuse_not_utf8(path, bom, offset, piece.to_pybytes())
-            offset = end
+def _release(raw: mmap.mmap, end: int) -> None:
+    """Drop the map's pages before byte ``end`` from this process once checked: a whole file's map would
+    otherwise count in its memory, beside the reader's (they stay in the page cache, read again if needed)."""
+    end -= end % mmap.PAGESIZE
+    if end > 0:
+        raw.madvise(mmap.MADV_DONTNEED, 0, end)
 
 
-def _refuse_not_utf8(path: Path, bom: int, offset: int, piece: bytes) -> None:
+def _piece_not_utf8(raw: mmap.mmap, bom: int) -> tuple[int, int] | None:
+    """The first piece (start, end) of the file after its BOM that is not UTF-8, or None. Arrow checks the
+    bytes where they are mapped (no copy), in pieces never cut inside a character, each released once done."""
+    whole = pa.py_buffer(raw)
+    offset = bom
+    while offset < whole.size:
+        end = min(whole.size, offset + _CHUNK_UNITS)
+        if end < whole.size:  # back to a character's first byte (a continuation byte is 10xxxxxx)
+            starts = np.flatnonzero((np.frombuffer(whole.slice(end - 3, 4), dtype=np.uint8) & 0xC0) != 0x80)
+            end += int(starts[-1]) - 3 if starts.size else 0
+        offsets = pa.py_buffer(np.array([0, end - offset], dtype=np.int32))
+        try:
+            pa.StringArray.from_buffers(1, offsets, whole.slice(offset, end - offset)).validate(full=True)
+        except pa.ArrowInvalid:
+            return offset, end
+        _release(raw, end)
+        offset = end
+    return None
+
+
+def _refuse_not_utf8(path: Path, bom: int, offset: int, end: int) -> None:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        piece = handle.read(end - offset)
     try:
         piece.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -207,11 +225,14 @@ def _bom(path: Path, start: bytes, dialect: CsvDialect) -> tuple[bytes, str, str
     return bom, "u1", "utf-8" if dialect.utf8 else dialect.encoding
 
 
-def _check_quotes(path: Path, units: np.ndarray, delimiter: int, quote: int) -> None:
+def _check_quotes(
+    path: Path, units: np.ndarray, delimiter: int, quote: int, checked: Callable[[int], None] = lambda unit: None
+) -> None:
     """Every quote opens a field (after a delimiter, a line end or the start, or as the second of a doubled
     pair), or closes one (before a delimiter, a line end, the end, or a quote: the pair); none stays open.
 
     Which quotes open is known from their parity alone, so only the quotes' neighbours are looked at.
+    ``checked`` is told each unit the check has passed (the pages before it may be released).
     """
     n = len(units)
     edge = np.zeros(1 << (8 * units.dtype.itemsize), dtype=bool)
@@ -219,6 +240,7 @@ def _check_quotes(path: Path, units: np.ndarray, delimiter: int, quote: int) -> 
     opened = 0  # quotes seen so far (their parity says whether a field is open)
     last_open = -1
     for start in range(0, n, _CHUNK_UNITS):
+        checked(start)
         quotes = np.flatnonzero(units[start : start + _CHUNK_UNITS] == quote)
         if not quotes.size:
             continue
