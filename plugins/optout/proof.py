@@ -354,6 +354,8 @@ def _measured_in_place(
             scan = scans[table.name] = _new_scan(spec, used)
             if measure.leaks is not None:  # scanned where it lives (Spark): counts per column, no people
                 scan.counted(measure.leaks)
+                if measure.schema is not None:
+                    _scan_schema(scan, table.name, measure.schema)
                 headcount.known = False
             else:
                 for index, batch in enumerate(home.output_batches(out_dir, table)):

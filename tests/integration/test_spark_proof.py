@@ -104,3 +104,23 @@ def test_the_proof_in_spark_finds_what_the_file_scan_finds(
     detail = next(check.detail for check in in_spark.checks if check.name == "no_uncleared_number")
     assert detail["found_in_any_cell"] == sum(int(count) for count in expected.values())
     assert detail["uncleared_rows"] == 0
+
+
+def test_an_output_column_named_with_an_uncleared_number_fails_the_spark_proof(
+    spark_connect_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The names come from the output's schema on the driver (no row moves), scanned as the file proof
+    scans a Parquet output's: a column named with an opted-out number carries it out as surely as a cell."""
+    spec_path = write_extract(tmp_path / "in")
+    events = pq.read_table(tmp_path / "in" / "events.parquet")
+    events = events.append_column(f"score {N[7]}", pa.array(["x"] * events.num_rows))
+    pq.write_table(events, tmp_path / "in" / "events.parquet")
+    store = _store(tmp_path)
+    monkeypatch.setattr(InputScan, "require_clean", lambda self: None)  # the filter's input scan is not the test
+    run_filter(load_spec(spec_path), tmp_path / "files", store.load())
+    spark_spec = _spark_spec(spec_path, connection=spark_connect_url)
+    run_filter(load_spec(spark_spec), tmp_path / "spark", store.load())
+    by_files = _validate(spec_path, tmp_path / "files", store)
+    in_spark = _validate(spark_spec, tmp_path / "spark", store)
+    assert _found(by_files, raw=False) == _found(in_spark, raw=False) == {"events.(schema)": "1"}
+    assert {check.name for check in in_spark.checks if not check.ok} == {"no_uncleared_number"}

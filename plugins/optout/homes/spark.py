@@ -37,6 +37,7 @@ from optout.clearance import CODE_COUNT, KEEP, CheckResultLike, Reason, counts_b
 from optout.errors import InputError
 from optout.homes import spark_sql as q
 from optout.homes.files.formats import Format
+from optout.homes.spark_csv import check_input, write_csv
 from optout.homes.spark_session import (
     JoinChoice,
     content_hash,
@@ -259,8 +260,8 @@ class _Outputs:
         if table.format is Format.PARQUET:
             frame.write.mode("error").parquet(target)
         else:
-            frame.write.mode("error").options(header=True, escape='"').csv(target)
-        return read_path(self.spark, target, table.format)
+            write_csv(frame, Path(target), table.csv)
+        return read_path(self.spark, target, table.format, table.csv)
 
     def publish(self) -> None:
         for temporary, final in self._tables:
@@ -296,6 +297,9 @@ def filter_spark(
         raise InputError("the Spark engine does not filter pseudonymised tables yet; use the file or SQL engine")
     if any(t.query for t in spec.tables):
         raise InputError("with engine: spark name a table or a path; query is for SQL databases")
+    for each in spec.tables:
+        if each.path is not None and each.format is Format.CSV:
+            check_input(spark, each)  # before anything reads it: a file Spark would misread is refused
     run = SparkRun(spark, spec, check_result, JoinChoice.from_env())
     if scan is not None:
         with spark_errors("scanning the inputs"):

@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from optout.clearance import KEEP
 from optout.homes import spark_sql as q
 from optout.homes.files.formats import Format
@@ -121,7 +123,22 @@ def _measured(
         uncleared_numbers=int(uncleared_rows),
         uncleared_people=int(removed_rows),
         leaks=run.leaks(table.spec.name, output) + _raw_leaks(run, table, out_dir),
+        schema=_arrow_schema(output),
     )
+
+
+def _arrow_schema(output: DataFrame) -> pa.Schema:
+    """The output's column names, nested fields and field metadata (comments) as an Arrow schema, for the
+    proof's schema scan (:func:`optout.proof._scan_schema`): the names come from the schema on the driver,
+    no row moves. A type Arrow cannot take keeps the whole schema, as Spark's JSON, in the metadata."""
+    from pyspark.errors import PySparkException
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    schema = output.schema
+    try:
+        return to_arrow_schema(schema)
+    except (PySparkException, TypeError, ValueError):  # a type Arrow lacks; the JSON still holds every name
+        return pa.schema([], metadata={"spark schema": schema.json()})
 
 
 def _raw_leaks(run: SparkRun, table: SparkTable, out_dir: Path) -> list[ColumnLeak]:

@@ -19,7 +19,9 @@ import pyarrow as pa
 
 from optout.errors import InputError, OptOutError
 from optout.homes import spark_sql as q
+from optout.homes.files.csv_dialect import DEFAULT, CsvDialect
 from optout.homes.files.formats import Format
+from optout.homes.spark_csv import folder_dialect, read_csv, spark_encoding
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -186,12 +188,14 @@ def read_table(spark: SparkSession, table: TableSpec) -> DataFrame:
     if table.table:
         return spark.table(q.quote(table.table))
     assert table.path is not None
-    return read_path(spark, str(table.path), table.format)
+    return read_path(spark, str(table.path), table.format, table.csv)
 
 
 def read_output(spark: SparkSession, folder: str) -> DataFrame:
-    """A folder output as Spark wrote it (its format from its name)."""
-    return read_path(spark, folder, Format.PARQUET if folder.endswith(".parquet") else Format.CSV)
+    """A folder output as Spark wrote it (its format from its name, a CSV folder's dialect from its record)."""
+    if folder.endswith(".parquet"):
+        return read_path(spark, folder, Format.PARQUET)
+    return read_path(spark, folder, Format.CSV, folder_dialect(Path(folder)))
 
 
 def output_parts(folder: Path, kind: Format, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
@@ -199,21 +203,23 @@ def output_parts(folder: Path, kind: Format, columns: Sequence[str] | None) -> I
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    dialect = folder_dialect(folder)
+    parse = pacsv.ParseOptions(delimiter=dialect.delimiter, newlines_in_values=True)
+    encoding = spark_encoding(dialect).lower()  # Arrow reads the bytes as Spark wrote them
     for part in sorted(folder.glob("part-*")):
         if kind is Format.PARQUET:
             yield from pq.ParquetFile(part).iter_batches(columns=list(columns) if columns else None)
             continue
-        read = pacsv.read_csv(part, parse_options=pacsv.ParseOptions(newlines_in_values=True))
+        read = pacsv.read_csv(part, read_options=pacsv.ReadOptions(encoding=encoding), parse_options=parse)
         read = read.cast(pa.schema([(name, pa.string()) for name in read.column_names]))
         yield from (read.select(list(columns)) if columns else read).to_batches()
 
 
-def read_path(spark: SparkSession, path: str, kind: Format) -> DataFrame:
-    """A CSV or Parquet file or folder as Spark reads it (CSV: every column as text)."""
+def read_path(spark: SparkSession, path: str, kind: Format, dialect: CsvDialect = DEFAULT) -> DataFrame:
+    """A CSV or Parquet file or folder as Spark reads it (CSV: in ``dialect``, every column as text)."""
     if kind is Format.PARQUET:
         return spark.read.parquet(path)
-    # Every CSV column as text, as the file engine reads it; quoted newlines and doubled quotes allowed.
-    return spark.read.options(header=True, multiLine=True, escape='"', inferSchema=False).csv(path)
+    return read_csv(spark, path, dialect)
 
 
 def content_hash(frame: DataFrame) -> tuple[int, str]:

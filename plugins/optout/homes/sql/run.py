@@ -33,6 +33,8 @@ from optout.nhs_number import names_for_message
 from optout.pseudonym import check_matches
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from optout.leak_scan import ColumnLeak
     from optout.spec import ExtractSpec, TableSpec
 
@@ -63,7 +65,8 @@ class TableMeasure:
 
     ``uncleared_numbers``/``uncleared_people`` are None when not measured (no check result, or the
     table has no such column); ``leaks`` is None when the caller scans the output's cells itself (a
-    home that scans where the data lives, such as Spark, gives the counts per column here)."""
+    home that scans where the data lives, such as Spark, gives the counts per column here, and the output's
+    ``schema``, whose names and metadata the caller scans)."""
 
     name: str
     present: bool
@@ -73,6 +76,7 @@ class TableMeasure:
     uncleared_numbers: int | None = None
     uncleared_people: int | None = None
     leaks: list[ColumnLeak] | None = None
+    schema: pa.Schema | None = None
 
 
 @dataclass(frozen=True)
