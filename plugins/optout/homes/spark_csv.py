@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from optout.errors import InputError
+from optout.homes import spark_sql as q
 from optout.homes.files.csv_dialect import DEFAULT, DELIMITERS, QUOTE, CsvDialect
 
 if TYPE_CHECKING:
@@ -107,8 +108,6 @@ def check_input(spark: SparkSession, table: TableSpec) -> None:
     """Refuse a CSV input Spark would misread: rows that do not parse in the declared dialect (FAILFAST),
     a quote inside an unquoted field, or (UTF-8) bytes that are not UTF-8. Two jobs over the file, counts
     only; the error names the file, never a row."""
-    from pyspark.sql import functions as f
-
     assert table.path is not None
     path, dialect = str(table.path), table.csv
     try:
@@ -119,14 +118,10 @@ def check_input(spark: SparkSession, table: TableSpec) -> None:
             f"{dialect.encoding}): a row has more or fewer fields than the header, or a quote is left open",
             path=table.path,
         ) from None
-    edge = ("\\t" if dialect.delimiter == "\t" else dialect.delimiter) + '"\\r\\n'  # Java regex escapes
-    inside = f'[^{edge}](?:"")*"[^{edge}]'  # an odd run of quotes with no field edge on either side
-    value = f.col("value")
-    row = spark.read.text(path).select(
-        f.count_if(value.rlike(inside)).alias("quotes"),
-        f.count_if(~f.expr("is_valid_utf8(value)")).alias("not_utf8"),
+    counts = spark.read.text(path).selectExpr(
+        f"count_if({q.quote_inside_field('value', dialect.delimiter)})", "count_if(NOT is_valid_utf8(value))"
     )
-    quotes, not_utf8 = row.collect()[0]
+    quotes, not_utf8 = counts.collect()[0]
     if quotes:
         raise InputError(
             f"{int(quotes)} line(s) hold a quote inside a field that is not quoted as a whole (RFC 4180: quote "
