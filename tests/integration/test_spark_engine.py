@@ -82,12 +82,18 @@ def join(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     return str(request.param)
 
 
-def test_the_shared_extract_matches_the_file_engine(spark_connect_url: str, tmp_path: Path) -> None:
-    spec_path = write_extract(tmp_path / "in")
+def both_engines(spec_path: Path, tmp_path: Path, url: str) -> tuple[Path, Manifest]:
+    """Filter ``spec_path`` with the file engine (into ``files``) and the Spark engine (into ``spark``);
+    assert equal counts; return the Spark spec and manifest."""
     files = run_filter(load_spec(spec_path), tmp_path / "files", check_result())
-    spark_spec = _spark_spec(spec_path, connection=spark_connect_url)
+    spark_spec = _spark_spec(spec_path, connection=url)
     manifest = run_filter(load_spec(spark_spec), tmp_path / "spark", check_result())
     assert _counts(manifest) == _counts(files)
+    return spark_spec, manifest
+
+
+def test_the_shared_extract_matches_the_file_engine(spark_connect_url: str, tmp_path: Path) -> None:
+    spark_spec, manifest = both_engines(write_extract(tmp_path / "in"), tmp_path, spark_connect_url)
     assert manifest.engine == "spark" and read_manifest(tmp_path / "spark") == manifest
     assert {t.format for t in manifest.tables} == {"spark-csv", "spark-parquet"}
     _assert_no_leak(tmp_path / "spark", spark_spec, check_result())
