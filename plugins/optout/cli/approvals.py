@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import date
 from typing import Annotated
 
 import typer
 
-from optout.errors import InputError
+from optout.cli.output import parse_day
 
 app = typer.Typer(
     help="Approvals behind exemptions from the opt-out: an exempt extract's legal_reference names one.",
@@ -35,7 +34,7 @@ def add(
             reference,
             basis=basis,
             approved_by=approved_by,
-            expires=_date(expires, "--expires"),
+            expires=parse_day(expires, "--expires"),
             note=note,
             recorded_by=by or getpass.getuser(),
         )
@@ -77,10 +76,3 @@ def revoke(
     finally:
         register.dispose()
     typer.echo(f"approval {revoked.reference} revoked: exports citing it are refused")
-
-
-def _date(text: str, field: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"{text!r} is not a date; write YYYY-MM-DD", field=field) from None

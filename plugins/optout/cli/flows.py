@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from optout.errors import InputError
+from optout.cli.output import parse_day
 
 if TYPE_CHECKING:
     from optout.governance.flows import DeclaredFlow
@@ -54,10 +53,7 @@ def set_(
     """Record a flow's DSA, DPIA, approver and next review date (earlier records are kept as history)."""
     from optout.governance.flows import FlowRegister
 
-    try:
-        review_date = date.fromisoformat(review)
-    except ValueError:
-        raise InputError(f"{review!r} is not a date; write YYYY-MM-DD", field="--review") from None
+    review_date = parse_day(review, "--review")
     register = FlowRegister()
     try:
         recorded = register.record(flow, dsa=dsa, dpia=dpia, approved_by=approved_by, review_date=review_date)

@@ -1,14 +1,15 @@
-"""How the CLI words versions and counts: one line each, counts only, never a number or key."""
+"""How the CLI words versions and counts (one line each, counts only, never a number or key), and reads dates."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 import typer
 
 from optout.config import format_duration, max_age
+from optout.errors import InputError
 
 if TYPE_CHECKING:
     from optout.store import VersionInfo
@@ -33,3 +34,11 @@ def version_line(info: VersionInfo, now: datetime | None = None) -> str:
 def echo_counts(title: str, counts: Mapping[str, int]) -> None:
     """``cohort: rows 12, valid 10, missing 1, ...`` in one line."""
     typer.echo(f"{title}: " + ", ".join(f"{key.replace('_', ' ')} {value:,}" for key, value in counts.items()))
+
+
+def parse_day(text: str, field: str) -> date:
+    """A ``YYYY-MM-DD`` option of any command, or a clear error naming the option."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{text!r} is not a date; write YYYY-MM-DD", field=field) from None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from optout.cli.flows import declared_or_warn
+from optout.cli.output import parse_day
 from optout.errors import InputError
 
 
@@ -44,8 +45,8 @@ def report(
 
 def day_range(since: str, until: str | None) -> tuple[datetime, datetime]:
     """``--since``/``--until`` as UTC midnights, the last day included."""
-    first = _day(since, "--since")
-    last = _day(until, "--until") if until else datetime.now(UTC).date()
+    first = parse_day(since, "--since")
+    last = parse_day(until, "--until") if until else datetime.now(UTC).date()
     if last < first:
         raise InputError("is before --since", field="--until")
     return (
@@ -66,10 +67,3 @@ def refused_or_warn(since: datetime, until: datetime) -> list[datetime]:
             err=True,
         )
         return []
-
-
-def _day(text: str, field: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"{text!r} is not a date; write YYYY-MM-DD", field=field) from None
