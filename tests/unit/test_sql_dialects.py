@@ -217,3 +217,24 @@ def test_an_unsupported_database_behind_a_connection_id_is_refused_when_the_home
     for database in ("oracle+oracledb://me@host/db", engine):
         with pytest.raises(InputError, match=r"(oracle|informix) databases are not supported; supported: duckdb"):
             home_for(spec, database=database)
+
+
+def test_a_snowflake_url_without_its_driver_is_refused_saying_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.dialects import registry
+
+    from optout import db
+
+    load = registry.load
+
+    def without_snowflake(name: str) -> Any:
+        if name.startswith("snowflake"):
+            raise sa.exc.NoSuchModuleError(f"Can't load plugin: sqlalchemy.dialects:{name}")
+        return load(name)
+
+    monkeypatch.setattr(registry, "load", without_snowflake)
+    refusal = (
+        r"^cannot open snowflake://me:\*\*\*@account/db/schema: SQLAlchemy has no dialect 'snowflake': unknown, "
+        r"or its package \(snowflake-sqlalchemy for Snowflake\) is not installed$"
+    )
+    with pytest.raises(InputError, match=refusal):
+        db.engine("snowflake://me:secret@account/db/schema")
