@@ -289,11 +289,11 @@ class Run:
         if source.spec.person_key:
             # Learning saw every row: a keyed row is uncleared exactly when its key is, so keyed rows need
             # only the small anti-join; keyless rows are looked up in the cleared set (a hashed subplan).
-            # Without one snapshot learning may not have seen every row: each is looked up.
+            # Without one snapshot learning may not have seen every row: every row is looked up.
             key = self.key_of(source)
             cleared = number.key.in_(sa.select(staged.cleared.c.n))
-            unseen = sa.or_(key.is_not(None), cleared) if self.dialect.one_snapshot else cleared
-            keep = sa.and_(~sa.exists().where(bad_keys.c.k == key), unseen)
+            checked = sa.or_(key.is_not(None), cleared) if self.dialect.one_snapshot else cleared
+            keep = sa.and_(~sa.exists().where(bad_keys.c.k == key), checked)
         rows_out, digest = self.create_output(source, keep)
         rows_in = self.conn.execute(sa.select(sa.func.count()).select_from(source.selectable)).scalar_one()
         own_rows = sa.select(bad_rows.c.code, sa.func.sum(bad_rows.c.n)).where(bad_rows.c.t == source.index)
