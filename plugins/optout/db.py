@@ -42,7 +42,10 @@ def engine(url: str) -> sa.Engine:
     try:
         return _create(url, parsed)
     except sa.exc.NoSuchModuleError:
-        reason = f"unknown database dialect {parsed.drivername!r}"
+        reason = (
+            f"SQLAlchemy has no dialect {parsed.drivername!r}: unknown, or its package (snowflake-sqlalchemy "
+            "for Snowflake) is not installed"
+        )
     except ImportError as exc:
         reason = f"its driver is not installed ({exc.name or 'unknown module'})"
     except sa.exc.ArgumentError as exc:

@@ -4,14 +4,15 @@
 :mod:`staging` the check result loaded into scratch tables; :mod:`expressions` the NHS number
 classification in SQL; :mod:`content_hash` the order-independent table hash. What differs between
 databases is one :class:`~optout.homes.sql.dialect.Dialect` per database, chosen once per engine by
-:func:`~optout.homes.sql.dialects.dialect_for` (:mod:`postgres`, :mod:`sqlite`, :mod:`duckdb`, :mod:`mssql`).
+:func:`~optout.homes.sql.dialects.dialect_for` (:mod:`postgres`, :mod:`sqlite`, :mod:`duckdb`, :mod:`mssql`,
+:mod:`snowflake`).
 This module imports nothing, so the spec can refuse an unsupported database on load.
 """
 
 from __future__ import annotations
 
 # SQLAlchemy's names of the databases the SQL home filters in (one Dialect each in dialects.py).
-DATABASES = ("duckdb", "mssql", "postgresql", "sqlite")
+DATABASES = ("duckdb", "mssql", "postgresql", "snowflake", "sqlite")
 
 
 def unsupported(database: str) -> str | None:

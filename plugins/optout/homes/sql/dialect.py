@@ -30,12 +30,19 @@ class Dialect:
     :param indexed_sets: whether the staged sets and the uncleared keys get a primary key (an index
         for lookups); a database that hash-joins them saves the index's build.
     :param text_type: the database's unbounded text type (casts, text keys).
+    :param transactional_ddl: whether ``CREATE``/``DROP``/``ALTER`` stay inside the run's transaction (a
+        rollback takes them back); where each commits, a failed run drops what it created itself.
+    :param one_snapshot: whether every statement of the run's transaction reads one snapshot of the inputs
+        (so what learning saw is every row the write pass sees); else each output row is looked up in the
+        cleared set itself.
     """
 
     name: ClassVar[str] = "portable"
     scratch_prefix: ClassVar[str] = "TEMPORARY"
     indexed_sets: ClassVar[bool] = True
     text_type: ClassVar[sa.types.TypeEngine[str]] = sa.Text()
+    transactional_ddl: ClassVar[bool] = True
+    one_snapshot: ClassVar[bool] = True
 
     def begin(self, conn: sa.Connection) -> None:
         """Settings for one run's transaction (memory, planner, stable text forms); none by default."""
@@ -73,6 +80,12 @@ class Dialect:
         """Rename ``table`` to ``name`` in its own schema, inside the run's transaction."""
         preparer = conn.dialect.identifier_preparer
         conn.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} RENAME TO {preparer.quote(name)}")
+
+    def replace(self, conn: sa.Connection, built: sa.Table, name: str) -> None:
+        """Put the new table ``built`` in place of the table ``name`` in its schema (if there is one), inside
+        the run's transaction: the commit makes every output appear at once."""
+        conn.execute(sa.schema.DropTable(sa.Table(name, sa.MetaData(), schema=built.schema), if_exists=True))
+        self.rename(conn, built, name)
 
     def create_table_as(
         self, query: sa.Select[Any], name: str, schema: str | None = None, *, temporary: bool = False

@@ -10,9 +10,12 @@ from optout.homes.sql.dialect import Dialect
 from optout.homes.sql.duckdb import DuckDB
 from optout.homes.sql.mssql import SQLServer
 from optout.homes.sql.postgres import PostgreSQL
+from optout.homes.sql.snowflake import Snowflake
 from optout.homes.sql.sqlite import SQLite
 
-DIALECTS: dict[str, Dialect] = {dialect.name: dialect for dialect in (PostgreSQL(), SQLite(), DuckDB(), SQLServer())}
+DIALECTS: dict[str, Dialect] = {
+    dialect.name: dialect for dialect in (PostgreSQL(), SQLite(), DuckDB(), SQLServer(), Snowflake())
+}
 
 
 def dialect_named(name: str) -> Dialect:

@@ -104,10 +104,17 @@ def _session(
     *,
     keep: bool,
 ) -> _T:
-    """Run ``work`` in one transaction, committed only when ``keep``; database errors never quote data."""
+    """Run ``work`` in one transaction, committed only when ``keep``; database errors never quote data.
+    Where DDL is not transactional, what the run created and did not publish is dropped, whatever
+    happened (a rollback would not)."""
     try:
         with db.bound(engine) as bound, _transaction(bound) as (conn, dialect):
-            result = work(Run(conn, dialect, spec, check_result, connection_secret))
+            run = Run(conn, dialect, spec, check_result, connection_secret)
+            try:
+                result = work(run)
+            finally:
+                if not dialect.transactional_ddl:
+                    run.discard()
             if not keep:
                 conn.rollback()
         return result

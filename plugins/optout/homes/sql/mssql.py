@@ -21,12 +21,15 @@ class SQLServer(Dialect):
     """T-SQL marks a temporary table by its name (``#t``) and creates one from a query with
     ``SELECT ... INTO`` (SQLAlchemy writes that for ``CREATE TABLE AS``). Text is ``NVARCHAR(max)`` so
     the Unicode spaces the filter trims survive the cast. ``XACT_ABORT`` makes any error roll the whole
-    run back, DDL included."""
+    run back, DDL included. Under READ COMMITTED (the default; SNAPSHOT needs a database option) each
+    statement reads what is committed when it starts, so every output row is looked up in the cleared
+    set."""
 
     name: ClassVar[str] = "mssql"
     scratch_prefix: ClassVar[str] = ""
     indexed_sets: ClassVar[bool] = False  # NVARCHAR(max) keys cannot be indexed; hash joins need none
     text_type: ClassVar[sa.types.TypeEngine[str]] = sa.NVARCHAR(None)
+    one_snapshot: ClassVar[bool] = False
 
     def create_table_as(
         self, query: sa.Select[Any], name: str, schema: str | None = None, *, temporary: bool = False

@@ -9,6 +9,8 @@
    uncleared keys; rows without a key are looked up in the cleared set.
 4. *Publish*: drop any old output and rename the new ones into place; the commit makes every output
    appear at once. Any error rolls back: no output, and the scratch tables go with the transaction.
+   Where each DDL statement commits (Snowflake), the dialect swaps each output in whole instead and the
+   run drops what it created itself (:meth:`Run.discard`).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class Run:
         self.staging = Staging(self.scratch, check_result, secret)
         self.sources = [_source(conn, dialect, table, index, spec.source) for index, table in enumerate(spec.tables)]
         self.key_kind = _key_kind(self.sources)
-        self._outputs: list[tuple[sa.Table, str | None, str]] = []
+        self._outputs: list[tuple[sa.Table, str]] = []
 
     def key_of(self, source: Source) -> sa.ColumnElement[Any]:
         """The person key in its comparable form (NULL when blank or absent)."""
@@ -287,9 +289,11 @@ class Run:
         if source.spec.person_key:
             # Learning saw every row: a keyed row is uncleared exactly when its key is, so keyed rows need
             # only the small anti-join; keyless rows are looked up in the cleared set (a hashed subplan).
+            # Without one snapshot learning may not have seen every row: every row is looked up.
             key = self.key_of(source)
             cleared = number.key.in_(sa.select(staged.cleared.c.n))
-            keep = sa.and_(~sa.exists().where(bad_keys.c.k == key), sa.or_(key.is_not(None), cleared))
+            checked = sa.or_(key.is_not(None), cleared) if self.dialect.one_snapshot else cleared
+            keep = sa.and_(~sa.exists().where(bad_keys.c.k == key), checked)
         rows_out, digest = self.create_output(source, keep)
         rows_in = self.conn.execute(sa.select(sa.func.count()).select_from(source.selectable)).scalar_one()
         own_rows = sa.select(bad_rows.c.code, sa.func.sum(bad_rows.c.n)).where(bad_rows.c.t == source.index)
@@ -338,14 +342,23 @@ class Run:
         query = sa.select(source.selectable).where(keep)
         self.conn.execute(self.dialect.create_table_as(query, name, schema or None))
         built = self.dialect.table(self.conn, name, schema or None)
-        self._outputs.append((built, schema or None, final))
+        self._outputs.append((built, final))
         return content_hash(self.conn, built, self.dialect)
 
     def publish(self) -> None:
         """Replace each output by its new table (same schema), inside the run's transaction."""
-        for built, schema, final in self._outputs:
-            self.conn.execute(sa.schema.DropTable(sa.Table(final, sa.MetaData(), schema=schema), if_exists=True))
-            self.dialect.rename(self.conn, built, final)
+        while self._outputs:
+            built, final = self._outputs[0]
+            self.dialect.replace(self.conn, built, final)
+            self._outputs.pop(0)
+
+    def discard(self) -> None:
+        """Drop the scratch tables and the new outputs not yet published: what a rollback would take back
+        where DDL is transactional (the run's caller calls this where it is not)."""
+        for built, _ in self._outputs:
+            self.conn.execute(sa.schema.DropTable(built, if_exists=True))
+        self._outputs.clear()
+        self.scratch.drop(if_exists=True)
 
     def people(self, bad_rows: sa.Table, bad_keys: sa.Table, unseen: list[sa.Select[Any]]) -> dict[str, int]:
         """Distinct people removed by their first reason: by key, then by number for keyless rows."""

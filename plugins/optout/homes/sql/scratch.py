@@ -42,9 +42,9 @@ class Scratch:
             if table is not None:
                 self.dialect.analyse(self.conn, table)
 
-    def drop(self) -> None:
+    def drop(self, *, if_exists: bool = False) -> None:
         for table in reversed(self._tables):
-            table.drop(self.conn)
+            self.conn.execute(sa.schema.DropTable(table, if_exists=if_exists))
         self._tables.clear()
 
     def _track(self, table: sa.Table) -> sa.Table:
