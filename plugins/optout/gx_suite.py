@@ -30,6 +30,9 @@ CHECKS = ("no_uncleared_number", "no_removed_person", "manifest_reconciles", "li
 SUITE_NAME = "optout_proof"
 # Values GX may list: none. SUMMARY keeps observed counts for Data Docs; every value list is switched off.
 _RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
+_BOOT = (
+    "import sys; sys.path[:0] = [] if sys.argv[1] in sys.path else sys.argv[1:]; import optout.gx_suite as s; s.main()"
+)
 _HIDDEN = ("pyspark", "sqlalchemy")  # optional to GX, unused by this suite, slow to import
 _SUITE = (  # (check, kind, column): "zero": the column's maximum is 0; "true": every value is True
     ("no_uncleared_number", "zero", "uncleared_number_rows"),
@@ -51,11 +54,12 @@ class _Worker:
     """One worker process and the lock that keeps its requests and replies in step."""
 
     def __init__(self) -> None:
-        package_root = str(Path(__file__).resolve().parents[1])  # found in the worker as here (Airflow's plugins)
-        paths = [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        # -P: no current folder on the path; the folder holding this optout goes first unless the path has it
+        # (Airflow adds its plugins folder at run time), so the worker runs the caller's code, not another copy.
+        root = str(Path(__file__).resolve().parents[1])
+        command = [sys.executable, "-P", "-c", _BOOT, root]
+        env = {**os.environ}
         env.setdefault("GX_ANALYTICS_ENABLED", "False")
-        command = [sys.executable, "-m", "optout.gx_suite"]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.lock = threading.Lock()
 
@@ -225,8 +229,9 @@ def _serve(requests: IO[str], replies: IO[str]) -> None:
         replies.flush()
 
 
-if __name__ == "__main__":
-    _replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever GX prints goes to stderr, not the replies
-    _serve(sys.stdin, _replies)
+def main() -> None:
+    """The worker process: replies on a copy of stdout; whatever GX prints goes to stderr instead."""
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    _serve(sys.stdin, replies)
     os._exit(0)  # every file is written and closed: skip tearing down GX's thousands of modules
