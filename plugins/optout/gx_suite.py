@@ -7,10 +7,10 @@ the worker as a validation begins; :func:`run` hands it the frame of counts and 
 never a person key) and the folders to write, and gets back each check's success. The worker then stays
 for the process's later validations (GX imported once per process, as it was in-process).
 
-The worker hides pyspark and SQLAlchemy from GX (a third of its import; GX treats both as optional and
-the suite reads a pandas frame of a few rows). Its stdout carries the replies only: anything GX prints
-goes to stderr. Fail closed: a worker that dies, or replies with anything but a success per check,
-fails the validation; the next one starts a new worker.
+The worker hides pyspark and SQLAlchemy from GX (a quarter of its import's CPU, 3.2 s instead of 4.3;
+GX treats both as optional and the suite reads a pandas frame of a few rows). Its stdout carries the
+replies only: anything GX prints goes to stderr. Fail closed: a worker that dies, or replies with
+anything but a success per check, fails the validation; the next one starts a new worker.
 """
 
 from __future__ import annotations
