@@ -5,7 +5,8 @@ every suite, result and Data Docs page and runs for minutes at millions of rows.
 (:mod:`optout.proof`: our vectorised counts and the every-cell leak scan) reads each output once and
 reduces it to counts per table; GX gets that small frame of counts and flags and proves each count is
 zero, with result formats that list no values. No NHS number or person key ever reaches GX, so none can
-reach an artefact it writes. This module is the GX side only: the suite, Data Docs and the record.
+reach an artefact it writes. This module runs the proof, hands its counts to the suite (run by
+:mod:`optout.gx_suite` in a process of its own, importing GX while the proof reads) and keeps the record.
 
 The four checks, by name: ``no_uncleared_number``, ``no_removed_person``, ``manifest_reconciles``,
 ``list_fresh_and_current``. Results go to ``<out_dir>.validation/`` beside the extract (never inside
@@ -16,23 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import os
-import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optout import gx_suite
 from optout.atomic import staging_dir, write_bytes
 from optout.clearance import CheckResultLike
 from optout.errors import InputError, VerificationFailed
 from optout.freshness import max_age as limit_in_force
+from optout.gx_suite import CHECKS
 from optout.homes import home_for
 from optout.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of
-from optout.offline_docs import make_offline
 from optout.proof import Proof, prove, require_tables_unchanged
-from optout.proof_text import DESCRIPTIONS
 from optout.validation_record import record_validation, require_recorded
 
 if TYPE_CHECKING:
@@ -40,10 +38,6 @@ if TYPE_CHECKING:
     from optout.spec import ExtractSpec
 
 RESULT_NAME = "result.json"
-CHECKS = ("no_uncleared_number", "no_removed_person", "manifest_reconciles", "list_fresh_and_current")
-SUITE_NAME = "optout_proof"
-# Values GX may list: none. SUMMARY keeps observed counts for Data Docs; every value list is switched off.
-_RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
 _NOT_GIVEN: Any = object()
 
 
@@ -107,7 +101,7 @@ def run_validation(
     """
     from optout.exemptions import effective
 
-    _import_gx_meanwhile()
+    gx_suite.start()  # GX imports in its own process while the proof reads the outputs
     check_result = effective(spec, check_result, resolver)  # the filter's view: consent and rows without a number
     out_dir = Path(out_dir).resolve()
     manifest = read_manifest(out_dir)
@@ -125,7 +119,7 @@ def run_validation(
         docs_final = Path(data_docs_dir).resolve() if data_docs_dir else target / "data_docs"
         building = staging_dir(docs_final) if data_docs_dir else contextlib.nullcontext(staging / "data_docs")
         with building as docs_build:
-            outcome = _run_suite(proof.rows, staging / "gx", docs_build, staging / "checkpoint_result.json")
+            outcome = gx_suite.run(proof.rows, staging / "gx", docs_build, staging / "checkpoint_result.json")
         checks = _checks(outcome, proof, manifest)
         ok = all(check.ok for check in checks)
         index = docs_final / "index.html"
@@ -211,104 +205,6 @@ def require_validated(
         if not path.is_file() or sha256_of(path) != table.sha256:
             raise VerificationFailed(f"{path} changed after validation; filter and validate again")
     return replace(record, people_out=people_out)  # the store's count: the folder's could be rewritten
-
-
-@dataclass(frozen=True)
-class _Expectation:
-    check: str
-    kind: str  # "zero": the column's maximum is 0; "true": every value is True
-    column: str
-
-
-_SUITE = (
-    _Expectation("no_uncleared_number", "zero", "uncleared_number_rows"),
-    _Expectation("no_uncleared_number", "true", "version_matches"),
-    _Expectation("no_uncleared_number", "zero", "leaked_values"),
-    _Expectation("no_uncleared_number", "zero", "unscannable_columns"),
-    _Expectation("no_removed_person", "zero", "removed_person_rows"),
-    _Expectation("manifest_reconciles", "zero", "rows_mismatch"),
-    _Expectation("manifest_reconciles", "true", "hash_ok"),
-    _Expectation("manifest_reconciles", "zero", "unexpected_files"),
-    _Expectation("manifest_reconciles", "zero", "tables_mismatch"),
-    _Expectation("manifest_reconciles", "zero", "schema_changed"),
-    _Expectation("list_fresh_and_current", "true", "list_fresh_at_filter"),
-    _Expectation("list_fresh_and_current", "true", "list_is_current"),
-)
-
-
-def _import_gx_meanwhile() -> None:
-    """Start importing Great Expectations on a thread while the proof reads the outputs.
-
-    The import takes 3-7 s, as long as proving a few million rows: overlapped, ``optout verify`` costs
-    about what the proof does. The suite's own import then finds the module loaded, or waits for this
-    one (imports lock per module); an import that fails here fails again there, with its error.
-    """
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    threading.Thread(target=_import_gx, name="optout-import-gx", daemon=True).start()
-
-
-def _import_gx() -> None:
-    with contextlib.suppress(Exception):
-        import great_expectations.expectations  # noqa: F401
-
-
-def _run_suite(rows: list[dict[str, Any]], gx_root: Path, docs_dir: Path, checkpoint_json: Path) -> dict[str, bool]:
-    """Run the suite over the frame of counts; return each check's success (all its expectations)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    import pandas as pd
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="file", project_root_dir=str(gx_root))
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    context.update_data_docs_site(
-        "local_site",
-        {
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        },
-    )
-    batch = (
-        context.data_sources.add_pandas("optout")
-        .add_dataframe_asset("extract_counts")
-        .add_batch_definition_whole_dataframe("per_table")
-    )
-    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME))
-    for item in _SUITE:
-        meta, said = {"check": item.check}, DESCRIPTIONS[item.column]  # said: for people
-        if item.kind == "zero":
-            suite.add_expectation(
-                gxe.ExpectColumnMaxToBeBetween(
-                    column=item.column, min_value=0, max_value=0, meta=meta, description=said
-                )
-            )
-        else:
-            suite.add_expectation(
-                gxe.ExpectColumnValuesToBeInSet(column=item.column, value_set=[True], meta=meta, description=said)
-            )
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name=SUITE_NAME, data=batch, suite=suite))
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=SUITE_NAME,
-            validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-            result_format=_RESULT_FORMAT,
-        )
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": pd.DataFrame(rows)})
-    make_offline(docs_dir)  # no CDN, no logo from S3: the report opens without the internet
-    write_bytes(checkpoint_json, json.dumps(result.describe_dict(), indent=2, default=str).encode())
-    outcome = dict.fromkeys(CHECKS, True)
-    for run in result.run_results.values():
-        for checked in run.results:
-            assert checked.expectation_config is not None
-            name = checked.expectation_config.meta["check"]
-            outcome[name] = outcome[name] and bool(checked.success)
-    return outcome
 
 
 def _checks(outcome: dict[str, bool], proof: Proof, manifest: Manifest) -> list[Check]:
