@@ -218,12 +218,6 @@ def run_optout(name: str, folder: Path, out: Path, check: Any) -> None:
     run_filter(load_spec(folder / f"{name}.yaml"), out, check)
 
 
-def run_plain_writer(name: str, folder: Path, out: Path, check: Any) -> None:
-    """optout with pyarrow's plain Parquet writer (``OPTOUT_PARQUET_WRITER=plain``): the footer join's A/B."""
-    os.environ["OPTOUT_PARQUET_WRITER"] = "plain"
-    run_optout(name, folder, out, check)
-
-
 def kept(out: Path, name: str) -> list[list[int]]:
     """Rows and the sum of person keys of each output table (the same rows kept: asserted)."""
     events, linked, kind = _inputs(name)
@@ -267,7 +261,6 @@ def main() -> None:
     parser.add_argument("--inputs", default=",".join(INPUTS), help=f"any of {', '.join(INPUTS)}")
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender (they take turns)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/optout-realistic"), help="generated data")
-    parser.add_argument("--plain-writer", action="store_true", help="add optout with pyarrow's plain writer (A/B)")
     parser.add_argument("--plot", type=Path, help="draw every run kept in --cache into this PNG")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--generate", type=int, help=argparse.SUPPRESS)
@@ -296,8 +289,7 @@ def main() -> None:
             command = [sys.executable, __file__, "--folder", str(folder), "--child", *pair]
             return {**contender.measure(command, env=env), "load": os.getloadavg()[0]}
 
-        who_runs = (*CONTENDERS, "plain_writer") if args.plain_writer else CONTENDERS
-        pairs = [(who, name) for name in inputs for who in who_runs if who != "plain_writer" or name != "csv"]
+        pairs = [(who, name) for name in inputs for who in CONTENDERS]
         results = contender.take_turns(pairs, measure, args.repeat)
         for name in inputs:
             ours, theirs = results["optout", name], results["duckdb", name]
@@ -311,14 +303,6 @@ def main() -> None:
         with (args.cache / "runs.jsonl").open("a") as log:
             log.write(json.dumps(record) + "\n")
         print_table(rows, inputs, results)
-        for name in inputs:
-            if ("plain_writer", name) in results:
-                plain, joined = results["plain_writer", name], results["optout", name]
-                speed = plain["seconds"] / joined["seconds"]
-                print(
-                    f"{name}: footer join {joined['seconds']:.2f}s {joined['peak_mib']:.0f} MiB, plain writer "
-                    f"{plain['seconds']:.2f}s {plain['peak_mib']:.0f} MiB: join = {speed:.2f}x the speed"
-                )
     if args.plot:
         plot(args.cache / "runs.jsonl", args.plot)
 

@@ -15,7 +15,6 @@ DEFAULT_MAX_AGE = timedelta(hours=48)
 DEFAULT_KEEP_VERSIONS = 7
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-PARQUET_WRITERS = ("joined", "plain")
 
 
 def data_dir() -> Path:
@@ -47,18 +46,6 @@ def max_age() -> timedelta:
     from optout.freshness import max_age as limit
 
     return limit()
-
-
-def parquet_writer() -> str:
-    """``OPTOUT_PARQUET_WRITER``: ``joined`` (the default: large row groups encoded on two threads and their
-    footers joined, see :mod:`optout.homes.files.parquet_footer`) or ``plain`` (pyarrow's writer alone, on
-    one thread: the way out should a footer ever hold a field the join does not know)."""
-    text = (os.environ.get("OPTOUT_PARQUET_WRITER") or PARQUET_WRITERS[0]).strip().lower()
-    if text not in PARQUET_WRITERS:
-        raise InputError(
-            f"{text!r} is not a Parquet writer; use one of {', '.join(PARQUET_WRITERS)}", field="OPTOUT_PARQUET_WRITER"
-        )
-    return text
 
 
 def format_duration(delta: timedelta) -> str:

@@ -1,7 +1,4 @@
-"""The output file: owner-only, hashed as it is written, and written behind the encoder that fills it.
-
-Also the in-memory file a Parquet row group is encoded into before it is joined to the output.
-"""
+"""The output file: owner-only, hashed as it is written, and written behind the encoder that fills it."""
 
 from __future__ import annotations
 
@@ -54,11 +51,6 @@ class HashingFile(io.RawIOBase):
             if self._gathered_bytes >= _SINK_BUFFER_BYTES:
                 self.flush()
 
-    def write_unchanging(self, data: memoryview) -> None:
-        """Write memory that nobody changes afterwards (an encoded row group), without copying it."""
-        self._raise_failure()
-        self._gather(data)
-
     def flush(self) -> None:
         if self._gathered:
             self._worker.submit(self._store, self._gathered)
@@ -88,21 +80,6 @@ class HashingFile(io.RawIOBase):
             os.close(self._fd)
             super().close()
         self._raise_failure()
-
-
-class Pieces(io.RawIOBase):
-    """An in-memory file kept as the ``bytes`` pyarrow writes: no buffer grows and copies itself."""
-
-    def __init__(self) -> None:
-        self.pieces: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        if len(data):
-            self.pieces.append(data if type(data) is bytes else bytes(data))
-        return len(data)
 
 
 def _write_all(fd: int, chunks: list[bytes | memoryview]) -> None:
