@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from optout.clearance import KEEP, Clearance
+from optout.errors import InputError
 from optout.filter import run_filter
 from optout.homes.spark_session import SparkEngineError
 from optout.manifest import Manifest, read_manifest
@@ -223,6 +224,15 @@ def test_spark_tables_are_filtered_into_tables_renamed_into_place(
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["manifest.json"]
 
 
+def test_a_query_that_is_not_a_query_is_refused(spark_connect_url: str, tmp_path: Path) -> None:
+    """A ``query:`` runs as a subquery: a command (here one that would drop a table) does not parse."""
+    spark_spec = _spark_spec(write_extract(tmp_path / "in"), connection=spark_connect_url)
+    spark_spec.write_text(spark_spec.read_text().replace("path: patients.csv", "query: DROP TABLE t18_patients"))
+    with pytest.raises(InputError, match="the Spark SQL query does not run") as raised:
+        run_filter(load_spec(spark_spec), tmp_path / "out", check_result())
+    assert raised.value.field == "patients.query" and not (tmp_path / "out").exists()
+
+
 def test_a_failed_broadcast_fails_closed_and_writes_nothing(
     spark, spark_connect_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -259,6 +269,7 @@ def test_classic_pyspark_runs_the_same_code(tmp_path: Path) -> None:
     script = f"""
 import json, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from optout.errors import InputError
 from optout.filter import run_filter
 from optout.spec import load_spec
 from tests.unit.filter_data import check_result
