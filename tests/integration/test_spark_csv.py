@@ -18,7 +18,7 @@ from optout.homes.files.formats import Format
 from optout.homes.spark_session import output_parts
 from optout.spec import load_spec
 from tests.integration.test_spark_engine import _spark_spec, both_engines
-from tests.unit.filter_data import N, check_result, write_extract
+from tests.unit.filter_data import N, check_result, spaced, write_extract
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DIALECT = '    csv: {delimiter: ";", encoding: cp1252}\n'
@@ -80,6 +80,8 @@ def test_bom_line_endings_and_utf16_match_the_file_engine(spark_connect_url: str
     assert b"".join(p.read_bytes() for p in sorted(notes.glob("part-*"))).startswith("pid\t".encode("utf-16-le"))
     table = pa.Table.from_batches(list(output_parts(notes, Format.CSV, None)))
     assert sorted(table.column("pid").to_pylist()) == ["p1", "p9"]
+    patients = pa.Table.from_batches(list(output_parts(tmp_path / "spark" / "patients.csv", Format.CSV, None)))
+    assert spaced(int(N[0])) in patients.column("nhs_number").to_pylist()  # written as read, spaces kept
 
 
 @pytest.mark.parametrize(

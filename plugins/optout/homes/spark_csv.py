@@ -80,9 +80,11 @@ def read_csv(spark: SparkSession, path: str, dialect: CsvDialect = DEFAULT) -> D
 
 
 def write_csv(frame: DataFrame, folder: Path, dialect: CsvDialect) -> None:
-    """Write ``frame`` as a folder of CSV parts in ``dialect``, and record the dialect in the folder."""
-    written = {key: value for key, value in options(dialect).items() if key in ("sep", "quote", "escape")}
-    frame.write.mode("error").options(header=True, encoding=spark_encoding(dialect), **written).csv(str(folder))
+    """Write ``frame`` as a folder of CSV parts in ``dialect``, and record the dialect in the folder. Values
+    are written as read: Spark's writer would otherwise trim their leading and trailing spaces."""
+    written = {key: value for key, value in options(dialect).items() if key in ("sep", "quote", "escape", "encoding")}
+    kept = {"ignoreLeadingWhiteSpace": "false", "ignoreTrailingWhiteSpace": "false"}
+    frame.write.mode("error").options(header=True, **written, **kept).csv(str(folder))
     (folder / MARKER).write_text(json.dumps({"delimiter": dialect.delimiter, "encoding": dialect.encoding}))
 
 
