@@ -295,9 +295,10 @@ def filter_spark(
     """
     if any(t.pseudonymised is not None for t in spec.tables):
         raise InputError("the Spark engine does not filter pseudonymised tables yet; use the file or SQL engine")
-    for each in spec.tables:
-        if each.path is not None and each.format is Format.CSV:
-            check_input(spark, each)  # before anything reads it: a file Spark would misread is refused
+    with spark_errors("reading the CSV inputs"):
+        for each in spec.tables:
+            if each.path is not None and each.format is Format.CSV:
+                check_input(spark, each)  # before anything reads it: a file Spark would misread is refused
     run = SparkRun(spark, spec, check_result, JoinChoice.from_env())
     if scan is not None:
         with spark_errors("scanning the inputs"):

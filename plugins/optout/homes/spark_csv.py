@@ -118,7 +118,9 @@ def read_errors() -> tuple[type[BaseException], ...]:
 def check_input(spark: SparkSession, table: TableSpec) -> None:
     """Refuse a CSV input Spark would misread, as the file engine refuses it: each file's header, quotes
     and (UTF-8) bytes checked by the file engine's checks, then Spark's FAILFAST count (rows that do not
-    parse in the declared dialect). The error names the file, line and column, never a value."""
+    parse in the declared dialect). The error names the file, line and column, never a value; a Spark
+    failure with no bad row behind it is raised as it is (call this inside
+    :func:`optout.homes.spark_session.spark_errors`)."""
     assert table.path is not None
     files = data_files(table.path)
     if not files:
@@ -138,7 +140,10 @@ def check_input(spark: SparkSession, table: TableSpec) -> None:
         read_csv(spark, str(table.path), table.csv).count()  # FAILFAST parses every row even for a count
     except read_errors():
         bad = files[0] if len(files) == 1 else next((f for f in files if not _parses(spark, f, table.csv)), files[0])
-        raise csv_error(bad, table.csv) from None
+        error = csv_error(bad, table.csv)
+        if error.line is None:  # the file engine finds no bad row: Spark failed for its own reasons (the caller
+            raise  # turns that into a SparkEngineError naming its class)
+        raise error from None
 
 
 def _parses(spark: SparkSession, file: Path, dialect: CsvDialect) -> bool:
