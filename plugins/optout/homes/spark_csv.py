@@ -156,7 +156,7 @@ def _parses(spark: SparkSession, file: Path, dialect: CsvDialect) -> bool:
 
 
 def data_files(path: Path) -> list[Path]:
-    """The files Spark reads for ``path``: the file, or a folder's files not named ``_...`` or ``....``."""
+    """The files Spark reads for ``path``: the file, or a folder's files not starting with ``_`` or ``.``."""
     if not path.is_dir():
         return [path]
     return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
