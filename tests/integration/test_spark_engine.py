@@ -225,13 +225,19 @@ def test_spark_tables_are_filtered_into_tables_renamed_into_place(
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["manifest.json"]
 
 
-def test_a_query_that_is_not_a_query_is_refused(spark_connect_url: str, tmp_path: Path) -> None:
-    """A ``query:`` runs as a subquery: a command (here one that would drop a table) does not parse."""
+def test_a_query_that_does_not_only_read_or_does_not_run_is_refused(spark_connect_url: str, tmp_path: Path) -> None:
+    """A ``query:`` that is not one SELECT is refused when the spec loads (as for SQL databases); one Spark
+    cannot run is refused before anything is written, naming the table's query, never Spark's message."""
     spark_spec = _spark_spec(write_extract(tmp_path / "in"), connection=spark_connect_url)
-    spark_spec.write_text(spark_spec.read_text().replace("path: patients.csv", "query: DROP TABLE t18_patients"))
+    text = spark_spec.read_text()
+    spark_spec.write_text(text.replace("path: patients.csv", "query: DROP TABLE t18_patients"))
+    with pytest.raises(InputError, match="a query may only read"):
+        load_spec(spark_spec)
+    spark_spec.write_text(text.replace("path: patients.csv", "query: SELECT * FROM t18_no_such_table"))
     with pytest.raises(InputError, match="the Spark SQL query does not run") as raised:
         run_filter(load_spec(spark_spec), tmp_path / "out", check_result())
-    assert raised.value.field == "patients.query" and not (tmp_path / "out").exists()
+    assert raised.value.field == "patients.query" and "t18_no_such_table" not in str(raised.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_failed_broadcast_fails_closed_and_writes_nothing(
