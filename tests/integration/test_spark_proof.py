@@ -77,8 +77,8 @@ def test_the_proof_in_spark_finds_what_the_file_scan_finds(
     spark: Any, spark_connect_url: str, outputs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec_path = _planted(tmp_path / "in")
-    if outputs == "utf-16 folders":  # patients as UTF-16 (BOM, CRLF): its output's text decoded to be scanned
-        lines = _rewritten(tmp_path / "in", "patients.csv", ",", "utf-16", "\r\n")
+    if outputs == "utf-16 folders":  # patients as tab-separated UTF-16 (BOM, CRLF): its output's text decoded
+        lines = _rewritten(tmp_path / "in", "patients.csv", "\t", "utf-16", "\r\n")
         spec_path.write_text(spec_path.read_text().replace("    path: patients.csv\n", lines))
     store = _store(tmp_path)
     with pytest.raises(UndeclaredNumbers, match=r"events\.memo: 1 .*events\.other: 1 .*patients\.note: 2"):
