@@ -103,9 +103,10 @@ class LeakScan:
             with self._lock:
                 self._counts[key] = self._counts.get(key, 0) + found
 
-    def file(self, table: str, path: str | Path, encoding: str = "utf-8") -> None:
+    def file(self, table: str, path: str | Path, encoding: str = "utf-8", delimiter: str = ",") -> None:
         """Scan a whole file with readers of its own: a Parquet file's every column, a CSV file's bytes and
-        every column as text (Arrow's parser, quoted newlines allowed: the bytes cover what it misreads)."""
+        every column as text (Arrow's parser in the file's delimiter, quoted newlines allowed: the bytes
+        cover what it misreads)."""
         path = Path(path)
         if path.suffix.lower() == ".parquet":
             for batch in parquet_batches(path):
@@ -113,7 +114,7 @@ class LeakScan:
             return
         # The bytes hold an excluded column's numbers too: those its parsed cells hold are excused.
         skip, excused = self.excluded.get(table, set()), 0
-        for batch in _csv_batches(path, encoding):  # rows it cannot parse are skipped: the bytes hold them
+        for batch in _csv_batches(path, encoding, delimiter):  # rows it cannot parse are skipped: the bytes hold them
             self.batch(table, batch)
             excused += sum(
                 uncleared_values(batch.column(name), self.cleared) for name in skip & set(batch.schema.names)
@@ -169,10 +170,10 @@ def parquet_batches(path: str | Path, columns: list[str] | None = None) -> Itera
     yield from parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns)
 
 
-def _csv_batches(path: Path, encoding: str) -> Iterator[pa.RecordBatch]:
+def _csv_batches(path: Path, encoding: str, delimiter: str) -> Iterator[pa.RecordBatch]:
     """Every column of a CSV file as text, its header row too (it may be data), whatever its names."""
     read = pacsv.ReadOptions(encoding=encoding, block_size=16 << 20, autogenerate_column_names=True)
-    parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: "skip")
+    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=lambda row: "skip")
     with pacsv.open_csv(path, read_options=read, parse_options=parse) as first:
         names = first.schema.names
     convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.large_string()), strings_can_be_null=False)

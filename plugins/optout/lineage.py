@@ -44,11 +44,10 @@ class Namer:
         ]
 
     def outputs(self, out_dir: Path) -> list[DatasetName]:
-        """The datasets the filter wrote: files under ``out_dir``, or tables back in the source database."""
+        """The datasets the filter wrote: files (or Spark's folders) under ``out_dir``, or tables back in the
+        source database or Spark."""
         return [
-            self._dataset(table, table.output_name)
-            if table.in_database and self.spec.engine is None
-            else file(out_dir / table.output_name)
+            self._dataset(table, table.output_name) if table.in_database else file(out_dir / table.output_name)
             for table in self.spec.tables
         ]
 

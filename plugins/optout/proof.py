@@ -255,8 +255,10 @@ def _text(value: bytes) -> str:
 
 
 def _scan_text_file(scan: LeakScan, table: TableSpec, path: Path) -> None:
-    """A CSV output, read by the scan's own means: its raw bytes and every column as text."""
-    scan.file(table.name, path, table.csv.encoding)
+    """A CSV output, read by the scan's own means: its raw bytes and every column as text (split at the
+    delimiter the output keeps from its input: split at commas, a semicolon file's rows would mostly be
+    skipped and its numbers found only in the raw bytes, under no column)."""
+    scan.file(table.name, path, table.csv.encoding, table.csv.delimiter)
 
 
 def _count_file(

@@ -317,10 +317,6 @@ def _table(entry: Any, source: Path, where: str, engine: str | None = None) -> T
         if connection is not None and engine is None:
             message = "a file has no connection; remove it or name a table"
             raise InputError(message, path=source, field=f"{where}.connection")
-    elif engine == "spark" and in_database["query"] is not None:
-        raise InputError(
-            "with engine: spark name a table or a path; query is for SQL databases", path=source, field=where
-        )
     elif connection is None and engine is None:
         raise InputError(
             "a table or query needs a connection: a SQLAlchemy URL or an Airflow connection id",

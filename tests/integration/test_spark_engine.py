@@ -8,6 +8,7 @@ number that is not cleared, in any column.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from optout.clearance import KEEP, Clearance
+from optout.errors import InputError
 from optout.filter import run_filter
 from optout.homes.spark_session import SparkEngineError
 from optout.manifest import Manifest, read_manifest
@@ -223,6 +225,21 @@ def test_spark_tables_are_filtered_into_tables_renamed_into_place(
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["manifest.json"]
 
 
+def test_a_query_that_does_not_only_read_or_does_not_run_is_refused(spark_connect_url: str, tmp_path: Path) -> None:
+    """A ``query:`` that is not one SELECT is refused when the spec loads (as for SQL databases); one Spark
+    cannot run is refused before anything is written, naming the table's query, never Spark's message."""
+    spark_spec = _spark_spec(write_extract(tmp_path / "in"), connection=spark_connect_url)
+    text = spark_spec.read_text()
+    spark_spec.write_text(text.replace("path: patients.csv", "query: DROP TABLE t18_patients"))
+    with pytest.raises(InputError, match="a query may only read"):
+        load_spec(spark_spec)
+    spark_spec.write_text(text.replace("path: patients.csv", "query: SELECT * FROM t18_no_such_table"))
+    with pytest.raises(InputError, match="the Spark SQL query does not run") as raised:
+        run_filter(load_spec(spark_spec), tmp_path / "out", check_result())
+    assert raised.value.field == "patients.query" and "t18_no_such_table" not in str(raised.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_failed_broadcast_fails_closed_and_writes_nothing(
     spark, spark_connect_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -252,21 +269,32 @@ def test_the_list_is_staged_once_per_version(spark: Any, tmp_path: Path) -> None
 
 
 def test_classic_pyspark_runs_the_same_code(tmp_path: Path) -> None:
-    """Without a connection: a local classic session, in a process of its own (one mode per process)."""
+    """Without a connection: a local classic session, in a process of its own (one mode per process). A
+    Java error PySpark does not convert (a Parquet file that is not one: py4j's ``Py4JJavaError``) fails
+    closed as Spark Connect's errors do: one SparkEngineError naming the class, nothing written."""
     spec_path = write_extract(tmp_path / "in")
     files = run_filter(load_spec(spec_path), tmp_path / "files", check_result())
     spark_spec = _spark_spec(spec_path)
     script = f"""
 import json, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from optout.errors import InputError
 from optout.filter import run_filter
 from optout.spec import load_spec
 from tests.unit.filter_data import check_result
+from optout.homes.spark_session import SparkEngineError
 manifest = run_filter(load_spec({str(spark_spec)!r}), {str(tmp_path / "spark")!r}, check_result())
-print(json.dumps({{"engine": manifest.engine}}))
+open({str(tmp_path / "in" / "events.parquet")!r}, "wb").write(b"PAR1" + bytes(100) + b"PAR1")
+try:
+    run_filter(load_spec({str(spark_spec)!r}), {str(tmp_path / "broken")!r}, check_result())
+except SparkEngineError as exc:
+    print(json.dumps({{"engine": manifest.engine, "refused": str(exc)}}))
 """
     env = {key: value for key, value in os.environ.items() if key not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
     env |= {"OPTOUT_HOME": str(tmp_path / "home"), "OPTOUT_SPARK_DRIVER_MEMORY": "512m", "SPARK_LOCAL_IP": "127.0.0.1"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _counts(read_manifest(tmp_path / "spark")) == _counts(files)
+    refused = json.loads(done.stdout.strip().splitlines()[-1])["refused"]
+    assert refused.startswith("Spark refused") and "nothing was written" in refused
+    assert not (tmp_path / "broken").exists()

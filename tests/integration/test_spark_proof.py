@@ -4,7 +4,8 @@ Uncleared NHS numbers are planted in columns the spec does not declare (free tex
 The input scan at filter time refuses the extract in both engines, naming the same columns and counts.
 With that scan blinded the filter leaves them, and the proof must find every one, in Spark (every cell
 of every column, only counts collected) exactly where the file engine's leak scan finds them, for folder
-outputs and for Spark table outputs alike; every other check of the proof must pass.
+outputs and for Spark table outputs alike (one of them a Spark SQL query's); every other check of the
+proof must pass.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from optout.manifest import read_manifest
 from optout.spec import load_spec
 from optout.store import Store
 from optout.validation import ValidationResult, run_validation
+from tests.integration.test_spark_csv import _rewritten
 from tests.integration.test_spark_engine import _spark_spec
 from tests.unit.filter_data import N, spaced, write_extract
 
@@ -70,11 +72,14 @@ def _found(result: ValidationResult, raw: bool) -> dict[str, str]:
     return {where: count for where, count in found if raw or "(raw bytes)" not in where}
 
 
-@pytest.mark.parametrize("outputs", ["folders", "tables"])
+@pytest.mark.parametrize("outputs", ["folders", "utf-16 folders", "tables"])
 def test_the_proof_in_spark_finds_what_the_file_scan_finds(
     spark: Any, spark_connect_url: str, outputs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec_path = _planted(tmp_path / "in")
+    if outputs == "utf-16 folders":  # patients as tab-separated UTF-16 (BOM, CRLF): its output's text decoded
+        lines = _rewritten(tmp_path / "in", "patients.csv", "\t", "utf-16", "\r\n")
+        spec_path.write_text(spec_path.read_text().replace("    path: patients.csv\n", lines))
     store = _store(tmp_path)
     with pytest.raises(UndeclaredNumbers, match=r"events\.memo: 1 .*events\.other: 1 .*patients\.note: 2"):
         run_filter(load_spec(spec_path), tmp_path / "files", store.load())
@@ -87,6 +92,9 @@ def test_the_proof_in_spark_finds_what_the_file_scan_finds(
         spark.read.parquet(str(folder / "events.parquet")).write.mode("overwrite").saveAsTable(names["events"])
         csv.csv(str(folder / "notes.csv")).write.mode("overwrite").saveAsTable(names["notes"])
     spark_spec = _spark_spec(spec_path, connection=spark_connect_url, tables=names)
+    if names:  # patients from a Spark SQL query: filtered and proved as a table is
+        query = f"    query: SELECT pid, nhs_number, note FROM {names['patients']} WHERE pid IS NOT NULL\n"
+        spark_spec.write_text(spark_spec.read_text().replace(f"    table: {names['patients']}\n", query))
     with pytest.raises(UndeclaredNumbers, match=r"events\.memo: 1 .*events\.other: 1 .*patients\.note: 2"):
         run_filter(load_spec(spark_spec), tmp_path / "spark", store.load())  # the input scan, in Spark
     monkeypatch.setattr(InputScan, "require_clean", lambda self: None)  # a filter whose scan is blinded
@@ -96,9 +104,9 @@ def test_the_proof_in_spark_finds_what_the_file_scan_finds(
     in_spark = _validate(spark_spec, tmp_path / "spark", store)
 
     expected = {"patients.note": "2", "events.other": "1", "events.memo": "1"}
-    if outputs == "folders":  # a CSV output's text is scanned too, as Spark wrote it
+    if outputs != "tables":  # a CSV output's text is scanned too, as Spark wrote it
         expected["patients.(raw bytes)"] = "2"
-    assert _found(by_files, raw=outputs == "folders") == _found(in_spark, raw=True) == expected
+    assert _found(by_files, raw=outputs != "tables") == _found(in_spark, raw=True) == expected
     for result in (by_files, in_spark):
         assert {check.name for check in result.checks if not check.ok} == {"no_uncleared_number"}
     detail = next(check.detail for check in in_spark.checks if check.name == "no_uncleared_number")

@@ -209,6 +209,10 @@ def test_file_scan_reads_every_column_of_parquet_and_csv(tmp_path: Path) -> None
     scan = LeakScan(CLEARED_SET)
     scan.file("t", tmp_path / "t.csv")
     assert {leak.column: leak.values for leak in scan.leaks()} == {RAW_BYTES: 2, "column 2": 2}
+    (tmp_path / "s.csv").write_text(f"id;notes\n1;see {OUT}, twice\n")  # a comma inside a semicolon file's cell
+    scan = LeakScan(CLEARED_SET)
+    scan.file("t", tmp_path / "s.csv", delimiter=";")
+    assert {leak.column: leak.values for leak in scan.leaks()} == {RAW_BYTES: 1, "notes": 1}
 
 
 def test_a_dictionary_value_no_row_uses_still_counts() -> None:

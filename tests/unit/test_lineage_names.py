@@ -36,3 +36,11 @@ def test_spark_tables_are_named_by_their_server() -> None:
         engine="spark",
     )
     assert lineage.Namer(spec).sources() == [lineage.DatasetName("spark://spark.example:15002", "cohort.patients")]
+    output = lineage.DatasetName("spark://spark.example:15002", "patients_optout")  # a Spark table, not a file
+    assert lineage.Namer(spec).outputs(Path("/out")) == [output]
+    query = TableSpec(
+        "patients", query="SELECT * FROM cohort.patients", nhs_number="nhs", connection="sc://spark.example:15002"
+    )
+    named = lineage.Namer(_spec(query, engine="spark"))
+    assert named.sources() == [lineage.DatasetName("spark://spark.example:15002", "patients")]
+    assert named.outputs(Path("/out")) == [output]

@@ -1,13 +1,18 @@
-"""The Spark engine's pieces that need no Spark: SQL text, the join choice, the spec's engine key."""
+"""The Spark engine's pieces that need no Spark: SQL text, the join choice, the spec's engine key, the
+mapping of a classic session's py4j errors, the line-ending check of CSV inputs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from py4j.protocol import Py4JJavaError, Py4JNetworkError
 
 from optout.errors import InputError
-from optout.homes.spark_session import JoinChoice
+from optout.homes.files.csv_dialect import CsvDialect
+from optout.homes.files.csv_strict import other_line_end
+from optout.homes.spark_session import JoinChoice, SparkEngineError, spark_errors
 from optout.homes.spark_sql import Unscannable, leak_candidates, number_sql, quote
 from optout.spec import load_spec
 
@@ -57,3 +62,69 @@ def test_the_spec_names_the_spark_engine(tmp_path: Path) -> None:
     spec.write_text(spec.read_text().replace("engine: spark", "engine: flink"))
     with pytest.raises(InputError, match="unknown engine"):
         load_spec(spec)
+
+
+def test_a_spark_sql_query_is_a_table_source(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: s\npurpose: research\nengine: spark\ntables:\n"
+        "  - {name: t, query: 'SELECT * FROM db.events WHERE year = 2024', nhs_number: nhs}\n"
+    )
+    table = load_spec(spec).tables[0]
+    assert table.query and table.in_database and table.output_name == "t_optout"
+
+
+class _JavaError:
+    """What py4j holds of a Java exception: its id on the JVM and the client that asks it for its text."""
+
+    _target_id = "o1"
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name, self.text = name, text
+        self._gateway_client = self
+
+    def send_command(self, command: str) -> str:
+        return "ys" + self.text  # py4j's answer: success, a string
+
+    def getClass(self) -> _JavaError:
+        return self
+
+    def getName(self) -> str:
+        return self.name
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (lambda: Py4JJavaError("o1.count", _JavaError("org.apache.spark.SparkException", "row p1,943")), "refused"),
+        (lambda: Py4JJavaError("o1.count", _JavaError("java.lang.OutOfMemoryError", "Java heap")), "out of memory"),
+        (lambda: Py4JNetworkError("Answer from Java side is empty"), "refused"),
+    ],
+    ids=["java-error", "java-out-of-memory", "jvm-gone"],
+)
+def test_a_classic_sessions_py4j_errors_fail_closed(error: Any, message: str) -> None:
+    """A classic session raises py4j's errors for what PySpark does not convert (a Java error it does not
+    know, the JVM gone): they become the same one-line SparkEngineError as Spark Connect's, by class only."""
+    with pytest.raises(SparkEngineError, match=message) as raised, spark_errors("filtering the extract"):
+        raise error()
+    assert "943" not in str(raised.value) and "nothing was written" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (b"a,b\r\n1,2\n3,4\r\n", 2),
+        (b"a,b\n1,2\r\n3,4\n", 2),
+        (b"a,b\r\n1,2\r3,4\r\n", 2),
+        (b'a,b\n1,"x\r\ny"\n3,4\r\n', 4),
+        (b'a,b\r\n1,"x\ny"\r\n3,4\r\n', None),
+        (b"a,b\r1,2\r3,4", None),
+    ],
+)
+def test_mixed_line_endings_are_found_outside_quotes(tmp_path: Path, data: bytes, line: int | None) -> None:
+    """Spark's CSV reader takes the first line ending for the whole file; a file mixing them is named by
+    its first other line (a line break inside a quoted value is the value's)."""
+    (tmp_path / "x.csv").write_bytes(data)
+    assert other_line_end(tmp_path / "x.csv", CsvDialect()) == line
+    (tmp_path / "u.csv").write_bytes(data.decode().encode("utf-16"))
+    assert other_line_end(tmp_path / "u.csv", CsvDialect(encoding="utf-16")) == line

@@ -250,7 +250,7 @@ class _Outputs:
 
     def write(self, table: TableSpec, frame: DataFrame) -> DataFrame:
         """Write ``frame`` for ``table``; return the written output, read back."""
-        if table.table:
+        if table.in_database:
             final = table.output_name
             temporary = f"{final}__optout_{self.tag}"
             self._tables.append((temporary, final))
@@ -277,7 +277,7 @@ class _Outputs:
 
 def output_format(table: TableSpec) -> str:
     """The manifest's ``format`` of a Spark output: a Spark table, or a folder of CSV or Parquet parts."""
-    return "spark-table" if table.table else f"spark-{table.format.value}"
+    return "spark-table" if table.in_database else f"spark-{table.format.value}"
 
 
 def filter_spark(
@@ -295,11 +295,10 @@ def filter_spark(
     """
     if any(t.pseudonymised is not None for t in spec.tables):
         raise InputError("the Spark engine does not filter pseudonymised tables yet; use the file or SQL engine")
-    if any(t.query for t in spec.tables):
-        raise InputError("with engine: spark name a table or a path; query is for SQL databases")
-    for each in spec.tables:
-        if each.path is not None and each.format is Format.CSV:
-            check_input(spark, each)  # before anything reads it: a file Spark would misread is refused
+    with spark_errors("reading the CSV inputs"):
+        for each in spec.tables:
+            if each.path is not None and each.format is Format.CSV:
+                check_input(spark, each)  # before anything reads it: a file Spark would misread is refused
     run = SparkRun(spark, spec, check_result, JoinChoice.from_env())
     if scan is not None:
         with spark_errors("scanning the inputs"):

@@ -3,17 +3,24 @@
 
 Spark's CSV reader is told the delimiter, quote, encoding and header, and ``mode=FAILFAST``: left to
 itself it reads a row with too few fields as nulls and drops extra fields, so a shifted number could pass
-unseen. FAILFAST fails the read instead, which :func:`check_input` turns into a one-line :class:`InputError`
-naming the file (exit 2), never Spark's message, which quotes the row. Spark reads a quote inside an
-unquoted field (``x"y``, ``"ab"cd``) as a literal character where RFC 4180, and the file engine, refuse
-it; :func:`check_input` refuses such a file too, from its lines of text, in Spark. Spark also reads a
-byte that is not UTF-8 as U+FFFD where the file engine refuses it: so does the check (``is_valid_utf8``).
+unseen. It also reads a quote inside an unquoted field (``x"y``, ``x""y``, ``"ab"cd``) as text where RFC
+4180, and the file engine, refuse it, and a byte that is not UTF-8 as U+FFFD. It takes the first line
+ending for the whole file (a later CRLF row keeps its CR in its last value, a later LF row fails), where
+the file engine reads LF, CRLF and CR mixed. So :func:`check_input` first runs the file engine's own
+checks on each file (its header, every quote, every byte: :func:`optout.homes.files.csv_io.csv_header`,
+:func:`optout.homes.files.csv_strict.check_csv`), which refuse with the file engine's words, naming the
+file, line and column, never a value, and refuses mixed line endings (naming the line); then Spark's
+FAILFAST count, whose failure is reported as the file engine's exact scan finds it
+(:func:`optout.homes.files.csv_io.csv_error`), never in Spark's words (they quote the row). A path input is
+a file this machine sees, as the engine's output folders are.
 
-Spark 4 accepts only Java's standard charsets. ``cp1252`` is read and written as ISO-8859-1: every byte
-is one character either way and the delimiters, quote and digits are the same ASCII bytes, so the file
-is split and scanned alike and written back byte for byte (a character in 0x80-0x9F reads as a C1 control
-instead of, say, a euro sign). UTF-16 is refused: the proof's raw-text scan reads a CSV output's lines as
-UTF-8 (:func:`optout.homes.spark_proof._raw_leaks`).
+Encodings: Spark 4 accepts only Java's standard charsets. ``cp1252`` is read and written as ISO-8859-1:
+every byte is one character either way and the delimiters, quote and digits are the same ASCII bytes, so
+the file is split and scanned alike and written back byte for byte (a character in 0x80-0x9F reads as a
+C1 control instead of, say, a euro sign). UTF-16 is read as Java's ``UTF-16`` (byte order from the BOM,
+which the file engine's check requires) or ``UTF-16LE``/``UTF-16BE`` (a BOM there is skipped too); an
+output is written in the same charset, and the proof scans its text decoded
+(:func:`optout.homes.spark_proof._raw_leaks`).
 
 An output folder records its dialect in ``_optout_csv.json`` (Spark ignores files beginning ``_``), so
 that it is read back, hashed before sending and proved in the dialect it was written in, with no spec.
@@ -26,8 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from optout.errors import InputError
-from optout.homes import spark_sql as q
 from optout.homes.files.csv_dialect import DEFAULT, DELIMITERS, QUOTE, CsvDialect
+from optout.homes.files.csv_io import csv_error, csv_header
+from optout.homes.files.csv_strict import check_csv, other_line_end
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -36,23 +44,23 @@ if TYPE_CHECKING:
 
 MARKER = "_optout_csv.json"
 # The spec's encodings as Spark (Java) names them; see the module's note on cp1252.
-SPARK_ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "cp1252": "ISO-8859-1", "latin-1": "ISO-8859-1"}
+SPARK_ENCODINGS = {
+    "utf-8": "UTF-8",
+    "utf-8-sig": "UTF-8",
+    "cp1252": "ISO-8859-1",
+    "latin-1": "ISO-8859-1",
+    "utf-16": "UTF-16",
+    "utf-16-le": "UTF-16LE",
+    "utf-16-be": "UTF-16BE",
+}
 
 
-def spark_encoding(dialect: CsvDialect, path: str | Path | None = None) -> str:
+def spark_encoding(dialect: CsvDialect) -> str:
     """The Java charset Spark reads and writes ``dialect``'s files in."""
-    encoding = SPARK_ENCODINGS.get(dialect.encoding)
-    if encoding is None:
-        raise InputError(
-            f"the Spark engine does not read {dialect.encoding} CSV files; use utf-8, cp1252 or latin-1, "
-            "or the file engine",
-            path=path,
-            field="csv.encoding",
-        )
-    return encoding
+    return SPARK_ENCODINGS[dialect.encoding]
 
 
-def options(dialect: CsvDialect, path: str | Path | None = None) -> dict[str, str]:
+def options(dialect: CsvDialect) -> dict[str, str]:
     """Spark's CSV options for ``dialect``: every column as text, quoted newlines and doubled quotes allowed,
     a malformed row an error."""
     return {
@@ -60,7 +68,7 @@ def options(dialect: CsvDialect, path: str | Path | None = None) -> dict[str, st
         "sep": dialect.delimiter,
         "quote": dialect.quote,
         "escape": dialect.quote,
-        "encoding": spark_encoding(dialect, path),
+        "encoding": spark_encoding(dialect),
         "multiLine": "true",
         "inferSchema": "false",
         "mode": "FAILFAST",
@@ -68,13 +76,15 @@ def options(dialect: CsvDialect, path: str | Path | None = None) -> dict[str, st
 
 
 def read_csv(spark: SparkSession, path: str, dialect: CsvDialect = DEFAULT) -> DataFrame:
-    return spark.read.options(**options(dialect, path)).csv(path)
+    return spark.read.options(**options(dialect)).csv(path)
 
 
 def write_csv(frame: DataFrame, folder: Path, dialect: CsvDialect) -> None:
-    """Write ``frame`` as a folder of CSV parts in ``dialect``, and record the dialect in the folder."""
-    written = {key: value for key, value in options(dialect, folder).items() if key in ("sep", "quote", "escape")}
-    frame.write.mode("error").options(header=True, encoding=spark_encoding(dialect), **written).csv(str(folder))
+    """Write ``frame`` as a folder of CSV parts in ``dialect``, and record the dialect in the folder. Values
+    are written as read: Spark's writer would otherwise trim their leading and trailing spaces."""
+    written = {key: value for key, value in options(dialect).items() if key in ("sep", "quote", "escape", "encoding")}
+    kept = {"ignoreLeadingWhiteSpace": "false", "ignoreTrailingWhiteSpace": "false"}
+    frame.write.mode("error").options(header=True, **written, **kept).csv(str(folder))
     (folder / MARKER).write_text(json.dumps({"delimiter": dialect.delimiter, "encoding": dialect.encoding}))
 
 
@@ -94,7 +104,8 @@ def folder_dialect(folder: Path) -> CsvDialect:
 
 
 def read_errors() -> tuple[type[BaseException], ...]:
-    """What a failed Spark read raises: a PySpark error (Spark Connect), or py4j's (a classic session)."""
+    """What a failed Spark call raises: a PySpark error (Spark Connect, and the JVM errors a classic session
+    knows), or py4j's (a classic session: a Java error it does not convert, or the JVM gone)."""
     from pyspark.errors import PySparkException
 
     try:
@@ -105,31 +116,47 @@ def read_errors() -> tuple[type[BaseException], ...]:
 
 
 def check_input(spark: SparkSession, table: TableSpec) -> None:
-    """Refuse a CSV input Spark would misread: rows that do not parse in the declared dialect (FAILFAST),
-    a quote inside an unquoted field, or (UTF-8) bytes that are not UTF-8. Two jobs over the file, counts
-    only; the error names the file, never a row."""
+    """Refuse a CSV input Spark would misread, as the file engine refuses it: each file's header, quotes
+    and (UTF-8) bytes checked by the file engine's checks, then Spark's FAILFAST count (rows that do not
+    parse in the declared dialect). The error names the file, line and column, never a value; a Spark
+    failure with no bad row behind it is raised as it is (call this inside
+    :func:`optout.homes.spark_session.spark_errors`)."""
     assert table.path is not None
-    path, dialect = str(table.path), table.csv
+    files = data_files(table.path)
+    if not files:
+        raise InputError("the folder holds no CSV file", path=table.path)
+    for file in files:
+        csv_header(file, table.csv)
+        check_csv(file, table.csv)
+        line = other_line_end(file, table.csv)
+        if line is not None:
+            raise InputError(
+                "this line ends differently from the header (LF, CRLF or CR): Spark reads one line ending per "
+                "file; make them the same, or use the file engine",
+                path=file,
+                line=line,
+            )
     try:
-        read_csv(spark, path, dialect).count()  # FAILFAST parses every row even for a count
+        read_csv(spark, str(table.path), table.csv).count()  # FAILFAST parses every row even for a count
     except read_errors():
-        raise InputError(
-            f"Spark cannot read this CSV file in its declared dialect (delimiter {dialect.delimiter!r}, "
-            f"{dialect.encoding}): a row has more or fewer fields than the header, or a quote is left open",
-            path=table.path,
-        ) from None
-    counts = spark.read.text(path).selectExpr(
-        f"count_if({q.quote_inside_field('value', dialect.delimiter)})", "count_if(NOT is_valid_utf8(value))"
-    )
-    quotes, not_utf8 = counts.collect()[0]
-    if quotes:
-        raise InputError(
-            f"{int(quotes)} line(s) hold a quote inside a field that is not quoted as a whole (RFC 4180: quote "
-            "the whole field and double the quotes within it)",
-            path=table.path,
-        )
-    if not_utf8 and dialect.utf8:
-        raise InputError(
-            f"{int(not_utf8)} line(s) are not UTF-8 text; declare the file's encoding (csv: {{encoding: cp1252}})",
-            path=table.path,
-        )
+        bad = files[0] if len(files) == 1 else next((f for f in files if not _parses(spark, f, table.csv)), files[0])
+        error = csv_error(bad, table.csv)
+        if error.line is None:  # the file engine finds no bad row: Spark failed for its own reasons (the caller
+            raise  # turns that into a SparkEngineError naming its class)
+        raise error from None
+
+
+def _parses(spark: SparkSession, file: Path, dialect: CsvDialect) -> bool:
+    """Whether Spark's FAILFAST reader takes one file of a folder (errors only: which file to name)."""
+    try:
+        read_csv(spark, str(file), dialect).count()
+    except read_errors():
+        return False
+    return True
+
+
+def data_files(path: Path) -> list[Path]:
+    """The files Spark reads for ``path``: the file, or a folder's files not starting with ``_`` or ``.``."""
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))

@@ -91,14 +91,14 @@ class SparkHome(ExtractHome):
         from optout.errors import InputError
         from optout.homes.spark_session import output_parts
 
-        if table.table:
+        if table.in_database:
             raise InputError(_PROVED_IN_SPARK, field=table.name)
         yield from output_parts(Path(out_dir) / table.output_name, table.format, columns)
 
     def input_batches(self, table: TableSpec, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         from optout.errors import InputError
 
-        if table.table:
+        if table.in_database:
             raise InputError(_PROVED_IN_SPARK, field=table.name)
         with spark_errors("reading the inputs"):
             frame = read_table(self.spark, table)

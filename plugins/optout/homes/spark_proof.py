@@ -24,6 +24,7 @@ from optout.clearance import KEEP
 from optout.homes import spark_sql as q
 from optout.homes.files.formats import Format
 from optout.homes.spark import SparkRun, SparkTable, union
+from optout.homes.spark_csv import folder_dialect, spark_encoding
 from optout.homes.spark_session import JoinChoice, digest, read_output, spark_errors
 from optout.homes.sql.run import TableMeasure
 from optout.leak_scan import RAW_BYTES, ColumnLeak
@@ -64,7 +65,7 @@ def measure_spark(
 
 def _output(spark: SparkSession, out_dir: Path, table: SparkTable) -> DataFrame | None:
     """The written output as Spark reads it (as the filter hashed it), or None when it is missing."""
-    if table.spec.table:
+    if table.spec.in_database:
         name = table.spec.output_name
         return spark.table(q.quote(name)) if spark.catalog.tableExists(name) else None
     folder = Path(out_dir) / table.spec.output_name
@@ -143,9 +144,19 @@ def _arrow_schema(output: DataFrame) -> pa.Schema:
 
 def _raw_leaks(run: SparkRun, table: SparkTable, out_dir: Path) -> list[ColumnLeak]:
     """A CSV folder output's text as Spark wrote it, line by line, cut at anything a parser could take for
-    a field's edge, every piece scanned as a cell (the file scan's raw-bytes view, :data:`RAW_BYTES`)."""
-    if table.spec.table or table.spec.format is not Format.CSV:
+    a field's edge, every piece scanned as a cell (the file scan's raw-bytes view, :data:`RAW_BYTES`). A
+    UTF-16 output's parts are decoded whole first (each part one task's memory; Spark's text reader
+    splits lines on bytes and reads them as UTF-8)."""
+    if table.spec.in_database or table.spec.format is not Format.CSV:
         return []
-    lines = run.spark.read.text(str(Path(out_dir) / table.spec.output_name))
+    folder = Path(out_dir) / table.spec.output_name
+    dialect = folder_dialect(folder)
+    if dialect.utf16:  # Spark's text reader splits UTF-8 bytes: decode each part whole, then split its lines
+        parts = run.spark.read.format("binaryFile").option("pathGlobFilter", "part-*").load(str(folder))
+        lines = parts.selectExpr(
+            f"explode(split(decode(content, '{spark_encoding(dialect)}'), '\\r\\n|\\r|\\n')) AS value"
+        )
+    else:
+        lines = run.spark.read.text(str(folder))
     pieces = lines.selectExpr(f"{q.pieces('value', _EDGES)} AS {q.column(RAW_BYTES)}")
     return run.leaks(table.spec.name, pieces)

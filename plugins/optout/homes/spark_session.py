@@ -21,7 +21,7 @@ from optout.errors import InputError, OptOutError
 from optout.homes import spark_sql as q
 from optout.homes.files.csv_dialect import DEFAULT, CsvDialect
 from optout.homes.files.formats import Format
-from optout.homes.spark_csv import folder_dialect, read_csv, spark_encoding
+from optout.homes.spark_csv import folder_dialect, read_csv, read_errors, spark_encoding
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -78,14 +78,14 @@ def session(connection: str | None = None) -> SparkSession:
 
 @contextmanager
 def spark_errors(step: str) -> Iterator[None]:
-    """Spark's errors as :class:`SparkEngineError`, named by class (their messages may quote data)."""
-    from pyspark.errors import PySparkException
-
+    """Spark's errors as :class:`SparkEngineError`, named by class (their messages may quote data): Spark
+    Connect's and a classic session's alike (py4j's, whose text quotes the Java error's)."""
+    caught: tuple[type[BaseException], ...] = (*read_errors(), OSError)
     try:
         yield
-    except (PySparkException, OSError) as exc:
+    except caught as exc:
         condition = _condition(exc)
-        text = f"{type(exc).__name__} {condition} {exc}".lower()
+        text = f"{type(exc).__name__} {condition} {_message(exc)}".lower()
         if any(word in text for word in _OUT_OF_MEMORY):
             raise SparkEngineError(
                 f"Spark ran out of memory broadcasting the opt-out list while {step} ({condition}); nothing was "
@@ -97,7 +97,22 @@ def spark_errors(step: str) -> Iterator[None]:
         ) from None
 
 
+def _message(exc: BaseException) -> str:
+    """The error's text, only to recognise it (never shown): a py4j error asks the JVM, which may be gone."""
+    try:
+        return str(exc)
+    except Exception:
+        return ""
+
+
 def _condition(exc: BaseException) -> str:
+    """Spark's error class, or the Java exception's class for a py4j error (never a message)."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            return str(java.getClass().getName())
+        except Exception:  # the JVM may be gone
+            return "no error class"
     getter = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)
     try:
         return str(getter()) if getter else "no error class"
@@ -162,11 +177,9 @@ def list_location() -> str:
 
 
 def _staged_sums(spark: SparkSession, path: str) -> tuple[int, int, int, int] | None:
-    from pyspark.errors import PySparkException
-
     try:
         return _list_sums(spark.read.parquet(path))
-    except PySparkException:  # not there yet, or no complete file
+    except read_errors():  # not there yet, or no complete file
         return None
 
 
@@ -184,9 +197,17 @@ def _list_sums(frame: DataFrame) -> tuple[int, int, int, int]:
 
 
 def read_table(spark: SparkSession, table: TableSpec) -> DataFrame:
-    """A spec table as a DataFrame: a Spark table, or a CSV/Parquet file or folder Spark reads."""
+    """A spec table as a DataFrame: a Spark table, a Spark SQL query's result, or a CSV/Parquet file or
+    folder Spark reads. A query is run as a subquery, so only a query parses (never a command)."""
     if table.table:
         return spark.table(q.quote(table.table))
+    if table.query:
+        try:
+            return spark.sql(f"SELECT * FROM ({table.query}) AS __optout_query")
+        except read_errors() as exc:
+            raise InputError(
+                f"the Spark SQL query does not run ({_condition(exc)})", field=f"{table.name}.query"
+            ) from None
     assert table.path is not None
     return read_path(spark, str(table.path), table.format, table.csv)
 

@@ -254,14 +254,6 @@ def pieces(text: str, edges: bytes) -> str:
     return f"explode(split({column(text)}, {_raw(f'[{cut}]')}))"
 
 
-def quote_inside_field(line: str, delimiter: str) -> str:
-    """True where a CSV line holds an odd run of quotes with no field edge on either side (``x"y``,
-    ``"ab"cd``): RFC 4180 forbids it whatever the line's place in a quoted field; Spark would read it as text."""
-    edge = ("\\t" if delimiter == "\t" else delimiter) + '"\\r\\n'
-    pattern = f'[^{edge}](?:"")*"[^{edge}]'
-    return f"{column(line)} RLIKE {_raw(pattern)}"
-
-
 def valid_number(value: str) -> str:
     """True where a BIGINT is a valid NHS number (:func:`optout.nhs_number.is_valid_number`'s rule)."""
     return f"({value} > 0 AND {value} <= {HIGHEST} AND {value} % {PLACEHOLDER_STEP} <> 0 AND {_check_digit_ok(value)})"

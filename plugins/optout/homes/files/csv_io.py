@@ -109,7 +109,7 @@ def csv_batches(
                     pending, rows = [], 0
         except (pa.ArrowInvalid, UnicodeDecodeError):
             checked.result()  # a quoting error, if any, says most
-            raise _csv_error(path, dialect, layout, len(header)) from None
+            raise csv_error(path, dialect) from None
         checked.result()
         yield from _rebatch(pending)
 
@@ -126,9 +126,11 @@ def _codec(layout: CsvLayout) -> str:
     return layout.encoding
 
 
-def _csv_error(path: Path, dialect: CsvDialect, layout: CsvLayout, width: int) -> InputError:
-    """Find the bad line with a slow exact scan (errors only); never repeat Arrow's text, it quotes the row
+def csv_error(path: Path, dialect: CsvDialect) -> InputError:
+    """Why a CSV file does not parse, naming the line: a slow exact scan (errors only; also what the Spark
+    engine reports when Spark's reader fails a file). Never repeat a reader's text, it quotes the row
     (which is also why the encoding is checked on the file itself, not guessed from the message)."""
+    layout, width = csv_layout(path, dialect), len(csv_header(path, dialect))
     bad = _first_line_not_encoded(path, layout)
     if bad is not None:
         return _not_encoded(path, dialect, bad)

@@ -164,6 +164,40 @@ def long_record_line(path: Path, dialect: CsvDialect) -> int | None:
     return line
 
 
+def other_line_end(path: Path, dialect: CsvDialect) -> int | None:
+    """The first line whose ending (outside quotes) is not the header's: LF, CRLF and a lone CR mixed in
+    one file (None: one kind throughout). A reader that takes the first ending for the whole file (Spark's)
+    misreads such a file; the file engine reads it. Chunk by chunk, so memory stays bounded."""
+    layout = csv_layout(path, dialect)
+    eol = {"\n": 0, "\r\n": 1, "\r": 2}[layout.eol]
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+        units = np.frombuffer(raw, dtype=_dtype(layout, dialect), offset=len(layout.bom))
+        line = _other_line_end(units, ord(dialect.quote), eol)
+        del units  # the map cannot close while a view of it lives
+    return line
+
+
+def _other_line_end(units: np.ndarray, quote: int, eol: int) -> int | None:
+    n, opened = len(units), 0
+    for start in range(0, n, _CHUNK_UNITS):
+        chunk = units[start : start + _CHUNK_UNITS]
+        quotes = np.flatnonzero(chunk == quote)
+        breaks = np.flatnonzero((chunk == LF) | (chunk == CR))
+        breaks = breaks[(np.searchsorted(quotes, breaks) + opened) % 2 == 0] + start  # outside quotes
+        opened += quotes.size
+        if not breaks.size:
+            continue
+        after = units[np.minimum(breaks + 1, n - 1)]
+        before = units[np.maximum(breaks - 1, 0)]
+        is_cr = units[breaks] == CR
+        kinds = np.where(is_cr, np.where((breaks + 1 < n) & (after == LF), 1, 2), 0)
+        crlf_tail = ~is_cr & (breaks > 0) & (before == CR)  # an LF after a CR ends that CRLF, not a line
+        other = breaks[~crlf_tail & (kinds != eol)]
+        if other.size:
+            return _line_at(units, int(other[0]))
+    return None
+
+
 def _first_long_record(units: np.ndarray, quote: int) -> int | None:
     quotes = np.flatnonzero(units == quote)
     breaks = np.flatnonzero((units == LF) | (units == CR))
