@@ -13,7 +13,10 @@ non-missing hashed ids match the cohort.
 
 Hashing runs at about half a microsecond per number (the HMAC pads are hashed once and their states
 copied, which halves hashlib's own HMAC), spread over processes for large cohorts, and is cached in
-memory per (check version, key fingerprint) so a run with several tables hashes once.
+memory per (check version, key fingerprint) so a run with several tables hashes once, and on disk
+(:mod:`optout.pseudonym_cache`) so the next run hashes none. Matching an extract costs what reading its
+bytes costs: ids are decoded straight from the column's buffers and looked up through a directory of
+the sorted digests (:class:`HashedCohort`), never hashed themselves.
 """
 
 from __future__ import annotations
@@ -140,13 +143,13 @@ def hex_digests(digests: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), count, [None, offsets, data])
 
 
-def first_words(digests: np.ndarray) -> np.ndarray:
+def _first_words(digests: np.ndarray) -> np.ndarray:
     """The first 8 bytes of each digest as a little-endian uint64 (a view, not a copy): a lookup key that
     almost never collides, since the digests are uniformly random."""
-    return words(digests)[:, 0]
+    return _words(digests)[:, 0]
 
 
-def words(digests: np.ndarray) -> np.ndarray:
+def _words(digests: np.ndarray) -> np.ndarray:
     """Digests as (n, 4) little-endian uint64 (a view of contiguous digests), for whole-digest compares."""
     return np.ascontiguousarray(digests, dtype=np.uint8).view("<u8")
 
@@ -165,7 +168,7 @@ class HashedCohort:
             raise ValueError("digests must be an (n, 32) uint8 array")
         if cleared.shape != (len(digests),) or cleared.dtype != bool:
             raise ValueError("cleared must be one bool per digest")
-        first = first_words(digests)
+        first = _first_words(digests)
         if len(first) > 1 and not (first[1:] >= first[:-1]).all():
             raise ValueError("digests must be in ascending order of their first word")
         self.digests, self.cleared = digests, cleared
@@ -179,7 +182,7 @@ class HashedCohort:
     def build(cls, check_result: Any, key: Key) -> HashedCohort:
         cohort = np.asarray(check_result.cohort, dtype=np.int64)
         digests = hash_numbers(cohort, key)
-        order = np.argsort(first_words(digests))
+        order = np.argsort(_first_words(digests))
         cleared = _members(cohort, np.asarray(check_result.cleared, dtype=np.int64))
         return cls(np.take(digests, order, axis=0), cleared[order])
 
@@ -192,14 +195,14 @@ class HashedCohort:
         Each round compares every digest still looking with the next cohort digest in its slot, so a
         digest whose first word collides with another person's is still found by its own.
         """
-        wanted = words(digests)
+        wanted = _words(digests)
         found = np.full(len(wanted), -1, dtype=np.int64)
         slot = (wanted[:, 0] >> self._shift).astype(np.intp)
         at: np.ndarray = self._starts.take(slot).astype(np.intp)
         end: np.ndarray = self._starts.take(slot + 1)
         rows = np.flatnonzero(at < end)
         at, end = at[rows], end[rows]
-        held = words(self.digests)
+        held = _words(self.digests)
         while len(rows):
             same = _same(held.take(at, axis=0), wanted.take(rows, axis=0))
             found[rows[same]] = at[same]
@@ -217,10 +220,12 @@ def _same(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def _members(numbers: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Which ``numbers`` are in ``chosen`` (sorted unique, as a check result holds them): a sorted search,
-    which costs 8 bytes a number where the cleared set's bitmap costs 125 MB."""
+    """Which ``numbers`` are in ``chosen``: a sorted search, which costs 8 bytes a number where the cleared
+    set's bitmap costs 125 MB. A check result holds its lists sorted; any other order is sorted first."""
     if not len(chosen):
         return np.zeros(len(numbers), dtype=bool)
+    if not (chosen[1:] > chosen[:-1]).all():
+        chosen = np.unique(chosen)
     at = np.minimum(np.searchsorted(chosen, numbers), len(chosen) - 1)
     return chosen[at] == numbers
 
@@ -391,7 +396,7 @@ class PseudonymClearance:
 def _first_word_or_zero(values: pa.Array) -> np.ndarray:
     decoded = decode_hex(values)
     numbers = np.zeros(len(values), dtype=np.int64)
-    numbers[decoded.rows] = first_words(decoded.digests).view(np.int64)
+    numbers[decoded.rows] = _first_words(decoded.digests).view(np.int64)
     return numbers
 
 
