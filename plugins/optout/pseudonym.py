@@ -157,7 +157,7 @@ def _words(digests: np.ndarray) -> np.ndarray:
 class HashedCohort:
     """The cohort's digests in ascending order of their first word, with whether each person was cleared.
 
-    Lookups go through a directory of the first words' top bits (about one person per slot): each digest
+    Lookups go through a directory of the first words' top bits (one or two people per slot): each digest
     looked up costs two gathers (its slot, then the digests there), and no hash table is built. The
     directory is made on load in a few milliseconds, so only the digests and flags are kept on disk.
     """
@@ -172,11 +172,13 @@ class HashedCohort:
         if len(first) > 1 and not (first[1:] >= first[:-1]).all():
             raise ValueError("digests must be in ascending order of their first word")
         self.digests, self.cleared = digests, cleared
-        self._bits = max(1, len(first).bit_length())  # 2**bits slots > n: at most 8 bytes per person
-        self._shift = np.uint64(64 - self._bits)
-        slots = np.bincount((first >> self._shift).astype(np.intp), minlength=1 << self._bits)
-        self._starts = np.zeros(len(slots) + 1, dtype=np.int32 if len(first) < 2**31 else np.int64)
+        bits = max(1, len(first).bit_length() - 1)  # n / 2**bits is 1 to 2 people a slot; 2 to 4 bytes each
+        self._shift = np.uint64(64 - bits)
+        slots = np.bincount((first >> self._shift).astype(np.intp), minlength=1 << bits)
+        self._starts = np.zeros(len(slots) + 1, dtype=np.int64)
         np.cumsum(slots, out=self._starts[1:])
+        if len(first) < 2**31:
+            self._starts = self._starts.astype(np.int32)
 
     @classmethod
     def build(cls, check_result: Any, key: Key) -> HashedCohort:
