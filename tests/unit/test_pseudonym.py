@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -77,10 +79,11 @@ def test_hex_round_trip_accepts_either_case_and_blanks() -> None:
     text = hex_digests(hash_numbers(numbers, Key(SECRET))).to_pylist()
     assert text[0] == reference_hex(int(numbers[0]))
     values = [text[0], f"  {text[1].upper()} ", None, "", "NULL", "n/a", "xyz", text[2][:-1] + "g"]
-    digests, missing, well_formed = decode_hex(pa.array(values))
-    assert missing.tolist() == [False, False, True, True, True, True, False, False]
-    assert well_formed.tolist() == [True, True, False, False, False, False, False, False]
-    assert digests[1].tobytes().hex() == text[1]
+    decoded = decode_hex(pa.array(values))
+    assert decoded.missing.tolist() == [False, False, True, True, True, True, False, False]
+    assert decoded.well_formed.tolist() == [True, True, False, False, False, False, False, False]
+    by_row = dict(zip(decoded.rows.tolist(), decoded.digests, strict=True))
+    assert by_row[0].tobytes().hex() == text[0] and by_row[1].tobytes().hex() == text[1]
 
 
 def test_key_never_shows_in_repr_and_fingerprints_differ() -> None:
@@ -183,3 +186,133 @@ def test_the_hashed_cohort_is_kept_on_disk_for_the_next_process(monkeypatch: pyt
     assert pseudonym.hashed_cohort(other, Key(SECRET)).cleared.sum() == 30
     kept = list((data_dir() / "cache").glob("hashed-cohort-*"))
     assert len(kept) == 1 and oct(kept[0].stat().st_mode & 0o777) == "0o600"
+
+
+def _cache_file() -> Path:
+    from optout.config import data_dir
+
+    (found,) = (data_dir() / "cache").glob("hashed-cohort-*")
+    return found
+
+
+def _rebuilt_after(damage: Callable[[Path], None]) -> bool:
+    """Damage the kept hashed cohort, then ask again from a fresh process's view: was it hashed again
+    (and still right)?"""
+    from optout import pseudonym
+
+    cohort = valid_numbers(60)
+    check = CheckResult(SimpleNamespace(id=7), cohort, cohort[:45])  # type: ignore[arg-type]
+    pseudonym._CACHE.clear()
+    first = pseudonym.hashed_cohort(check, Key(SECRET))
+    damage(_cache_file())
+    pseudonym._CACHE.clear()
+    hashed = []
+    real = pseudonym.hash_numbers
+    pseudonym.hash_numbers = lambda *args, **kwargs: hashed.append(1) or real(*args, **kwargs)  # type: ignore[assignment]
+    try:
+        again = pseudonym.hashed_cohort(check, Key(SECRET))
+    finally:
+        pseudonym.hash_numbers = real
+    assert np.array_equal(again.digests, first.digests) and np.array_equal(again.cleared, first.cleared)
+    values = [reference_hex(int(cohort[0])), reference_hex(int(cohort[50])), reference_hex(int(cohort[59]) + 1)]
+    assert PseudonymClearance(check, Key(SECRET)).codes(pa.array(values)).tolist() == [
+        KEEP,
+        Reason.OPTED_OUT.code,
+        Reason.UNCHECKED.code,
+    ]
+    return bool(hashed)
+
+
+def _flip_a_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[300] ^= 1  # inside the digests
+    path.write_bytes(bytes(data))
+
+
+def test_an_intact_kept_cohort_is_read_not_hashed_again() -> None:
+    assert not _rebuilt_after(lambda path: None)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda path: path.write_bytes(path.read_bytes()[:-100]), id="truncated"),
+        pytest.param(lambda path: path.write_bytes(b"not a zip file"), id="garbage"),
+        pytest.param(_flip_a_bit, id="one bit flipped (CRC)"),
+    ],
+)
+def test_a_damaged_kept_cohort_is_hashed_again_never_used(damage: Callable[[Path], None]) -> None:
+    assert _rebuilt_after(damage)
+
+
+def test_a_kept_cohort_out_of_order_is_hashed_again() -> None:
+    """A whole, CRC-clean file whose digests are not in the layout's order (another release's layout, or
+    written by hand) is refused by the layout check, never searched."""
+
+    def shuffled(path: Path) -> None:
+        with np.load(path) as saved:
+            digests, cleared = saved["digests"], saved["cleared"]
+        with path.open("wb") as handle:
+            np.savez(handle, digests=digests[::-1], cleared=cleared[::-1])
+
+    assert _rebuilt_after(shuffled)
+
+
+def test_another_version_key_or_layout_never_reads_the_kept_cohort() -> None:
+    from optout import pseudonym_cache
+
+    cohort = valid_numbers(20)
+    check = CheckResult(SimpleNamespace(id=1), cohort, cohort[:10])  # type: ignore[arg-type]
+    name = pseudonym_cache.name_of(check, Key(SECRET).fingerprint)
+    other = CheckResult(SimpleNamespace(id=1), cohort, cohort[:11])  # type: ignore[arg-type]
+    assert name != pseudonym_cache.name_of(other, Key(SECRET).fingerprint)
+    assert name != pseudonym_cache.name_of(check, Key("another key").fingerprint)
+    old_layout = pseudonym_cache._LAYOUT
+    try:
+        pseudonym_cache._LAYOUT = b"layout 1"
+        assert name != pseudonym_cache.name_of(check, Key(SECRET).fingerprint)
+    finally:
+        pseudonym_cache._LAYOUT = old_layout
+
+
+def test_find_matches_whole_digests_when_first_words_collide() -> None:
+    """Two people whose digests share their first 8 bytes are told apart by the other 24; a digest that
+    shares only the first word with someone is not found."""
+    from optout.pseudonym import HashedCohort
+
+    rng = np.random.default_rng(5)
+    digests = rng.integers(0, 256, size=(1000, 32), dtype=np.uint8)
+    digests[1, :8] = digests[0, :8]  # a collision of first words
+    digests[2, :8] = digests[0, :8]
+    order = np.argsort(digests.view("<u8")[:, 0], kind="stable")
+    cohort = HashedCohort(digests[order], np.ones(1000, dtype=bool))
+    where = {bytes(row): index for index, row in enumerate(cohort.digests)}
+    probe = digests.copy()
+    stranger = digests[0].copy()
+    stranger[31] ^= 1  # same first word as two people, differs at the end
+    found = cohort.find(np.vstack([probe, stranger]))
+    assert found[:1000].tolist() == [where[bytes(row)] for row in probe]
+    assert found[1000] == -1
+    assert (cohort.find(np.zeros((0, 32), dtype=np.uint8)) == np.zeros(0)).all()
+    with pytest.raises(ValueError, match="ascending"):
+        HashedCohort(digests[order][::-1], np.ones(1000, dtype=bool))
+
+
+def test_codes_are_the_same_whatever_the_step_and_the_column_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps, slices, chunked and large_string columns, nulls and a few bad ids among good ones give one
+    answer."""
+    from optout import pseudonym
+
+    cohort = valid_numbers(300)
+    check = CheckResult(SimpleNamespace(id=3), cohort, cohort[:200])  # type: ignore[arg-type]
+    text = [reference_hex(int(number)) for number in cohort]
+    values = [text[i] if i % 7 else ("x" * 64 if i % 2 else None) for i in range(300)]
+    values[5] = f" {text[5].upper()}  "
+    expected = PseudonymClearance(check, Key(SECRET)).codes(pa.array(values))
+    assert expected[5] == KEEP and expected[7] == Reason.MALFORMED.code and expected[14] == Reason.MISSING.code
+    monkeypatch.setattr(pseudonym, "_STEP_ROWS", 16)
+    clearance = PseudonymClearance(check, Key(SECRET))
+    assert np.array_equal(clearance.codes(pa.array(values)), expected)
+    assert np.array_equal(clearance.codes(pa.array(values, pa.large_string())), expected)
+    assert np.array_equal(clearance.codes(pa.chunked_array([values[:100], values[100:]])), expected)
+    assert np.array_equal(clearance.codes(pa.array(["pad", *values]).slice(1)), expected)
