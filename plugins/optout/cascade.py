@@ -13,7 +13,7 @@ pass 1 and 2 must agree, which also catches a file changed between the passes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -42,7 +42,7 @@ from optout.rows import select
 from optout.spec import ExtractSpec, TableSpec
 from optout.streams import map_ahead
 
-EXAMINE_ROWS = 1 << 18  # rows examined at a time in pass 1 (see _slices)
+EXAMINE_ROWS = 1 << 18  # rows classified at a time in pass 1 (see _codes_in_steps)
 TABLE_CHANGED = "the table changed while it was being filtered; rerun when nothing is writing to it"
 
 
@@ -114,14 +114,14 @@ class Cascade:
         """
         for table in self.spec.tables:
             if self.learns_from(table):
-                for found in map_ahead(partial(self._examine, table), _slices(batches_of(table))):
+                for found in map_ahead(partial(self._examine, table), batches_of(table)):
                     self._note(table, found)
         self._learnt = True
 
     def _examine(self, table: TableSpec, batch: pa.RecordBatch) -> _Examined:
         """The keys of rows whose number is not cleared (and every key, when a table carries only keys)."""
         assert table.nhs_number and table.person_key
-        codes = self.clearance_of(table).codes(batch.column(table.nhs_number))
+        codes = _codes_in_steps(self.clearance_of(table), batch.column(table.nhs_number))
         keys = self.kind.column(batch.column(table.person_key))
         bad = codes != KEEP
         bad_keyed = np.flatnonzero(bad & present(keys))
@@ -229,12 +229,13 @@ class Cascade:
         return counts_by_reason(_count_people(self._removed_by_code) + _count_people(self._keyless_by_code))
 
 
-def _slices(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Batches cut (without copying) to at most :data:`EXAMINE_ROWS` rows: what examining a batch builds
-    (normalised numbers, masks, reason codes) is several times the batch's own size, on each of two threads."""
-    for batch in batches:
-        for start in range(0, batch.num_rows, EXAMINE_ROWS):
-            yield batch.slice(start, EXAMINE_ROWS)
+def _codes_in_steps(clearance: Clearance | PseudonymClearance, numbers: pa.Array) -> np.ndarray:
+    """Reason codes of a column, :data:`EXAMINE_ROWS` at a time: classifying builds several times the
+    column's size (normalised numbers, masks), on each of two threads; the codes are a byte a row."""
+    if len(numbers) <= EXAMINE_ROWS:
+        return clearance.codes(numbers)
+    steps = range(0, len(numbers), EXAMINE_ROWS)
+    return np.concatenate([clearance.codes(numbers.slice(start, EXAMINE_ROWS)) for start in steps])
 
 
 def _add_by_code(sets: list[KeySet], keys: pa.Array, codes: np.ndarray) -> None:
