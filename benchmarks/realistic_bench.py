@@ -257,7 +257,9 @@ def child(contender_name: str, name: str, folder: Path) -> None:
     check = contender.check_result(folder, lookups=name != "pseudo") if ours else None
     started = time.perf_counter()
     globals()[f"run_{contender_name}"](name, folder, out, check)
-    result = {"seconds": time.perf_counter() - started, "kept": kept(out, name)}
+    seconds = time.perf_counter() - started
+    # The peak before the harness reads the outputs back (the contender's own; at 50M the read added ~160 MiB).
+    result = {"seconds": seconds, "peak_mib": contender.own_peak_mib(), "kept": kept(out, name)}
     shutil.rmtree(out, ignore_errors=True)
     print(json.dumps(result))
 
