@@ -124,9 +124,9 @@ class KeySet:
 
         The keys are unpacked a window at a time, so the scratch stays small however many there are.
         """
-        count = (
-            self._decimal.count_outside([other._decimal for other in others if other._decimal]) if self._decimal else 0
-        )
+        count = 0
+        if self._decimal is not None:  # decimal text is held apart, as integers, in every text set alike
+            count = self._decimal.count_outside([other._decimal for other in others if other._decimal is not None])
         for keys in self._held_chunks():
             fresh = np.ones(len(keys), dtype=bool)
             for other in others:
