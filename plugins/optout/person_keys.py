@@ -138,7 +138,7 @@ class KeySet:
         """Every key held (each once), in arrays of at most a window's keys."""
         if self._bits is None:
             if self._values:
-                self._values = [_distinct(self._values, self.kind)]
+                self._values = [unique_keys(self._values, self.kind)]
                 self._waiting = 0
                 yield self._values[0]
             return
