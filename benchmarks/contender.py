@@ -33,7 +33,8 @@ def run_child(command: list[str], env: dict[str, str] | None = None) -> dict[str
 
 
 def measure(command: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Like :func:`run_child`, adding ``peak_mib``: the child's max RSS, from the kernel's accounting."""
+    """Like :func:`run_child`, adding ``peak_mib``: the child's max RSS, from the kernel's accounting, unless
+    the child reported its own (:func:`own_peak_mib`, taken before checks of the harness's own)."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     assert process.stdout is not None
     output = process.stdout.read()
@@ -41,15 +42,19 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> dict[str, 
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{command[-1]} failed (exit {os.waitstatus_to_exitcode(status)})")
     result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
-    result["peak_mib"] = usage.ru_maxrss / 1024
+    result.setdefault("peak_mib", usage.ru_maxrss / 1024)
     return result
 
 
 def report(result: dict[str, float]) -> None:
-    """Print a child's result with its own peak RSS (VmHWM: since exec, so a big parent is not counted)."""
+    """Print a child's result with its own peak RSS."""
+    print(json.dumps({**result, "peak_rss_mib": own_peak_mib()}))
+
+
+def own_peak_mib() -> float:
+    """This process's peak RSS so far (VmHWM: since exec, so a big parent is not counted)."""
     status = Path("/proc/self/status").read_text()
-    peak_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-    print(json.dumps({**result, "peak_rss_mib": peak_kib / 1024}))
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
 
 
 def check_result(folder: Path, *, lookups: bool) -> object:

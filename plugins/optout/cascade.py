@@ -14,14 +14,12 @@ pass 1 and 2 must agree, which also catches a file changed between the passes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from optout.clearance import (
     CODE_COUNT,
@@ -37,13 +35,14 @@ from optout.errors import InputError, NoVersionError
 from optout.exemptions import ExemptView
 from optout.manifest import TableReport
 from optout.nhs_number import can_hold, names_for_message, normalise
-from optout.person_keys import KeyKind, KeySet, decimal_text, present, unique_keys
+from optout.person_keys import KeyKind, KeySet, present
 from optout.pseudonym import PseudonymClearance, check_matches, load_key
 from optout.resolver import Reader
 from optout.rows import select
 from optout.spec import ExtractSpec, TableSpec
 from optout.streams import map_ahead
 
+EXAMINE_ROWS = 1 << 18  # rows classified at a time in pass 1 (see _codes_in_steps)
 TABLE_CHANGED = "the table changed while it was being filtered; rerun when nothing is writing to it"
 
 
@@ -92,15 +91,13 @@ class Cascade:
         self.kind = KeyKind.of(key_types.values())
         self._tallies = {table.name: _Tally(table) for table in spec.tables}
         self._needs_seen = any(table.person_key and not table.nhs_number for table in spec.tables)
-        self._bad_keys: list[pa.Array] = []
-        self._bad_codes: list[np.ndarray] = []
-        self._unseen: list[pa.Array] = []
-        self._bad_numbers: list[np.ndarray] = []
-        self._bad_number_codes: list[np.ndarray] = []
+        # Each person removed, in one key set per reason (index = code): a bitmap for dense integer keys, so
+        # memory follows the people, not the rows; the people count is taken from them at the end.
+        self._removed_by_code = [KeySet(kind=self.kind) for _ in range(CODE_COUNT)]
+        self._keyless_by_code = [KeySet(kind=KeyKind.INTEGER) for _ in range(CODE_COUNT)]  # rows without a key
         self._bad = KeySet(kind=self.kind)
         self._known = KeySet(kind=self.kind) if self._needs_seen else None
         self._learnt = False
-        self._people_by_key: Future[np.ndarray] | None = None
         # Consent and rows without a number (optout.exemptions): what they keep is counted for the manifest.
         self._exempt = check_result if isinstance(check_result, ExemptView) else None
 
@@ -119,12 +116,12 @@ class Cascade:
             if self.learns_from(table):
                 for found in map_ahead(partial(self._examine, table), batches_of(table)):
                     self._note(table, found)
-        self._finish_learning()
+        self._learnt = True
 
     def _examine(self, table: TableSpec, batch: pa.RecordBatch) -> _Examined:
         """The keys of rows whose number is not cleared (and every key, when a table carries only keys)."""
         assert table.nhs_number and table.person_key
-        codes = self.clearance_of(table).codes(batch.column(table.nhs_number))
+        codes = _codes_in_steps(self.clearance_of(table), batch.column(table.nhs_number))
         keys = self.kind.column(batch.column(table.person_key))
         bad = codes != KEEP
         bad_keyed = np.flatnonzero(bad & present(keys))
@@ -139,22 +136,10 @@ class Cascade:
         self._tallies[table.name].own_bad_learned += found.bad
         if found.bad_keys is not None:
             self._bad.add(found.bad_keys)
-            self._bad_keys.append(found.bad_keys)
-            self._bad_codes.append(found.bad_codes)
+            _add_by_code(self._removed_by_code, found.bad_keys, found.bad_codes)
         if found.seen is not None:
             assert self._known is not None
             self._known.add(found.seen)
-
-    def _finish_learning(self) -> None:
-        """Count uncleared people by their first reason on a thread of its own.
-
-        Pass 2 needs only the key sets: the count (over every uncleared row) runs beside it.
-        """
-        self._learnt = True
-        counting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-count")
-        self._people_by_key = counting.submit(_count_people, self._bad_keys, self._bad_codes, self.kind)
-        counting.shutdown(wait=False)  # the count still runs; people_removed() waits for it
-        self._bad_keys, self._bad_codes = [], []
 
     def codes(self, table: TableSpec, batch: pa.RecordBatch) -> np.ndarray:
         """Pass 2: the reason code of every row of a batch (0 = keep)."""
@@ -181,7 +166,7 @@ class Cascade:
                     codes[unseen] = Reason.UNCHECKED.code
                     codes[keyless] = Reason.MISSING.code
                     if unseen.any():
-                        self._unseen.append(pc.unique(keys.filter(pa.array(unseen))))
+                        self._removed_by_code[Reason.UNCHECKED.code].add(keys.filter(pa.array(unseen)))
             else:
                 # Only removed and keyless rows need their own number's reason.
                 check = np.flatnonzero((codes != KEEP) | keyless)
@@ -218,8 +203,9 @@ class Cascade:
     def _note_keyless_people(self, table: TableSpec, numbers: pa.Array, codes: np.ndarray, keyless: np.ndarray) -> None:
         removed = np.flatnonzero(keyless & (codes != KEEP))
         if len(removed):
-            self._bad_numbers.append(self.clearance_of(table).numbers(select(numbers, removed)))
-            self._bad_number_codes.append(codes[removed])
+            numbers = self.clearance_of(table).numbers(select(numbers, removed))
+            valid = numbers != 0
+            _add_by_code(self._keyless_by_code, pa.array(numbers[valid]), codes[removed][valid])
 
     def reports(self) -> list[TableReport]:
         """Per-table counts (no file or hash yet); refuses when pass 1 and 2 disagree."""
@@ -238,47 +224,34 @@ class Cascade:
 
     def people_removed(self) -> dict[str, int]:
         """Distinct people removed by reason: by key, then by NHS number for rows without a key."""
-        if self._people_by_key is None:
+        if not self._learnt:
             raise RuntimeError("learn_all() must run before people are counted")
-        people = self._people_by_key.result().copy()
-        if self._unseen:
-            people[Reason.UNCHECKED.code] += len(unique_keys(self._unseen, self.kind))
-        if self._bad_numbers:
-            numbers = np.concatenate(self._bad_numbers)
-            valid = numbers != 0
-            codes = np.concatenate(self._bad_number_codes)[valid]
-            people += _count_people([pa.array(numbers[valid])], [codes], KeyKind.INTEGER)
-        return counts_by_reason(people)
+        return counts_by_reason(_count_people(self._removed_by_code) + _count_people(self._keyless_by_code))
 
 
-def _count_people(keys: list[pa.Array], codes: list[np.ndarray], kind: KeyKind) -> np.ndarray:
-    """People (distinct keys) per code, each counted once under their highest-priority (lowest) code.
+def _codes_in_steps(clearance: Clearance | PseudonymClearance, numbers: pa.Array) -> np.ndarray:
+    """Reason codes of a column, :data:`EXAMINE_ROWS` at a time: classifying builds several times the
+    column's size (normalised numbers, masks), on each of two threads; the codes are a byte a row."""
+    if len(numbers) <= EXAMINE_ROWS:
+        return clearance.codes(numbers)
+    steps = range(0, len(numbers), EXAMINE_ROWS)
+    return np.concatenate([clearance.codes(numbers.slice(start, EXAMINE_ROWS)) for start in steps])
 
-    Integer keys, and text keys that are plain decimal integers, are sorted by key, then code, and each
-    key's first row counted: a group-by's hash table would cost tens of bytes per key, the sort a few.
-    """
-    if not keys:
-        return count_codes(np.zeros(0, dtype=np.uint8))
-    all_codes = np.concatenate(codes)
-    every = pa.concat_arrays(keys)
-    if kind is KeyKind.TEXT:
-        decimal = decimal_text(every)
-        table = pa.table(
-            {"key": every.filter(pc.invert(decimal)), "code": pa.array(all_codes).filter(pc.invert(decimal))}
-        )
-        grouped = table.group_by("key", use_threads=False).aggregate([("code", "min")])
-        counts = count_codes(grouped.column("code_min").to_numpy().astype(np.uint8))
-        return counts + _count_people(
-            [every.filter(decimal).cast(pa.int64())],
-            [all_codes[decimal.to_numpy(zero_copy_only=False)]],
-            KeyKind.INTEGER,
-        )
-    values = every.to_numpy()
-    order = np.lexsort((all_codes, values))
-    values = values[order]
-    first = np.ones(len(values), dtype=bool)
-    first[1:] = values[1:] != values[:-1]
-    return count_codes(all_codes[order][first])
+
+def _add_by_code(sets: list[KeySet], keys: pa.Array, codes: np.ndarray) -> None:
+    """Note each key in the set of its row's reason code."""
+    found = np.flatnonzero(np.bincount(codes, minlength=CODE_COUNT))
+    for code in found:
+        sets[code].add(keys if len(found) == 1 else keys.filter(pa.array(codes == code)))
+
+
+def _count_people(sets: list[KeySet]) -> np.ndarray:
+    """People (distinct keys) per code, each counted once under their highest-priority (lowest) code:
+    the keys of each code's set that no lower code's set holds."""
+    counts = np.zeros(CODE_COUNT, dtype=np.int64)
+    for code in range(1, CODE_COUNT):
+        counts[code] = sets[code].count_outside(sets[1:code])
+    return counts
 
 
 def key_types(spec: ExtractSpec, schemas: dict[str, pa.Schema]) -> dict[str, pa.DataType]:

@@ -15,7 +15,6 @@ from the same spec, so both judge every row alike. The manifest counts the rows 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -80,14 +79,25 @@ class KeptTally:
         return found
 
 
-@dataclass(frozen=True, eq=False)
 class ExemptView(CheckResult):
     """A check result as an extract with person-by-person exemptions sees it; numbers sorted unique."""
 
-    consent_only: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # counted as kept by consent
-    keeps_unusable: bool = False
-    consents: bool = False  # the spec names a consented list
-    tally: KeptTally = field(default_factory=KeptTally)
+    def __init__(
+        self,
+        info: Any,
+        cohort: np.ndarray,
+        cleared: np.ndarray,
+        *,
+        consent_only: np.ndarray,
+        keeps_unusable: bool,
+        consents: bool,
+    ) -> None:
+        """``consent_only``: counted as kept by consent; ``consents``: the spec names a consented list."""
+        super().__init__(info, cohort, cleared)
+        self.consent_only = consent_only
+        self.keeps_unusable = keeps_unusable
+        self.consents = consents
+        self.tally = KeptTally()
 
     @cached_property
     def consent_set(self) -> NumberSet:

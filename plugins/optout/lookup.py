@@ -8,6 +8,8 @@ unlike ``pyarrow.compute.is_in`` nothing is rebuilt per batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from optout.nhs_number import check_digit_ok, is_valid_number
@@ -23,6 +25,17 @@ class NumberSet:
         numbers = np.asarray(numbers, dtype=np.int64)
         self._bits = np.zeros(_PREFIXES // 8 + 1, dtype=np.uint8)
         self._size = 0
+        self._add_steps(numbers)
+
+    @classmethod
+    def of_parts(cls, parts: Iterable[np.ndarray]) -> NumberSet:
+        """The set of every part's numbers, built part by part (a packed list is never decoded whole)."""
+        found = cls(np.zeros(0, dtype=np.int64))
+        for part in parts:
+            found._add_steps(part)
+        return found
+
+    def _add_steps(self, numbers: np.ndarray) -> None:
         for start in range(0, len(numbers), _BUILD_STEP):
             self._add(numbers[start : start + _BUILD_STEP])
 

@@ -8,7 +8,7 @@ range costs, not what the rows cost: dense integer keys (the usual surrogate IDs
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -19,8 +19,12 @@ import pyarrow.compute as pc
 from optout.lookup import bits_at
 
 _BITMAP_KEYS_PER_KEY = 64  # a key bitmap may spend up to 8 bytes per key, a sorted int64 array's cost
-_BITMAP_MIN_BITS = 1 << 20  # ...and at least 128 KiB, whatever the keys
+# ...and at least 32 MiB, whatever the keys: a set's first batch says little of how many keys will follow (one
+# reason's people are a few in a million rows), and only the pages its keys fall in become resident.
+_BITMAP_MIN_BITS = 1 << 28
 _BITMAP_WINDOW_BITS = 1 << 26  # a key bitmap is built 64 Mi keys (64 MiB of scratch) at a time
+_COUNT_WINDOW_BITS = 1 << 23  # keys of a bitmap unpacked at a time (at most 8 Mi keys, 64 MiB)
+_SPARSE_ADD = 256  # keys added one by one when fewer than one per this many bits of their range
 _COMPACT_AT = 1 << 23  # keys kept as values are de-duplicated whenever this many (or as many again) wait
 # Text that is exactly one integer's decimal form (no sign, no leading zero, within int64): such text and the
 # integer stand for each other one to one, so it is held as that integer.
@@ -115,6 +119,34 @@ class KeySet:
             inside &= present(keys)
         return bits_at(self._bits, offsets, inside)
 
+    def count_outside(self, others: Sequence[KeySet]) -> int:
+        """How many keys of this set no set of ``others`` (of the same kind) holds: people counted once.
+
+        The keys are unpacked a window at a time, so the scratch stays small however many there are.
+        """
+        count = 0
+        if self._decimal is not None:  # decimal text is held apart, as integers, in every text set alike
+            count = self._decimal.count_outside([other._decimal for other in others if other._decimal is not None])
+        for keys in self._held_chunks():
+            fresh = np.ones(len(keys), dtype=bool)
+            for other in others:
+                fresh &= ~other._contains(keys)
+            count += int(np.count_nonzero(fresh))
+        return count
+
+    def _held_chunks(self) -> Iterator[pa.Array]:
+        """Every key held (each once), in arrays of at most a window's keys."""
+        if self._bits is None:
+            if self._values:
+                self._values = [unique_keys(self._values, self.kind)]
+                self._waiting = 0
+                yield self._values[0]
+            return
+        step = _COUNT_WINDOW_BITS // 8
+        for start in range(0, len(self._bits), step):
+            found = np.flatnonzero(np.unpackbits(self._bits[start : start + step], bitorder="little"))
+            yield pa.array(found + (self._low + start * 8))
+
     @property
     def _empty(self) -> bool:
         return not len(self._bits) if self._bits is not None else not self._values
@@ -157,21 +189,24 @@ class KeySet:
         return True
 
     def _set(self, offsets: np.ndarray) -> None:
-        """Set the bits at ``offsets`` (inside the bitmap), building only the bytes they fall in."""
+        """Set the bits at ``offsets`` (inside the bitmap), building only the bytes they fall in.
+
+        Few keys over a wide range (one reason's people in a batch) are OR-ed in one by one: a scratch
+        bitmap of their range would cost more to clear and pack than they cost to set.
+        """
         assert self._bits is not None
         first = int(offsets.min()) // 8
         offsets -= first * 8
-        part = bitmap(offsets, int(offsets.max()) + 1)
+        span = int(offsets.max()) + 1
+        if len(offsets) * _SPARSE_ADD < span:
+            np.bitwise_or.at(self._bits, (offsets >> 3) + first, (1 << (offsets & 7)).astype(np.uint8))
+            return
+        part = bitmap(offsets, span)
         self._bits[first : first + len(part)] |= part
 
     def _held_keys(self) -> pa.Array:
-        """The keys of the bitmap, as values (unpacked window by window, so the scratch stays small)."""
-        assert self._bits is not None
-        step = _BITMAP_WINDOW_BITS // 8
-        found = [
-            np.flatnonzero(np.unpackbits(self._bits[start : start + step], bitorder="little")) + self._low + start * 8
-            for start in range(0, len(self._bits), step)
-        ]
+        """The keys of the bitmap, as values."""
+        found = [chunk.to_numpy() for chunk in self._held_chunks()]
         return pa.array(np.concatenate(found) if found else np.zeros(0, dtype=np.int64))
 
 

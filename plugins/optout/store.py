@@ -24,7 +24,7 @@ from optout import config, db, freshness, ndop
 from optout.errors import ConcurrentUpdateError, InputError, NoVersionError, StaleListError, SuspiciousReplyError
 from optout.lookup import NumberSet
 from optout.quarantine import Share, Thresholds, hold_reason
-from optout.store_tables import decode_numbers, metadata, numbers_table, versions_table, write_numbers
+from optout.store_tables import PackedNumbers, metadata, numbers_table, packed_numbers, versions_table, write_numbers
 
 PENDING, PUBLISHED, QUARANTINED, REJECTED = "pending", "published", "quarantined", "rejected"
 FAILED = "failed"  # the service rejected the request, MESH reported it undelivered, or a newer one superseded it
@@ -66,21 +66,34 @@ class VersionInfo:
         return freshness.is_fresh(self, max_age or config.max_age(), now)
 
 
-@dataclass(frozen=True, eq=False)
 class CheckResult:
-    """One version's numbers, sorted unique int64 (``cleared`` is empty until a reply is imported)."""
+    """One version's numbers, sorted unique int64 (``cleared`` is empty until a reply is imported).
 
-    info: VersionInfo
-    cohort: np.ndarray
-    cleared: np.ndarray
+    They are held packed, as the store keeps them (:class:`optout.store_tables.PackedNumbers`): the lookups
+    the file filter uses are built from them a block at a time, so filtering never holds the lists whole
+    (50 M rows of 25 M people: 390 MB of int64). ``cohort`` and ``cleared`` are decoded on first use.
+    """
+
+    def __init__(self, info: VersionInfo, cohort: np.ndarray | PackedNumbers, cleared: np.ndarray | PackedNumbers):
+        self.info = info
+        self.packed_cohort = cohort if isinstance(cohort, PackedNumbers) else PackedNumbers.pack(cohort)
+        self.packed_cleared = cleared if isinstance(cleared, PackedNumbers) else PackedNumbers.pack(cleared)
+
+    @cached_property
+    def cohort(self) -> np.ndarray:
+        return self.packed_cohort.numbers()
+
+    @cached_property
+    def cleared(self) -> np.ndarray:
+        return self.packed_cleared.numbers()
 
     @cached_property
     def cleared_set(self) -> NumberSet:
-        return NumberSet(self.cleared)
+        return NumberSet.of_parts(self.packed_cleared.parts())
 
     @cached_property
     def cohort_set(self) -> NumberSet:
-        return NumberSet(self.cohort)
+        return NumberSet.of_parts(self.packed_cohort.parts())
 
 
 class Store:
@@ -277,8 +290,8 @@ class Store:
                 f"version {info.id}'s numbers were deleted under the retention rule ([optout] retain_versions, "
                 "see the ledger); filter again with the current version"
             )
-        cohort = decode_numbers([r for r in rows if r.kind == COHORT], info.cohort_count)
-        cleared = decode_numbers([r for r in rows if r.kind == CLEARED], info.cleared_count or 0)
+        cohort = packed_numbers([r for r in rows if r.kind == COHORT], info.cohort_count)
+        cleared = packed_numbers([r for r in rows if r.kind == CLEARED], info.cleared_count or 0)
         return CheckResult(info=info, cohort=cohort, cleared=cleared)
 
     def versions(self, limit: int = 20) -> list[VersionInfo]:

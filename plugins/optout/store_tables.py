@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,11 +75,44 @@ numbers_table = sa.Table(
 def write_numbers(conn: sa.Connection, version_id: int, kind: str, numbers: np.ndarray) -> None:
     """Store sorted unique ``numbers`` as blocks of :data:`CHUNK` numbers each."""
     rows = [
-        {"version_id": version_id, "kind": kind, "seq": seq, "count": len(part), "data": _encode(part)}
-        for seq, part in enumerate(numbers[start : start + CHUNK] for start in range(0, len(numbers), CHUNK))
+        {"version_id": version_id, "kind": kind, "seq": seq, "count": count, "data": data}
+        for seq, (count, data) in enumerate(PackedNumbers.pack(numbers).blocks)
     ]
     if rows:
         conn.execute(numbers_table.insert(), rows)
+
+
+class PackedNumbers:
+    """Sorted unique numbers kept as the store keeps them: blocks of :data:`CHUNK`, a byte or two a number.
+
+    A check result holds its numbers so (a list of tens of millions is hundreds of MB as int64): the
+    filter's lookups are built a block at a time, and only a caller that needs the whole array decodes it.
+    """
+
+    def __init__(self, blocks: list[tuple[int, bytes]], expected: int) -> None:
+        """``blocks``: (count, data) in order; a total other than ``expected`` is refused as damage."""
+        if sum(count for count, _ in blocks) != expected:
+            raise RuntimeError("the store's numbers are damaged (a version has the wrong count); restore a backup")
+        self.blocks = blocks
+        self._count = expected
+
+    @classmethod
+    def pack(cls, numbers: np.ndarray) -> PackedNumbers:
+        numbers = np.asarray(numbers, dtype=np.int64)
+        parts = (numbers[start : start + CHUNK] for start in range(0, len(numbers), CHUNK))
+        return cls([(len(part), _encode(part)) for part in parts], len(numbers))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def parts(self) -> Iterator[np.ndarray]:
+        """The numbers, one block at a time."""
+        for count, data in self.blocks:
+            yield _decode(data, count)
+
+    def numbers(self) -> np.ndarray:
+        """Every number, in one array."""
+        return np.concatenate(list(self.parts())) if self.blocks else np.empty(0, dtype=np.int64)
 
 
 def _encode(numbers: np.ndarray) -> bytes:
@@ -94,21 +128,20 @@ def _encode(numbers: np.ndarray) -> bytes:
     return _HEADER.pack(int(numbers[0]), width) + zlib.compress(planes, 1)
 
 
-def decode_numbers(rows: list[Any], expected: int) -> np.ndarray:
-    """A version's numbers from its block rows (in ``seq`` order); a damaged block or count is refused."""
-    parts = []
-    for row in rows:
-        first, width = _HEADER.unpack_from(row.data)
-        planes = np.frombuffer(zlib.decompress(row.data[_HEADER.size :]), dtype=np.uint8)
-        gaps = planes.reshape(width, -1).T.copy().view(f"<u{width}").ravel()
-        part = np.empty(len(gaps) + 1, dtype=np.int64)
-        part[0] = first
-        np.cumsum(gaps, dtype=np.int64, out=part[1:])
-        part[1:] += first
-        if len(part) != row.count:
-            raise RuntimeError("the store's numbers are damaged (a block has the wrong length); restore a backup")
-        parts.append(part)
-    numbers = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    if len(numbers) != expected:
-        raise RuntimeError("the store's numbers are damaged (a version has the wrong count); restore a backup")
-    return numbers
+def _decode(data: bytes, count: int) -> np.ndarray:
+    """One block's numbers; a block of the wrong length is refused as damage."""
+    first, width = _HEADER.unpack_from(data)
+    planes = np.frombuffer(zlib.decompress(data[_HEADER.size :]), dtype=np.uint8)
+    gaps = planes.reshape(width, -1).T.copy().view(f"<u{width}").ravel()
+    part = np.empty(len(gaps) + 1, dtype=np.int64)
+    part[0] = first
+    np.cumsum(gaps, dtype=np.int64, out=part[1:])
+    part[1:] += first
+    if len(part) != count:
+        raise RuntimeError("the store's numbers are damaged (a block has the wrong length); restore a backup")
+    return part
+
+
+def packed_numbers(rows: list[Any], expected: int) -> PackedNumbers:
+    """A version's numbers from its block rows (in ``seq`` order), still packed."""
+    return PackedNumbers([(row.count, row.data) for row in rows], expected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from optout.filter import run_filter
 from optout.homes.files.read import read_batches
 from optout.homes.frames import filter_frames
 from optout.manifest import Manifest, read_manifest
-from optout.spec import load_spec
+from optout.spec import TableSpec, load_spec
 
 
 @pytest.fixture
@@ -209,14 +210,16 @@ def test_key_sets(members: list[object], probe: list[object], expected: list[int
     ],
     ids=["grown", "turns-sparse", "sparse"],
 )
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["scattered", "or-ed"])
 def test_key_sets_grown_batch_by_batch_hold_exactly_the_keys_added(
-    monkeypatch: pytest.MonkeyPatch, ranges: list[tuple[int, int]], bitmap: bool
+    monkeypatch: pytest.MonkeyPatch, ranges: list[tuple[int, int]], bitmap: bool, one_by_one: bool
 ) -> None:
     """Pass 1 adds keys batch by batch, repeats and nulls included: memory follows the keys, not the rows."""
     from optout import person_keys
 
     monkeypatch.setattr(person_keys, "_COMPACT_AT", 500)  # de-duplicate often
     monkeypatch.setattr(person_keys, "_BITMAP_MIN_BITS", 64)
+    monkeypatch.setattr(person_keys, "_SPARSE_ADD", 10**9 if one_by_one else 0)
     rng = np.random.default_rng(7)
     keys = person_keys.KeySet(kind=person_keys.KeyKind.INTEGER)
     added: set[int] = set()
@@ -243,6 +246,29 @@ def test_text_key_sets_grown_batch_by_batch(monkeypatch: pytest.MonkeyPatch) -> 
     assert keys.contains(kind.column(pa.array(["a", "c", "e", "f", None, " d "]))).tolist() == [1, 1, 1, 0, 0, 1]
     keys.add(pa.array(["f"]))  # an add after a probe is seen by the next probe
     assert keys.contains(pa.array(["f"])).tolist() == [True]
+
+
+@pytest.mark.parametrize("kind", ["integer", "sparse", "text"])
+def test_people_are_counted_once_under_their_first_reason(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """Pass 1 notes each removed person's key in one set per reason; the count takes each person once, under
+    the lowest code any of their rows had, as a sort of every (key, code) pair would."""
+    from optout import cascade, person_keys
+    from optout.clearance import CODE_COUNT
+
+    monkeypatch.setattr(person_keys, "_COUNT_WINDOW_BITS", 64)  # keys unpacked a few at a time
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 400, 3000) * (10**9 if kind == "sparse" else 1)
+    codes = rng.choice([1, 2, 3, 4, 5], 3000, p=[0.05, 0.1, 0.15, 0.3, 0.4]).astype(np.uint8)
+    keys = pa.array([str(v) if v % 3 else f"k{v}" for v in values]) if kind == "text" else pa.array(values)
+    key_kind = person_keys.KeyKind.TEXT if kind == "text" else person_keys.KeyKind.INTEGER
+    sets = [person_keys.KeySet(kind=key_kind) for _ in range(CODE_COUNT)]
+    for start in range(0, 3000, 250):
+        cascade._add_by_code(sets, keys.slice(start, 250), codes[start : start + 250])
+    first: dict[object, int] = {}
+    for key, code in zip(keys.to_pylist(), codes.tolist(), strict=True):
+        first[key] = min(code, first.get(key, code))
+    expected = np.bincount(list(first.values()), minlength=CODE_COUNT)
+    assert cascade._count_people(sets).tolist() == expected.tolist()
 
 
 def test_key_bitmaps_built_in_windows_match_one_built_whole(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,14 +382,14 @@ def test_a_table_replaced_between_the_passes_is_read_as_it_was(
     monkeypatch.setattr(arrow_files, "KEPT_BYTES", budget)
     spec_path = _parts_extract(tmp_path / "in")
     reference = run_filter(load_spec(spec_path), tmp_path / "reference", check_result())
-    finish = Cascade._finish_learning
+    learn = Cascade.learn_all
 
-    def replace_file(self: Cascade) -> None:
-        finish(self)
+    def replace_file(self: Cascade, batches_of: Callable[[TableSpec], Iterable[pa.RecordBatch]]) -> None:
+        learn(self, batches_of)
         swapped = tmp_path / "in" / "swap.parquet"
         pq.write_table(pa.table({"nhs": [N[6]] * 5000, "pid": [0] * 5000, "value": [1.0] * 5000}), swapped)
         swapped.replace(tmp_path / "in" / "events.parquet")
 
-    monkeypatch.setattr(Cascade, "_finish_learning", replace_file)
+    monkeypatch.setattr(Cascade, "learn_all", replace_file)
     manifest = run_filter(load_spec(spec_path), tmp_path / "out", check_result())
     assert [t.sha256 for t in manifest.tables] == [t.sha256 for t in reference.tables]

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from optout import ndop, store, store_tables
 from optout.errors import ConcurrentUpdateError, InputError, NoVersionError, StaleListError, SuspiciousReplyError
 from optout.freshness import set_max_age
+from optout.lookup import NumberSet
 from optout.quarantine import Thresholds
 from optout.store import Store
 
@@ -87,8 +88,12 @@ def test_numbers_survive_chunking_and_any_spacing(db: Store, monkeypatch: pytest
     version = db.record_request(cohort)
     db.import_reply(version.id, cohort[1::2], checked_at=NOW, thresholds=Thresholds(max_share=1.0))
     result = db.load(version.id)
+    assert len(result.packed_cohort.blocks) == 3  # held as the store keeps them, block by block
     assert result.cohort.tolist() == cohort.tolist()
     assert result.cleared.tolist() == cohort[1::2].tolist()
+    # The lookups are built a block at a time, as the whole list would build them.
+    assert np.array_equal(result.cleared_set._bits, NumberSet(cohort[1::2])._bits)
+    assert len(result.cohort_set) == len(cohort)
 
 
 def test_current_is_the_newest_check_not_the_newest_import(db: Store) -> None:
