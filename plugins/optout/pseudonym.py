@@ -253,7 +253,7 @@ def _kept_or_built(check_result: Any, key: Key) -> HashedCohort:
     from optout import pseudonym_cache
 
     name = pseudonym_cache.name_of(check_result, key.fingerprint)
-    saved = pseudonym_cache.load(name, len(check_result.cohort))
+    saved = pseudonym_cache.load(name, len(check_result.packed_cohort))
     if saved is not None:
         try:
             return HashedCohort(**saved)

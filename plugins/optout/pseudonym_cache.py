@@ -35,8 +35,9 @@ def name_of(check_result: Any, fingerprint: str) -> str:
     """
     label = hashlib.sha256(fingerprint.encode())
     label.update(_LAYOUT)
-    for numbers in (check_result.cohort, check_result.cleared):
-        label.update(np.ascontiguousarray(numbers, dtype=np.int64).data)
+    for packed in (check_result.packed_cohort, check_result.packed_cleared):
+        for part in packed.parts():  # block by block: the lists are not decoded whole for a cache hit
+            label.update(np.ascontiguousarray(part, dtype=np.int64).data)
         label.update(b"|")
     return _PREFIX + label.hexdigest()[:32] + ".npz"
 
