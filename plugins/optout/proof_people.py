@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError
@@ -49,9 +48,9 @@ class People:
         if any(t.person_key for t in spec.tables):  # without keys there is nobody to learn
             schemas = {t.name: schema_of(_input_path(t), t.csv) for t in spec.tables}
             self.kind = KeyKind.of(key_types(spec, schemas).values())
-        bad: list[pa.Array] = []
-        seen: list[pa.Array] = []
         needs_seen = any(t.person_key and not t.nhs_number for t in spec.tables)
+        self.removed = KeySet(kind=self.kind)
+        self.known = KeySet(kind=self.kind) if needs_seen else None
         for table in spec.tables:
             if not (table.nhs_number and table.person_key):
                 continue
@@ -59,19 +58,17 @@ class People:
                 read_batches(_input_path(table), columns=[table.nhs_number, table.person_key], dialect=table.csv)
             )
             for removed, keys in map_ahead(partial(self._keys_of, table, needs_seen), batches):
-                bad.append(removed)
-                if keys is not None:
-                    seen.append(keys)
-        self.removed = KeySet(bad, self.kind)
-        self.known = KeySet(seen, self.kind) if needs_seen else None
+                self.removed.add(removed)  # a set of repeats is no larger: no batch is made distinct first
+                if self.known is not None and keys is not None:
+                    self.known.add(keys)
 
     def _keys_of(self, table: TableSpec, all_keys: bool, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array | None]:
-        """A batch's distinct keys beside an uncleared number (and all its distinct keys, if asked)."""
+        """A batch's keys beside an uncleared number (and all its keys, if asked), repeats and nulls kept: the
+        key sets drop them as cheaply as a hash table would."""
         assert table.nhs_number and table.person_key
         keys = self.kind.column(batch.column(table.person_key))
         uncleared = self.codes(table, batch.column(table.nhs_number)) != KEEP
-        removed = pc.unique(keys.filter(pa.array(uncleared)).drop_null())
-        return removed, pc.unique(keys.drop_null()) if all_keys else None
+        return keys.filter(pa.array(uncleared)), keys if all_keys else None
 
     def codes(self, table: TableSpec, numbers: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return np.asarray(self._clearances[table.name].codes(numbers))
