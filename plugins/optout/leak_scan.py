@@ -39,6 +39,7 @@ from optout.nhs_number import HIGHEST, LOWEST, Status, is_valid_number, normalis
 RAW_BYTES = "(raw bytes)"  # the column name under which a CSV file's own bytes are reported
 _RAW_BLOCK_BYTES = 8 << 20
 _BATCH_ROWS = 1 << 20
+_SLICE_ROWS = 1 << 16  # text cells searched at once
 # Inside longer text: ten digits, or 3-3-4 with spaces or dashes, not part of a longer run of hexadecimal
 # digits. A run of ten decimal digits turns up by chance in about one keyed hash, UUID or other hex token in
 # three, and one in eleven of those passes the check digit: counting them would fail clean pseudonymised
@@ -344,8 +345,14 @@ def _text_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
 
     Only cells holding ten digits or more can hold a number: they are counted on the bytes themselves
     (NumPy over Arrow's buffers), and only those few are normalised or searched further. A column with
-    any non-ASCII byte is read as a person would read it first (:func:`_as_read`).
+    any non-ASCII byte is read as a person would read it first (:func:`_as_read`). Long columns go a slice
+    at a time: the scratch (a count per byte, the normaliser's) is many bytes per byte of text.
     """
+    if len(values) > _SLICE_ROWS:
+        return _concat(
+            _text_hits(values.slice(start, _SLICE_ROWS), cleared) + start
+            for start in range(0, len(values), _SLICE_ROWS)
+        )
     if _is_text(values.type):
         values = _as_read(values)
     at = _ten_digits_or_more(values)

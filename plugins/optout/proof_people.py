@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from optout.resolver import Reader
     from optout.spec import ExtractSpec, TableSpec
 
+_SLICE_ROWS = 1 << 16  # rows classified at once
+
 
 class People:
     """Who may appear in the outputs, learnt again from the inputs with the filter's own primitives.
@@ -71,7 +73,16 @@ class People:
         return keys.filter(pa.array(uncleared)), keys if all_keys else None
 
     def codes(self, table: TableSpec, numbers: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        return np.asarray(self._clearances[table.name].codes(numbers))
+        """Clearance codes, a slice at a time: the normaliser's scratch is many bytes per byte of text, so a
+        whole batch at once cost hundreds of MiB."""
+        clearance = self._clearances[table.name]
+        return np.concatenate(
+            [
+                np.asarray(clearance.codes(numbers.slice(start, _SLICE_ROWS)))
+                for start in range(0, len(numbers), _SLICE_ROWS)
+            ]
+            or [np.zeros(0, dtype=np.uint8)]
+        )
 
     def removed_rows(self, table: TableSpec, keys: pa.Array | pa.ChunkedArray) -> int:
         """Rows whose key is a removed person's, or (in a key-only table) unknown or blank."""
