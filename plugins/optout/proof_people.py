@@ -7,6 +7,7 @@ primitives only (clearance codes, key comparison, key indexes). Counts come out,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,9 @@ import pyarrow as pa
 
 from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError
+from optout.homes.files.formats import Format, format_of, require_columns
 from optout.homes.files.read import read_batches, schema_of
+from optout.leak_scan import parquet_batches
 from optout.streams import map_ahead, prefetch
 
 if TYPE_CHECKING:
@@ -56,9 +59,7 @@ class People:
         for table in spec.tables:
             if not (table.nhs_number and table.person_key):
                 continue
-            batches = prefetch(
-                read_batches(_input_path(table), columns=[table.nhs_number, table.person_key], dialect=table.csv)
-            )
+            batches = prefetch(_input_batches(table, [table.nhs_number, table.person_key]))
             for removed, keys in map_ahead(partial(self._keys_of, table, needs_seen), batches):
                 self.removed.add(removed)  # a set of repeats is no larger: no batch is made distinct first
                 if self.known is not None and keys is not None:
@@ -92,6 +93,17 @@ class People:
             assert self.known is not None
             hit |= ~self.known.contains(keys)  # unseen or blank keys: nobody checked them
         return int(np.count_nonzero(hit))
+
+
+def _input_batches(table: TableSpec, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """A Parquet input through the scan's own reader, which streams column chunks (the files' reader
+    pre-buffers a row group's: 171 MiB against 38 for two columns of 10M rows); a CSV input through the
+    files' reader."""
+    path = _input_path(table)
+    if format_of(path) is not Format.PARQUET:
+        return read_batches(path, columns=columns, dialect=table.csv)
+    require_columns(path, schema_of(path, table.csv).names, columns)
+    return parquet_batches(path, columns, dictionaries=False)
 
 
 def _input_path(table: TableSpec) -> Path:
