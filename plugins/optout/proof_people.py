@@ -1,8 +1,9 @@
 """Who may appear in a filtered extract's outputs, learnt again from its inputs, for the proof.
 
 The filter's cascade decides who is removed; the proof must not take its word for it. So the inputs'
-number and key columns are read again and the decision is taken here, independently, with the filter's
-primitives only (clearance codes, key comparison, key indexes). Counts come out, never a key.
+number and key columns are read again (a Parquet input by the scan's own reader) and the decision is
+taken here, independently, with the filter's primitives only (clearance codes, key comparison, key
+indexes). Counts come out, never a key.
 """
 
 from __future__ import annotations
