@@ -9,8 +9,10 @@ tables plus the distinct numbers of all its keyless rows: when one extract mixes
 rows carry a key in one table and none in another is counted in both sets (there is no key to join
 them by). A spec always declares one or the other (:mod:`optout.spec`), so every row is somebody's.
 
-Counts stream: each batch gives its distinct values, which are folded to one distinct set now and then,
-so memory is the distinct people, not the rows. Only the count leaves this module, never a key or number.
+Counts stream: keys go into key sets (:class:`optout.person_keys.KeySet`: a bitmap for dense integer
+keys, which drops repeats for the cost of a scatter), and each batch's distinct numbers are folded to one
+distinct set now and then, so memory is the distinct people, not the rows. Only the count leaves this
+module, never a key or number.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from optout.nhs_number import normalise
-from optout.person_keys import KeyKind, unique_keys
+from optout.person_keys import KeyKind, KeySet, unique_keys
 from optout.pseudonym import HEX_CHARS
 
 if TYPE_CHECKING:
@@ -39,7 +41,8 @@ class Headcount:
     def __init__(self) -> None:
         self.known = True  # a caller that could not show every output its batches marks the count unknown
         self._lock = threading.Lock()
-        self._sets: dict[str, list[pa.Array]] = {"keys": [], "numbers": [], "hashes": []}
+        self._keys = {kind: KeySet(kind=kind) for kind in KeyKind}  # by the type of the column they came from
+        self._sets: dict[str, list[pa.Array]] = {"numbers": [], "hashes": []}
 
     @staticmethod
     def columns(table: TableSpec) -> list[str]:
@@ -51,8 +54,10 @@ class Headcount:
         keyless = None
         if table.person_key:
             keys = _plain(batch.column(table.person_key))
-            comparable = (KeyKind.INTEGER if pa.types.is_integer(keys.type) else KeyKind.TEXT).column(keys)
-            self._note("keys", pc.unique(comparable.drop_null()))
+            kind = KeyKind.INTEGER if pa.types.is_integer(keys.type) else KeyKind.TEXT
+            comparable = kind.column(keys)
+            with self._lock:
+                self._keys[kind].add(comparable)
             keyless = comparable.is_null()
         if not table.nhs_number:
             return
@@ -70,7 +75,11 @@ class Headcount:
         """Distinct keys plus distinct numbers of keyless rows; None when the count is marked unknown."""
         if not self.known:
             return None
-        return sum(len(_distinct(chunks)) for chunks in self._sets.values())
+        integers, text = self._keys[KeyKind.INTEGER], self._keys[KeyKind.TEXT]
+        if len(integers) and len(text):  # keys of integer and text columns together compare as text
+            text.add(KeyKind.TEXT.column(integers.distinct()))
+            integers = KeySet()
+        return len(integers) + len(text) + sum(len(_distinct(chunks)) for chunks in self._sets.values())
 
     def _note(self, kind: str, values: pa.Array) -> None:
         with self._lock:
@@ -81,12 +90,9 @@ class Headcount:
 
 
 def _distinct(chunks: Iterable[pa.Array]) -> pa.Array:
-    """The distinct values of all ``chunks``; keys of integer and text columns together compare as text."""
+    """The distinct values of all ``chunks`` (of one type)."""
     chunks = [chunk for chunk in chunks if len(chunk)]
-    kind = KeyKind.of(chunk.type for chunk in chunks)
-    if len({chunk.type for chunk in chunks}) > 1:
-        chunks = [kind.column(chunk) for chunk in chunks]
-    return unique_keys(chunks, kind)
+    return unique_keys(chunks, KeyKind.of(chunk.type for chunk in chunks))
 
 
 def _plain(values: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -107,6 +107,20 @@ class KeySet:
             return found
         return self._contains(keys)
 
+    def __len__(self) -> int:
+        """How many distinct keys are held."""
+        held = int(np.bitwise_count(self._bits).sum()) if self._bits is not None else len(self.distinct())
+        return held + (len(self._decimal) if self._decimal is not None else 0)
+
+    def distinct(self) -> pa.Array:
+        """The keys held, each once (of a text set: those that are not an integer's decimal form)."""
+        if self._bits is not None:
+            return self._held_keys()
+        if len(self._values) != 1 or self._waiting:
+            self._values = [unique_keys(self._values, self.kind)]
+            self._waiting = 0
+        return self._values[0]
+
     def _contains(self, keys: pa.Array) -> np.ndarray:
         if len(keys) == 0 or self._empty:
             return np.zeros(len(keys), dtype=bool)
@@ -156,10 +170,7 @@ class KeySet:
         if index is None:
             import pandas as pd
 
-            if len(self._values) > 1 or self._waiting:
-                self._values = [unique_keys(self._values, self.kind)]
-                self._waiting = 0
-            index = self._index = pd.Index(self._values[0].to_numpy(zero_copy_only=False))
+            index = self._index = pd.Index(self.distinct().to_numpy(zero_copy_only=False))
         return index
 
     def _cover(self, low: int, high: int, count: int) -> bool:

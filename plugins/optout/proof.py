@@ -277,7 +277,7 @@ def _count_file(
         schema = open_parquet(path).schema_arrow
         require_columns(path, schema.names, declared)
         _scan_schema(scan, table.name, schema)
-        batches = _parquet_every_column(path)
+        batches = parquet_batches(path)
         measure = partial(_measure_batch, table, people, headcount, partial(scan.batch, table.name))
     else:
         batches = read_batches(path, columns=declared, dialect=table.csv)
@@ -287,13 +287,6 @@ def _count_file(
         row["uncleared_number_rows"] += uncleared
         row["removed_person_rows"] += removed
         progress.advance(rows)
-
-
-def _parquet_every_column(path: Path) -> Iterator[pa.RecordBatch]:
-    try:
-        yield from parquet_batches(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"Parquet file is damaged ({type(exc).__name__})", path=path) from None
 
 
 def _measure_batch(
