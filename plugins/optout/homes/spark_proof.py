@@ -123,7 +123,7 @@ def _measured(
         digest(int(rows), total),
         uncleared_numbers=int(uncleared_rows),
         uncleared_people=int(removed_rows),
-        leaks=run.leaks(table.spec.name, output) + _raw_leaks(run, table, out_dir),
+        leaks=run.leaks((table.spec.name, output)) + _raw_leaks(run, table, out_dir),
         schema=_arrow_schema(output),
     )
 
@@ -159,4 +159,4 @@ def _raw_leaks(run: SparkRun, table: SparkTable, out_dir: Path) -> list[ColumnLe
     else:
         lines = run.spark.read.text(str(folder))
     pieces = lines.selectExpr(f"{q.pieces('value', _EDGES)} AS {q.column(RAW_BYTES)}")
-    return run.leaks(table.spec.name, pieces)
+    return run.leaks((table.spec.name, pieces))

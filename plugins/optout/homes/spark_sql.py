@@ -30,6 +30,7 @@ CODE = "__optout_code"  # the row's own reason code (0 = its number is valid and
 KEY = "__optout_k"  # the person key in its comparable form, or NULL
 BAD = "__optout_bad"  # TRUE when the row's key belongs to a person who is not cleared
 KNOWN = "__optout_known"  # TRUE when the key was seen beside a number
+KEYLESS = "__optout_keyless"  # TRUE when a row with a number column has no key
 REASON = "__optout_reason"  # the row's final reason code (0 = keep)
 TABLE = "__optout_table"  # which table of the extract a row came from (by position)
 
