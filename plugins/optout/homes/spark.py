@@ -16,8 +16,8 @@ are ever collected to the driver.
    only where some rows have no key), are written under a temporary name: a folder in the staging folder for ``path``
    tables (swapped in whole with the manifest by :func:`optout.filter.run_filter`), a table
    ``<output>__optout_<tag>`` for ``table`` tables, renamed into place only when every table is written.
-   Each output is read back for its content hash, and its row count must match what learning predicted
-   (else the input changed while it was read).
+   The outputs are read back for their content hashes (all in one job), and each row count must match
+   what learning predicted (else the input changed while it was read).
 
 Any Spark error is reported by its class only (a message can quote a value); a broadcast that runs out
 of memory is named as such. Either way nothing is published.
@@ -40,11 +40,12 @@ from optout.homes.files.formats import Format
 from optout.homes.spark_csv import check_input, write_csv
 from optout.homes.spark_session import (
     JoinChoice,
-    content_hash,
+    content_hashes,
     read_path,
     read_table,
     spark_errors,
     staged_list,
+    union,
 )
 from optout.input_scan import InputScan, excluded_columns
 from optout.leak_scan import ColumnLeak
@@ -262,13 +263,6 @@ class SparkRun:
         return frame.select(*table.columns)
 
 
-def union(frames: list[DataFrame]) -> DataFrame:
-    united = frames[0]
-    for frame in frames[1:]:
-        united = united.unionByName(frame)
-    return united
-
-
 # ----------------------------------------------------------------------------------------- writing
 
 
@@ -342,9 +336,11 @@ def filter_spark(
         with spark_errors("filtering the extract"):
             filtering = check_result is not None and spec.filtered
             flagged, known, people = run.learn() if filtering else (None, None, no_removals())
-            for table in run.tables:
-                frame = run.kept(table, flagged, known) if flagged is not None else table.frame
-                rows, digest = content_hash(outputs.write(table.spec, frame))
+            written = [
+                outputs.write(table.spec, run.kept(table, flagged, known) if flagged is not None else table.frame)
+                for table in run.tables
+            ]
+            for table, (rows, digest) in zip(run.tables, content_hashes(written), strict=True):
                 if not filtering:
                     report = unfiltered_report(table.spec, rows, digest)
                 elif rows != table.expected_out:

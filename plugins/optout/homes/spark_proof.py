@@ -23,9 +23,9 @@ import pyarrow as pa
 from optout.clearance import KEEP
 from optout.homes import spark_sql as q
 from optout.homes.files.formats import Format
-from optout.homes.spark import SparkRun, SparkTable, union
+from optout.homes.spark import SparkRun, SparkTable
 from optout.homes.spark_csv import folder_dialect, spark_encoding
-from optout.homes.spark_session import JoinChoice, digest, read_output, spark_errors
+from optout.homes.spark_session import JoinChoice, digest, read_output, spark_errors, union
 from optout.homes.sql.run import TableMeasure
 from optout.leak_scan import RAW_BYTES, ColumnLeak
 

@@ -33,6 +33,7 @@ KNOWN = "__optout_known"  # TRUE when the key was seen beside a number
 KEYLESS = "__optout_keyless"  # TRUE when a row with a number column has no key
 REASON = "__optout_reason"  # the row's final reason code (0 = keep)
 TABLE = "__optout_table"  # which table of the extract a row came from (by position)
+ROW_HASH = "__optout_h"  # a row's content hash
 
 # Java regular expressions (raw SQL strings, r'...'): what Arrow's utf8_trim_whitespace trims, and
 # what the file engine drops from a messy number (RE2's \s and '-').
@@ -173,14 +174,21 @@ def integer_type(spark_type: str) -> bool:
     return spark_type in _INTEGER_TYPES
 
 
-def content_hash_sql(columns: list[str]) -> tuple[str, str]:
-    """Row count and the exact sum of every row's ``xxhash64`` over all its columns (order-free).
-
-    ``xxhash64`` skips NULLs, so each column's null flag is hashed beside it: a value moved from one
-    column to another next to a NULL still changes the hash."""
+def row_hash_sql(columns: list[str]) -> str:
+    """A row's ``xxhash64`` over all its columns, each beside its null flag: ``xxhash64`` skips NULLs, so
+    a value moved from one column to another next to a NULL still changes the hash."""
     parts = [part for name in columns for part in (column(name), f"isnull({column(name)})")]
-    hashed = f"xxhash64({', '.join(parts)})" if parts else "0"
-    return "count(*) AS rows", f"CAST(coalesce(sum(CAST({hashed} AS DECIMAL(38, 0))), 0) AS STRING) AS total"
+    return f"xxhash64({', '.join(parts)})" if parts else "0"
+
+
+def hash_total_sql(row_hash: str) -> str:
+    """The exact, order-free sum of row hashes (as text: a DECIMAL(38, 0) holds any sum of them)."""
+    return f"CAST(coalesce(sum(CAST({row_hash} AS DECIMAL(38, 0))), 0) AS STRING)"
+
+
+def content_hash_sql(columns: list[str]) -> tuple[str, str]:
+    """Row count and the exact sum of every row's hash (:func:`row_hash_sql`): order-free."""
+    return "count(*) AS rows", f"{hash_total_sql(row_hash_sql(columns))} AS total"
 
 
 # ----------------------------------------------------------------------------------------- the leak scan
