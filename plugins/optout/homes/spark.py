@@ -189,8 +189,8 @@ class SparkRun:
     def leaks(self, *frames: tuple[str, DataFrame]) -> list[ColumnLeak]:
         """Valid NHS numbers not in the cleared list, in any cell of any column of each ``(table, frame)``,
         counted per column (the leak scan's rule as Spark SQL: :func:`optout.homes.spark_sql.leak_candidates`);
-        a column of a type the scan cannot read is reported unscannable. One job for all the frames (one
-        broadcast of the list); only the counts are collected."""
+        a column of a type the scan cannot read is reported unscannable. One reading of all the frames
+        together; only the counts are collected."""
         candidates: list[DataFrame] = []
         unscannable: list[ColumnLeak] = []
         for position, (name, frame) in enumerate(frames):
@@ -211,8 +211,14 @@ class SparkRun:
         if not candidates:
             return unscannable
         numbers = union(candidates).selectExpr("t", "x.c AS c", f"x.n AS {q.NUMBER}").where(q.valid_number(q.NUMBER))
+        # Valid candidates tallied by value, kept: the inputs are read once, and the list is joined (and
+        # broadcast) only when some cell holds a valid number at all.
+        tallied = numbers.groupBy("t", "c", q.NUMBER).count().localCheckpoint()
+        if tallied.isEmpty():
+            return unscannable
         cleared = self.list.where(q.CLEARED).select(q.NUMBER)
-        counted = numbers.join(cleared.hint(self.hint), on=q.NUMBER, how="left_anti").groupBy("t", "c").count()
+        uncleared = tallied.join(cleared.hint(self.hint), on=q.NUMBER, how="left_anti")
+        counted = uncleared.groupBy("t", "c").agg({"count": "sum"})
         found = []
         for position, index, count in sorted(counted.collect()):
             name, frame = frames[int(position)]
@@ -221,7 +227,7 @@ class SparkRun:
 
     def scan_inputs(self, scan: InputScan) -> None:
         """The input leak scan (:mod:`optout.input_scan`) in Spark: each input's undeclared columns that the
-        spec does not exclude, counted per column, all inputs in one job; refused before anything is written."""
+        spec does not exclude, counted per column, all inputs read together; refused before anything is written."""
         excluded = excluded_columns(self.spec)
         frames = []
         for table in self.tables:

@@ -56,8 +56,8 @@ def measure_spark(
                 continue
             rows_in = table.frame.count()
             if not filtered:
-                rows, total = output.selectExpr(*q.content_hash_sql(list(output.columns))).collect()[0]
-                measures.append(TableMeasure(table.spec.name, True, int(rows), rows_in, digest(int(rows), total)))
+                rows, high, low = output.selectExpr(*q.content_hash_sql(list(output.columns))).collect()[0]
+                measures.append(TableMeasure(table.spec.name, True, int(rows), rows_in, digest(int(rows), high, low)))
                 continue
             measures.append(_measured(run, table, output, rows_in, bad, known, out_dir))
         return measures
@@ -114,13 +114,13 @@ def _measured(
             rule = f"{rule} OR {q.KNOWN} IS NULL"  # blank, or never seen beside a number: nobody checked it
         removed = f"count_if({rule})"
     figures = frame.selectExpr(*q.content_hash_sql(columns), f"{uncleared} AS u", f"{removed} AS {_REMOVED}")
-    rows, total, uncleared_rows, removed_rows = figures.collect()[0]
+    rows, high, low, uncleared_rows, removed_rows = figures.collect()[0]
     return TableMeasure(
         table.spec.name,
         True,
         int(rows),
         rows_in,
-        digest(int(rows), total),
+        digest(int(rows), high, low),
         uncleared_numbers=int(uncleared_rows),
         uncleared_people=int(removed_rows),
         leaks=run.leaks((table.spec.name, output)) + _raw_leaks(run, table, out_dir),

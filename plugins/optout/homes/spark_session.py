@@ -265,13 +265,13 @@ def content_hashes(frames: Sequence[DataFrame]) -> list[tuple[int, str]]:
             for index in range(len(frames))
             for part in (
                 f"count_if({q.TABLE} = {index})",
-                q.hash_total_sql(f"CASE WHEN {q.TABLE} = {index} THEN {q.ROW_HASH} END"),
+                *q.hash_total_sql(f"CASE WHEN {q.TABLE} = {index} THEN {q.ROW_HASH} END"),
             )
         )
     )
     row = figures.collect()[0]
-    counts = [int(row[2 * index]) for index in range(len(frames))]
-    return [(rows, digest(rows, row[2 * index + 1])) for index, rows in enumerate(counts)]
+    found = (row[3 * index : 3 * index + 3] for index in range(len(frames)))
+    return [(int(rows), digest(int(rows), high, low)) for rows, high, low in found]
 
 
 def union(frames: Sequence[DataFrame]) -> DataFrame:
@@ -282,7 +282,9 @@ def union(frames: Sequence[DataFrame]) -> DataFrame:
     return united
 
 
-def digest(rows: int, total: str) -> str:
-    """The content hash from the aggregates :func:`optout.homes.spark_sql.content_hash_sql` names."""
+def digest(rows: int, high: int, low: int) -> str:
+    """The content hash from the aggregates :func:`optout.homes.spark_sql.content_hash_sql` names: the
+    exact sum of the row hashes is ``high * 2^32 + low``."""
+    total = int(high) * (1 << 32) + int(low)
     text = f"{CONTENT_HASH_VERSION}\nxxhash64+nulls\n{rows}\n{total}\n"
     return hashlib.sha256(text.encode()).hexdigest()
