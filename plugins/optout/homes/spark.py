@@ -12,12 +12,12 @@ are ever collected to the driver.
    narrow result (key, number, reason) is cached, giving each table's counts, the keys of people who
    are not cleared (each with its first reason) and, when some table carries only keys, the keys seen
    beside a number.
-3. *Write*: each table's kept rows, joined again to the list and anti-joined to the (small) set of
-   uncleared keys, are written under a temporary name: a folder in the staging folder for ``path``
+3. *Write*: each table's kept rows, anti-joined to the uncleared keys (joined again to the list first
+   only where some rows have no key), are written under a temporary name: a folder in the staging folder for ``path``
    tables (swapped in whole with the manifest by :func:`optout.filter.run_filter`), a table
    ``<output>__optout_<tag>`` for ``table`` tables, renamed into place only when every table is written.
-   Each output is read back for its content hash, and its row count must match what learning predicted
-   (else the input changed while it was read).
+   The outputs are read back for their content hashes (all in one job), and each row count must match
+   what learning predicted (else the input changed while it was read).
 
 Any Spark error is reported by its class only (a message can quote a value); a broadcast that runs out
 of memory is named as such. Either way nothing is published.
@@ -40,11 +40,12 @@ from optout.homes.files.formats import Format
 from optout.homes.spark_csv import check_input, write_csv
 from optout.homes.spark_session import (
     JoinChoice,
-    content_hash,
+    content_hashes,
     read_path,
     read_table,
     spark_errors,
     staged_list,
+    union,
 )
 from optout.input_scan import InputScan, excluded_columns
 from optout.leak_scan import ColumnLeak
@@ -68,6 +69,7 @@ class SparkTable:
     key: str | None
     codes: np.ndarray  # rows per own reason code (learnt)
     expected_out: int = 0
+    keyless: int = 0  # rows with a number column but no key (learnt)
 
 
 class SparkRun:
@@ -105,6 +107,8 @@ class SparkRun:
             )
             for t in spec.tables
         ]
+        self.join = join
+        self.key_hint = "broadcast"  # the uncleared keys' join, sized by learning
         if check_result is not None and spec.filtered:
             self.list = staged_list(spark, check_result)
             self.hint = join.hint(len(check_result.cohort))
@@ -120,8 +124,9 @@ class SparkRun:
         """Cache every numbered table's (table, key, number, code) together; return the uncleared keys with
         their first reason, the keys seen beside a number (when a table needs them) and people removed.
 
-        Few jobs, whatever the number of tables: the uncleared keys (which caches the rows), one count of
-        every table's rows by code (and, of the kept, those of a removed person), one of people by reason."""
+        Few jobs, whatever the number of tables: the uncleared keys (which caches the rows), one of people
+        by reason (which also sizes the uncleared keys' join: :attr:`key_hint`), one count of every table's
+        rows by code (and, of the kept, those of a removed person; and those without a key)."""
         numbered = {index: t for index, t in enumerate(self.tables) if t.number is not None}
         nobody = self.spark.range(0).selectExpr(
             f"-1 AS {q.TABLE}", f"{self.no_key} AS {q.KEY}", f"CAST(NULL AS BIGINT) AS {q.NUMBER}", f"0 AS {q.CODE}"
@@ -138,22 +143,35 @@ class SparkRun:
         )
         needs_known = any(t.number is None for t in self.tables)
         known = every.where(f"{q.KEY} IS NOT NULL").select(q.KEY).distinct().localCheckpoint() if needs_known else None
+        firsts = removed.where(f"{q.KEY} IS NULL AND {q.NUMBER} IS NOT NULL").groupBy(q.NUMBER).agg({q.CODE: "min"})
+        first_codes = union(
+            [
+                bad.selectExpr(q.CODE, f"TRUE AS {q.BAD}"),
+                firsts.withColumnRenamed(f"min({q.CODE})", q.CODE).selectExpr(q.CODE, f"FALSE AS {q.BAD}"),
+            ]
+        )
+        people = np.zeros(CODE_COUNT, dtype=np.int64)
+        bad_keys = 0
+        for code, keyed, count in first_codes.groupBy(q.CODE, q.BAD).count().collect():
+            people[int(code)] += int(count)
+            bad_keys += int(count) if keyed else 0
+        self.key_hint = self.join.hint(bad_keys)
         flagged = bad.selectExpr(q.KEY, f"TRUE AS {q.BAD}")
         hit = f"coalesce({q.BAD} AND {q.CODE} = {KEEP}, FALSE) AS {q.REASON}"  # kept by number, removed as a person
-        rows = every.join(flagged.hint("broadcast"), on=q.KEY, how="left").selectExpr(q.TABLE, q.CODE, hit)
-        for index, code, person_removed, count in rows.groupBy(q.TABLE, q.CODE, q.REASON).count().collect():
+        rows = every.join(flagged.hint(self.key_hint), on=q.KEY, how="left").selectExpr(
+            q.TABLE, q.CODE, hit, f"{q.KEY} IS NULL AS {q.KEYLESS}"
+        )
+        for index, code, person_removed, keyless, count in (
+            rows.groupBy(q.TABLE, q.CODE, q.REASON, q.KEYLESS).count().collect()
+        ):
             table = numbered[int(index)]
             table.codes[int(code)] += int(count)
+            table.keyless += int(count) if keyless else 0
             if person_removed:
                 table.codes[Reason.PERSON_REMOVED.code] += int(count)
                 table.codes[KEEP] -= int(count)
         for table in numbered.values():
             table.expected_out = int(table.codes[KEEP])
-        firsts = removed.where(f"{q.KEY} IS NULL AND {q.NUMBER} IS NOT NULL").groupBy(q.NUMBER).agg({q.CODE: "min"})
-        first_codes = union([bad.select(q.CODE), firsts.withColumnRenamed(f"min({q.CODE})", q.CODE).select(q.CODE)])
-        people = np.zeros(CODE_COUNT, dtype=np.int64)
-        for code, count in first_codes.groupBy(q.CODE).count().collect():
-            people[int(code)] += int(count)
         every.unpersist()
         unseen = []
         for table in self.tables:
@@ -168,49 +186,63 @@ class SparkRun:
             people[Reason.UNCHECKED.code] += union(unseen).distinct().count()
         return flagged, known, counts_by_reason(people)
 
-    def leaks(self, name: str, frame: DataFrame) -> list[ColumnLeak]:
-        """Valid NHS numbers not in the cleared list, in any cell of any column of ``frame``, counted per
-        column (the leak scan's rule as Spark SQL: :func:`optout.homes.spark_sql.leak_candidates`); a
-        column of a type the scan cannot read is reported unscannable. Only the counts are collected."""
-        parts: list[str] = []
-        may_hold: list[str] = []
+    def leaks(self, *frames: tuple[str, DataFrame]) -> list[ColumnLeak]:
+        """Valid NHS numbers not in the cleared list, in any cell of any column of each ``(table, frame)``,
+        counted per column (the leak scan's rule as Spark SQL: :func:`optout.homes.spark_sql.leak_candidates`);
+        a column of a type the scan cannot read is reported unscannable. One reading of all the frames
+        together; only the counts are collected."""
+        candidates: list[DataFrame] = []
         unscannable: list[ColumnLeak] = []
-        columns = list(frame.columns)
-        for index, (column, kind) in enumerate(frame.dtypes):
-            try:
-                cells = q.leak_candidates(column, kind, index)
-            except q.Unscannable:
-                unscannable.append(ColumnLeak(name, column, 0, unscannable=True))
-                continue
-            if cells is not None:
-                parts.append(cells[0])
-                may_hold.append(cells[1])
-        if not parts:
+        for position, (name, frame) in enumerate(frames):
+            parts: list[str] = []
+            may_hold: list[str] = []
+            for index, (column, kind) in enumerate(frame.dtypes):
+                try:
+                    cells = q.leak_candidates(column, kind, index)
+                except q.Unscannable:
+                    unscannable.append(ColumnLeak(name, column, 0, unscannable=True))
+                    continue
+                if cells is not None:
+                    parts.append(cells[0])
+                    may_hold.append(cells[1])
+            if parts:
+                rows = frame.where(" OR ".join(may_hold))  # most rows hold nothing number-like: no arrays for them
+                candidates.append(rows.selectExpr(f"{position} AS t", f"explode(concat({', '.join(parts)})) AS x"))
+        if not candidates:
             return unscannable
-        rows = frame.where(" OR ".join(may_hold))  # most rows hold nothing number-like: no arrays for them
-        candidates = rows.selectExpr(f"explode(concat({', '.join(parts)})) AS x")
-        numbers = candidates.selectExpr("x.c AS c", f"x.n AS {q.NUMBER}").where(q.valid_number(q.NUMBER))
+        numbers = union(candidates).selectExpr("t", "x.c AS c", f"x.n AS {q.NUMBER}").where(q.valid_number(q.NUMBER))
+        # Valid candidates tallied by value, kept: the inputs are read once, and the list is joined (and
+        # broadcast) only when some cell holds a valid number at all.
+        tallied = numbers.groupBy("t", "c", q.NUMBER).count().localCheckpoint()
+        if tallied.isEmpty():
+            return unscannable
         cleared = self.list.where(q.CLEARED).select(q.NUMBER)
-        counts = numbers.join(cleared.hint(self.hint), on=q.NUMBER, how="left_anti").groupBy("c").count().collect()
-        found = [ColumnLeak(name, columns[int(index)], int(count)) for index, count in sorted(counts) if count]
-        return found + unscannable
+        uncleared = tallied.join(cleared.hint(self.hint), on=q.NUMBER, how="left_anti")
+        counted = uncleared.groupBy("t", "c").agg({"count": "sum"})
+        found = []
+        for position, index, count in sorted(counted.collect()):
+            name, frame = frames[int(position)]
+            found.append(ColumnLeak(name, frame.columns[int(index)], int(count)))
+        return [leak for leak in found if leak.values] + unscannable
 
     def scan_inputs(self, scan: InputScan) -> None:
         """The input leak scan (:mod:`optout.input_scan`) in Spark: each input's undeclared columns that the
-        spec does not exclude, counted per column; refused before anything is written."""
+        spec does not exclude, counted per column, all inputs read together; refused before anything is written."""
         excluded = excluded_columns(self.spec)
+        frames = []
         for table in self.tables:
             skip = excluded.get(table.spec.name, set()) | {table.spec.nhs_number, table.spec.person_key}
             columns = [q.column(c) for c in table.columns if c not in skip]
             if columns:
-                scan.counted(self.leaks(table.spec.name, table.frame.select(*columns)))
+                frames.append((table.spec.name, table.frame.select(*columns)))
+        scan.counted(self.leaks(*frames))
         scan.require_clean()
 
     def decided_keys_only(self, table: SparkTable, flagged: DataFrame, known: DataFrame) -> DataFrame:
         """A key-only table's rows with their reason: no key, never seen beside a number, or uncleared."""
         frame = table.frame.selectExpr("*", f"{table.key} AS {q.KEY}")
         frame = frame.join(known.selectExpr(q.KEY, f"TRUE AS {q.KNOWN}").hint(self.hint), on=q.KEY, how="left")
-        frame = frame.join(flagged.hint("broadcast"), on=q.KEY, how="left")
+        frame = frame.join(flagged.hint(self.key_hint), on=q.KEY, how="left")
         reason = (
             f"CASE WHEN {q.KEY} IS NULL THEN {Reason.MISSING.code} WHEN {q.KNOWN} IS NULL THEN "
             f"{Reason.UNCHECKED.code} WHEN {q.BAD} THEN {Reason.PERSON_REMOVED.code} ELSE {KEEP} END"
@@ -218,22 +250,23 @@ class SparkRun:
         return frame.selectExpr(*(q.column(c) for c in table.columns), q.KEY, f"{reason} AS {q.REASON}")
 
     def kept(self, table: SparkTable, flagged: DataFrame, known: DataFrame | None) -> DataFrame:
-        """The rows of ``table`` that may be used, with only its own columns."""
+        """The rows of ``table`` that may be used, with only its own columns.
+
+        A table whose every row has a key needs no second reading of its numbers: a keyed row whose own
+        number is not kept put its key among the uncleared (``flagged``), so the anti-join on keys alone
+        decides, as a hand-written semi-join would (a row that has lost its key since learning is dropped,
+        and the row count check then refuses the run)."""
         if table.number is None:
             assert known is not None
             decided = self.decided_keys_only(table, flagged, known)
             return decided.where(f"{q.REASON} = {KEEP}").select(*table.columns)
-        frame = self.coded(table).where(f"{q.CODE} = {KEEP}")
+        if table.key is not None and table.keyless == 0:
+            frame = table.frame.selectExpr("*", f"{table.key} AS {q.KEY}").where(f"{q.KEY} IS NOT NULL")
+        else:
+            frame = self.coded(table).where(f"{q.CODE} = {KEEP}")
         if table.key is not None:
-            frame = frame.join(flagged.select(q.KEY).hint("broadcast"), on=q.KEY, how="left_anti")
+            frame = frame.join(flagged.select(q.KEY).hint(self.key_hint), on=q.KEY, how="left_anti")
         return frame.select(*table.columns)
-
-
-def union(frames: list[DataFrame]) -> DataFrame:
-    united = frames[0]
-    for frame in frames[1:]:
-        united = united.unionByName(frame)
-    return united
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -309,9 +342,11 @@ def filter_spark(
         with spark_errors("filtering the extract"):
             filtering = check_result is not None and spec.filtered
             flagged, known, people = run.learn() if filtering else (None, None, no_removals())
-            for table in run.tables:
-                frame = run.kept(table, flagged, known) if flagged is not None else table.frame
-                rows, digest = content_hash(outputs.write(table.spec, frame))
+            written = [
+                outputs.write(table.spec, run.kept(table, flagged, known) if flagged is not None else table.frame)
+                for table in run.tables
+            ]
+            for table, (rows, digest) in zip(run.tables, content_hashes(written), strict=True):
                 if not filtering:
                     report = unfiltered_report(table.spec, rows, digest)
                 elif rows != table.expected_out:

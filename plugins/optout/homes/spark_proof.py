@@ -23,9 +23,9 @@ import pyarrow as pa
 from optout.clearance import KEEP
 from optout.homes import spark_sql as q
 from optout.homes.files.formats import Format
-from optout.homes.spark import SparkRun, SparkTable, union
+from optout.homes.spark import SparkRun, SparkTable
 from optout.homes.spark_csv import folder_dialect, spark_encoding
-from optout.homes.spark_session import JoinChoice, digest, read_output, spark_errors
+from optout.homes.spark_session import JoinChoice, digest, read_output, spark_errors, union
 from optout.homes.sql.run import TableMeasure
 from optout.leak_scan import RAW_BYTES, ColumnLeak
 
@@ -56,8 +56,8 @@ def measure_spark(
                 continue
             rows_in = table.frame.count()
             if not filtered:
-                rows, total = output.selectExpr(*q.content_hash_sql(list(output.columns))).collect()[0]
-                measures.append(TableMeasure(table.spec.name, True, int(rows), rows_in, digest(int(rows), total)))
+                rows, high, low = output.selectExpr(*q.content_hash_sql(list(output.columns))).collect()[0]
+                measures.append(TableMeasure(table.spec.name, True, int(rows), rows_in, digest(int(rows), high, low)))
                 continue
             measures.append(_measured(run, table, output, rows_in, bad, known, out_dir))
         return measures
@@ -114,16 +114,16 @@ def _measured(
             rule = f"{rule} OR {q.KNOWN} IS NULL"  # blank, or never seen beside a number: nobody checked it
         removed = f"count_if({rule})"
     figures = frame.selectExpr(*q.content_hash_sql(columns), f"{uncleared} AS u", f"{removed} AS {_REMOVED}")
-    rows, total, uncleared_rows, removed_rows = figures.collect()[0]
+    rows, high, low, uncleared_rows, removed_rows = figures.collect()[0]
     return TableMeasure(
         table.spec.name,
         True,
         int(rows),
         rows_in,
-        digest(int(rows), total),
+        digest(int(rows), high, low),
         uncleared_numbers=int(uncleared_rows),
         uncleared_people=int(removed_rows),
-        leaks=run.leaks(table.spec.name, output) + _raw_leaks(run, table, out_dir),
+        leaks=run.leaks((table.spec.name, output)) + _raw_leaks(run, table, out_dir),
         schema=_arrow_schema(output),
     )
 
@@ -159,4 +159,4 @@ def _raw_leaks(run: SparkRun, table: SparkTable, out_dir: Path) -> list[ColumnLe
     else:
         lines = run.spark.read.text(str(folder))
     pieces = lines.selectExpr(f"{q.pieces('value', _EDGES)} AS {q.column(RAW_BYTES)}")
-    return run.leaks(table.spec.name, pieces)
+    return run.leaks((table.spec.name, pieces))

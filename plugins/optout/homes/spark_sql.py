@@ -30,8 +30,10 @@ CODE = "__optout_code"  # the row's own reason code (0 = its number is valid and
 KEY = "__optout_k"  # the person key in its comparable form, or NULL
 BAD = "__optout_bad"  # TRUE when the row's key belongs to a person who is not cleared
 KNOWN = "__optout_known"  # TRUE when the key was seen beside a number
+KEYLESS = "__optout_keyless"  # TRUE when a row with a number column has no key
 REASON = "__optout_reason"  # the row's final reason code (0 = keep)
 TABLE = "__optout_table"  # which table of the extract a row came from (by position)
+ROW_HASH = "__optout_h"  # a row's content hash
 
 # Java regular expressions (raw SQL strings, r'...'): what Arrow's utf8_trim_whitespace trims, and
 # what the file engine drops from a messy number (RE2's \s and '-').
@@ -172,14 +174,24 @@ def integer_type(spark_type: str) -> bool:
     return spark_type in _INTEGER_TYPES
 
 
-def content_hash_sql(columns: list[str]) -> tuple[str, str]:
-    """Row count and the exact sum of every row's ``xxhash64`` over all its columns (order-free).
-
-    ``xxhash64`` skips NULLs, so each column's null flag is hashed beside it: a value moved from one
-    column to another next to a NULL still changes the hash."""
+def row_hash_sql(columns: list[str]) -> str:
+    """A row's ``xxhash64`` over all its columns, each beside its null flag: ``xxhash64`` skips NULLs, so
+    a value moved from one column to another next to a NULL still changes the hash."""
     parts = [part for name in columns for part in (column(name), f"isnull({column(name)})")]
-    hashed = f"xxhash64({', '.join(parts)})" if parts else "0"
-    return "count(*) AS rows", f"CAST(coalesce(sum(CAST({hashed} AS DECIMAL(38, 0))), 0) AS STRING) AS total"
+    return f"xxhash64({', '.join(parts)})" if parts else "0"
+
+
+def hash_total_sql(row_hash: str) -> tuple[str, str]:
+    """The exact, order-free sum of row hashes as two BIGINT sums, of each hash's high 32 bits (signed)
+    and of its low 32 bits: exact up to 2^31 rows (ANSI mode fails a run beyond), and far cheaper than
+    one DECIMAL(38, 0) sum. :func:`optout.homes.spark_session.digest` joins them."""
+    return f"coalesce(sum(shiftright({row_hash}, 32)), 0)", f"coalesce(sum({row_hash} & 4294967295), 0)"
+
+
+def content_hash_sql(columns: list[str]) -> tuple[str, str, str]:
+    """Row count and the exact sum of every row's hash (:func:`row_hash_sql`, :func:`hash_total_sql`)."""
+    high, low = hash_total_sql(row_hash_sql(columns))
+    return "count(*) AS rows", f"{high} AS high", f"{low} AS low"
 
 
 # ----------------------------------------------------------------------------------------- the leak scan
