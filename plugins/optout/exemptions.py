@@ -37,7 +37,8 @@ KEPT_WITHOUT_NUMBER = "kept_without_number"
 
 
 class KeptTally:
-    """Rows and people one filter run kept under each exemption (filled by :class:`optout.cascade.Cascade`).
+    """Rows and people one filter run kept under each exemption (filled by :class:`optout.cascade.Cascade`,
+    the SQL run, or counted in Spark).
 
     Kept by consent: rows whose own NHS number is a consented person's that the list alone would have
     removed; people are those distinct numbers. Kept without a number: rows with no usable number (or, in
@@ -51,11 +52,19 @@ class KeptTally:
         self._numbers: list[np.ndarray] = []
         self._keys: list[pa.Array] = []
         self._keyless = 0
+        self._people_counted = 0  # kept by consent, already distinct (see consent_counted)
 
     def consent(self, numbers: np.ndarray) -> None:
         with self._lock:
             self._rows[KEPT_BY_CONSENT] += len(numbers)
             self._numbers.append(numbers)
+
+    def consent_counted(self, rows: int, people: int) -> None:
+        """The rows kept by consent and their distinct people, counted where the data lives (the Spark
+        engine, once for the whole run: no number comes back to be told apart)."""
+        with self._lock:
+            self._rows[KEPT_BY_CONSENT] += rows
+            self._people_counted += people
 
     def unusable(self, rows: int, keys: pa.Array | None) -> None:
         with self._lock:
@@ -72,6 +81,7 @@ class KeptTally:
         found = {}
         if consent:
             people = len(np.unique(np.concatenate(self._numbers))) if self._numbers else 0
+            people += self._people_counted
             found[KEPT_BY_CONSENT] = {"rows": self._rows[KEPT_BY_CONSENT], "people": people}
         if unusable:
             keyed = len(pc.unique(pa.concat_arrays(self._keys))) if self._keys else 0

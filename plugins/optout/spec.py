@@ -270,14 +270,14 @@ def _consented(value: Any, source: Path) -> ConsentList | None:
 
 
 def _check_person_exemptions(spec: ExtractSpec) -> None:
-    """Where the exemptions applied person by person can be applied: consent by the files, pandas and SQL
-    engines, the rows without a number by files and pandas (the others would remove the people they
-    keep). Whole-extract consent is refused with the other exemption rules
+    """Where the exemptions applied person by person can be applied: consent by every engine to tables with
+    NHS numbers (not to pseudonymised ones), the rows without a number by files and pandas (the others
+    would remove the people they keep). Whole-extract consent is refused with the other exemption rules
     (:func:`optout.purpose.check_exemption`)."""
     where = _text(spec.source)
     in_database = spec.engine is not None or any(table.in_database for table in spec.tables)
     if spec.consented is not None:
-        spark_or_hashed = spec.engine is not None or any(table.pseudonymised for table in spec.tables)
+        hashed = any(table.pseudonymised for table in spec.tables)
         if not spec.purpose.applies_opt_out:
             raise InputError(
                 f"consented: keeps people a secondary use would remove; purpose {spec.purpose.value!r} is not "
@@ -285,11 +285,10 @@ def _check_person_exemptions(spec: ExtractSpec) -> None:
                 path=where,
                 field="consented",
             )
-        if spark_or_hashed:
+        if hashed:
             raise InputError(
-                "consented: is applied by the files, pandas and SQL engines to tables with NHS numbers, not "
-                "under engine: spark nor to pseudonymised tables: export the tables to files or a database, "
-                "or filter the consented people's rows in a separate extract",
+                "consented: is applied to tables with NHS numbers, not to pseudonymised tables: filter the "
+                "consented people's rows in a separate extract",
                 path=where,
                 field="consented",
             )
