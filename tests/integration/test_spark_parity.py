@@ -2,10 +2,12 @@
 
 Differential, both join paths: a pseudonymised extract (hashed ids in either case, padded, missing,
 malformed, of opted-out and never-checked people, with and without a person key, beside a table of plain
-numbers sharing the keys) and a consented study (consented people opted out, cleared and never checked,
-over a keyed and a keyless table) go through the file engine and the Spark engine; the manifests' counts
-and exemption records must be equal, no output may hold an uncleared number or id, and the proof in Spark
-must pass. A wrong key stops the Spark run before anything is written, never showing the key.
+numbers sharing the keys), a consented study (consented people opted out, cleared and never checked,
+over a keyed and a keyless table) and an extract under no_nhs_number_disproportionate (rows without a
+usable number, keyed, keyless and in a table of keys only) go through the file engine and the Spark
+engine; the manifests' counts and exemption records must be equal, no output may hold an uncleared
+number or id, and the proof in Spark must pass (or, for the exemption, fail exactly where the file
+proof fails). A wrong key stops the Spark run before anything is written, never showing the key.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from tests.integration.test_spark_engine import _assert_no_leak, _spark_spec, bo
 from tests.integration.test_spark_engine import join as join  # the fixture: both join paths, forced
 from tests.integration.test_spark_proof import _store, _validate
 from tests.unit.filter_data import N, write_extract
-from tests.unit.test_exemptions import CONSENT, ROWS, write
+from tests.unit.test_exemptions import CONSENT, NO_NUMBER, ROWS, write
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 KEY_ENV = "OPTOUT_TEST_SPARK_PSEUDO_KEY"
@@ -103,8 +105,8 @@ def test_a_wrong_key_stops_the_spark_run_before_anything_is_written(
     assert not (tmp_path / "out").exists()
 
 
-def _consent_store(tmp_path: Path) -> Store:
-    """The consent study's list: a cohort of four people, two of them opted out (test_exemptions' store)."""
+def _small_store(tmp_path: Path) -> Store:
+    """test_exemptions' list: a cohort of four people, two of them opted out."""
     store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
     version = store.record_request(np.sort(N[:4]))
     store.import_reply(
@@ -121,10 +123,39 @@ def test_consent_keeps_the_same_people_as_the_file_engine(spark_connect_url: str
     pq.write_table(
         pa.table({"nhs": pa.array(letters, pa.int64()), "n": list(range(len(ROWS)))}), spec.parent / "letters.parquet"
     )
-    store = _consent_store(tmp_path)
+    store = _small_store(tmp_path)
     spark_spec, manifest = both_engines(spec, tmp_path, spark_connect_url, store.load())
     kept = manifest.kept["kept_by_consent"]
     assert kept["rows"] > kept["people"] > 0
     _assert_no_leak(tmp_path / "spark", spark_spec, effective(load_spec(spark_spec), store.load()))
     if join == "broadcast":
         assert _validate(spark_spec, tmp_path / "spark", store).ok
+
+
+def test_rows_without_a_number_pass_as_in_the_file_engine(spark_connect_url: str, join: str, tmp_path: Path) -> None:
+    """Rows with no usable number pass (keyed, keyless, and in a table of keys only: no key, or a key never
+    seen beside a number); every row with a number is filtered; what passed is counted alike."""
+    tables = (
+        "  - name: letters\n    path: letters.parquet\n    nhs_number: nhs\n"
+        "  - name: notes\n    path: notes.csv\n    person_key: person_id\n"
+    )
+    spec = write(tmp_path / "in", NO_NUMBER + tables)
+    letters = [int(number) if number and len(number) == 10 else None for _, number, _ in ROWS]
+    pq.write_table(
+        pa.table({"nhs": pa.array(letters, pa.int64()), "n": list(range(len(ROWS)))}), spec.parent / "letters.parquet"
+    )
+    notes = ["P1", "P2", "P4", "P7", "P99", "P99", "", "P8"]
+    pacsv.write_csv(
+        pa.table({"person_id": notes, "text": [f"note {i}" for i in range(len(notes))]}), spec.parent / "notes.csv"
+    )
+    store = _small_store(tmp_path)
+    spark_spec, manifest = both_engines(spec, tmp_path, spark_connect_url, store.load())
+    kept = manifest.kept["kept_without_number"]
+    assert kept["rows"] > kept["people"] > 0
+    _assert_no_leak(tmp_path / "spark", spark_spec, effective(load_spec(spark_spec), store.load()))
+    if join == "broadcast":
+        by_files, in_spark = (
+            _validate(spec, tmp_path / "files", store),
+            _validate(spark_spec, tmp_path / "spark", store),
+        )
+        assert [(c.name, c.ok) for c in in_spark.checks] == [(c.name, c.ok) for c in by_files.checks]

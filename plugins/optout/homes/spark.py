@@ -35,7 +35,7 @@ import numpy as np
 from optout.cascade import TABLE_CHANGED, unfiltered_report
 from optout.clearance import CODE_COUNT, KEEP, CheckResultLike, Reason, counts_by_reason, no_removals
 from optout.errors import InputError
-from optout.exemptions import ExemptView
+from optout.exemptions import KEPT_BY_CONSENT, KEPT_WITHOUT_NUMBER, ExemptView
 from optout.homes import spark_sql as q
 from optout.homes.files.formats import Format
 from optout.homes.spark_csv import check_input, write_csv
@@ -90,6 +90,8 @@ class SparkRun:
         self.spark = spark
         self.spec = spec
         self.check = check_result
+        # no_nhs_number_disproportionate (optout.exemptions): rows without a usable number pass, and are counted.
+        self.keeps_unusable = isinstance(check_result, ExemptView) and check_result.keeps_unusable
         self.tag = uuid.uuid4().hex[:10]
         with spark_errors("reading the tables"):
             frames = {t.name: read_table(spark, t) for t in spec.tables}
@@ -139,7 +141,8 @@ class SparkRun:
         assert table.number is not None
         frame = table.frame.selectExpr("*", f"{table.key or self.no_key} AS {q.KEY}")
         joined = self.joined(table, frame, table.number)
-        return joined.selectExpr(*(q.column(c) for c in table.columns), q.NUMBER, q.KEY, f"{q.own_code()} AS {q.CODE}")
+        code = q.own_code(self.keeps_unusable)
+        return joined.selectExpr(*(q.column(c) for c in table.columns), q.NUMBER, q.KEY, f"{code} AS {q.CODE}")
 
     def learn(self) -> tuple[DataFrame, DataFrame | None, dict[str, int]]:
         """Cache every numbered table's (table, key, number, code) together; return the uncleared keys with
@@ -180,8 +183,7 @@ class SparkRun:
         for code, count in first_codes.groupBy(q.CODE).count().collect():
             people[int(code)] += int(count)
         self.note_consent(every, flagged)
-        every.unpersist()
-        unseen = []
+        unseen, keys_only = [], []
         for table in self.tables:
             if table.number is None:
                 assert known is not None and table.key is not None
@@ -190,8 +192,11 @@ class SparkRun:
                     table.codes[int(code)] += int(count)
                 table.expected_out = int(table.codes[KEEP])
                 unseen.append(decided.where(f"{q.REASON} = {Reason.UNCHECKED.code}").select(q.KEY))
+                keys_only.append(decided)
         if unseen:
             people[Reason.UNCHECKED.code] += union(unseen).distinct().count()
+        self.note_unusable(every, flagged, keys_only)
+        every.unpersist()
         return flagged, known, counts_by_reason(people)
 
     def note_consent(self, every: DataFrame, flagged: DataFrame) -> None:
@@ -205,7 +210,25 @@ class SparkRun:
         kept = every.where(f"{q.CODE} = {KEEP}").join(consented.hint(self.hint), on=q.NUMBER, how="left_semi")
         kept = kept.join(flagged.select(q.KEY).hint("broadcast"), on=q.KEY, how="left_anti")  # keyless rows stay
         rows, people = kept.selectExpr("count(*)", f"count(DISTINCT {q.NUMBER})").collect()[0]
-        view.tally.consent_counted(int(rows), int(people))
+        view.tally.counted(KEPT_BY_CONSENT, int(rows), int(people))
+
+    def note_unusable(self, every: DataFrame, flagged: DataFrame, keys_only: list[DataFrame]) -> None:
+        """With no_nhs_number_disproportionate, count the rows kept without a usable number
+        (:class:`optout.exemptions.KeptTally`): kept rows of numbered tables whose number is not valid
+        (their person not removed), and kept rows of key-only tables with no key or a key never seen
+        beside a number; people are their distinct keys, each row without a key one more. One job."""
+        if not self.keeps_unusable:
+            return
+        kept = every.where(f"{q.CODE} = {KEEP} AND {q.NUMBER} IS NULL").select(q.KEY)
+        kept = kept.join(flagged.select(q.KEY).hint("broadcast"), on=q.KEY, how="left_anti")  # keyless rows stay
+        passed = [
+            d.where(f"{q.REASON} = {KEEP} AND ({q.KEY} IS NULL OR {q.KNOWN} IS NULL)").select(q.KEY) for d in keys_only
+        ]
+        counted = union([kept, *passed]).selectExpr(
+            "count(*)", f"count(DISTINCT {q.KEY})", f"count_if({q.KEY} IS NULL)"
+        )
+        rows, keyed, keyless = counted.collect()[0]
+        self.check.tally.counted(KEPT_WITHOUT_NUMBER, int(rows), int(keyed) + int(keyless))
 
     def leaks(self, name: str, frame: DataFrame) -> list[ColumnLeak]:
         """Valid NHS numbers not in the cleared list, in any cell of any column of ``frame``, counted per
@@ -246,15 +269,18 @@ class SparkRun:
         scan.require_clean()
 
     def decided_keys_only(self, table: SparkTable, flagged: DataFrame, known: DataFrame) -> DataFrame:
-        """A key-only table's rows with their reason: no key, never seen beside a number, or uncleared."""
+        """A key-only table's rows with their reason (no key, never seen beside a number, or uncleared) and
+        whether the key was seen beside a number (``KNOWN``)."""
         frame = table.frame.selectExpr("*", f"{table.key} AS {q.KEY}")
         frame = frame.join(known.selectExpr(q.KEY, f"TRUE AS {q.KNOWN}").hint(self.hint), on=q.KEY, how="left")
         frame = frame.join(flagged.hint("broadcast"), on=q.KEY, how="left")
+        passes = self.keeps_unusable  # no_nhs_number_disproportionate: nobody knows a number for them
         reason = (
-            f"CASE WHEN {q.KEY} IS NULL THEN {Reason.MISSING.code} WHEN {q.KNOWN} IS NULL THEN "
-            f"{Reason.UNCHECKED.code} WHEN {q.BAD} THEN {Reason.PERSON_REMOVED.code} ELSE {KEEP} END"
+            f"CASE WHEN {q.KEY} IS NULL THEN {KEEP if passes else Reason.MISSING.code} WHEN {q.KNOWN} IS NULL "
+            f"THEN {KEEP if passes else Reason.UNCHECKED.code} WHEN {q.BAD} THEN {Reason.PERSON_REMOVED.code} "
+            f"ELSE {KEEP} END"
         )
-        return frame.selectExpr(*(q.column(c) for c in table.columns), q.KEY, f"{reason} AS {q.REASON}")
+        return frame.selectExpr(*(q.column(c) for c in table.columns), q.KEY, q.KNOWN, f"{reason} AS {q.REASON}")
 
     def kept(self, table: SparkTable, flagged: DataFrame, known: DataFrame | None) -> DataFrame:
         """The rows of ``table`` that may be used, with only its own columns."""

@@ -106,7 +106,7 @@ def _measured(
     uncleared = "0"
     if table.spec.nhs_number:
         frame = run.joined(table, frame.selectExpr("*"), reading(table.spec, types))
-        uncleared = f"count_if({q.own_code()} <> {KEEP})"
+        uncleared = f"count_if({q.own_code(run.keeps_unusable)} <> {KEEP})"
     removed = "0"
     if table.spec.person_key:
         frame = frame.selectExpr("*", f"{q.key_sql(table.spec.person_key, run.integer_keys)} AS {q.KEY}")

@@ -182,11 +182,13 @@ def _classified(steps: tuple[tuple[str, ...], ...]) -> NumberSql:
     return NumberSql((*steps, (status,), (number,)))
 
 
-def own_code() -> str:
+def own_code(keeps_unusable: bool = False) -> str:
     """A row's own reason from its status and the staged list's flag (after the join on ``NUMBER``, or
-    ``HASH``)."""
+    ``HASH``); with ``keeps_unusable`` (no_nhs_number_disproportionate) a number that is missing,
+    malformed or fails its check digit keeps its row, as :class:`optout.clearance.Clearance` keeps it."""
+    unusable = KEEP if keeps_unusable else STATUS
     return (
-        f"CAST(CASE WHEN {STATUS} <> {KEEP} THEN {STATUS} WHEN {CLEARED} THEN {KEEP} "
+        f"CAST(CASE WHEN {STATUS} <> {KEEP} THEN {unusable} WHEN {CLEARED} THEN {KEEP} "
         f"WHEN {CLEARED} IS NOT NULL THEN {Reason.OPTED_OUT.code} ELSE {Reason.UNCHECKED.code} END AS INT)"
     )
 
