@@ -180,6 +180,10 @@ def test_consent_in_a_database_keeps_the_same_people(
             + "    pseudonymised: {key_env: SOME_KEY}\n",
             "not to pseudonymised tables",
         ),
+        (
+            NO_NUMBER.replace("tables:", "engine: spark\ntables:") + "    pseudonymised: {key_env: SOME_KEY}\n",
+            "by the Spark engine to tables that are not pseudonymised",
+        ),
         ("name: x\npurpose: research\nconsented: {table: people, nhs_number: nhs}\n" + TABLES, "needs a connection"),
         (
             "name: x\npurpose: research\nconsented: {path: a.csv, table: b, nhs_number: nhs}\n" + TABLES,
