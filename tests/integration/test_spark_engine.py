@@ -275,33 +275,43 @@ def test_the_list_is_staged_once_per_version(spark: Any, tmp_path: Path) -> None
     assert [p.name[:4] for p in folder.iterdir()] == ["v21_"]
 
 
-def test_classic_pyspark_runs_the_same_code(tmp_path: Path) -> None:
-    """Without a connection: a local classic session, in a process of its own (one mode per process). A
-    Java error PySpark does not convert (a Parquet file that is not one: py4j's ``Py4JJavaError``) fails
-    closed as Spark Connect's errors do: one SparkEngineError naming the class, nothing written."""
-    spec_path = write_extract(tmp_path / "in")
-    files = run_filter(load_spec(spec_path), tmp_path / "files", check_result())
-    spark_spec = _spark_spec(spec_path)
+def run_classic(spark_spec: Path, out_dir: Path, home: Path, then: str = "") -> tuple[Manifest, str]:
+    """Filter ``spark_spec`` (no connection) against the shared check result in a local classic session,
+    in a process of its own (one mode per process), then run ``then`` there (Python: ``manifest`` is the
+    run's); return the manifest and what the process printed."""
     script = f"""
 import json, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-from optout.errors import InputError
 from optout.filter import run_filter
 from optout.spec import load_spec
 from tests.unit.filter_data import check_result
+manifest = run_filter(load_spec({str(spark_spec)!r}), {str(out_dir)!r}, check_result())
+{then}
+"""
+    env = {key: value for key, value in os.environ.items() if key not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
+    env |= {"OPTOUT_HOME": str(home), "OPTOUT_SPARK_DRIVER_MEMORY": "512m", "SPARK_LOCAL_IP": "127.0.0.1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return read_manifest(out_dir), done.stdout
+
+
+def test_classic_pyspark_runs_the_same_code(tmp_path: Path) -> None:
+    """Without a connection: a local classic session. A Java error PySpark does not convert (a Parquet
+    file that is not one: py4j's ``Py4JJavaError``) fails closed as Spark Connect's errors do: one
+    SparkEngineError naming the class, nothing written."""
+    spec_path = write_extract(tmp_path / "in")
+    files = run_filter(load_spec(spec_path), tmp_path / "files", check_result())
+    spark_spec = _spark_spec(spec_path)
+    then = f"""
 from optout.homes.spark_session import SparkEngineError
-manifest = run_filter(load_spec({str(spark_spec)!r}), {str(tmp_path / "spark")!r}, check_result())
 open({str(tmp_path / "in" / "events.parquet")!r}, "wb").write(b"PAR1" + bytes(100) + b"PAR1")
 try:
     run_filter(load_spec({str(spark_spec)!r}), {str(tmp_path / "broken")!r}, check_result())
 except SparkEngineError as exc:
-    print(json.dumps({{"engine": manifest.engine, "refused": str(exc)}}))
+    print(json.dumps({{"refused": str(exc)}}))
 """
-    env = {key: value for key, value in os.environ.items() if key not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
-    env |= {"OPTOUT_HOME": str(tmp_path / "home"), "OPTOUT_SPARK_DRIVER_MEMORY": "512m", "SPARK_LOCAL_IP": "127.0.0.1"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert _counts(read_manifest(tmp_path / "spark")) == _counts(files)
-    refused = json.loads(done.stdout.strip().splitlines()[-1])["refused"]
+    manifest, printed = run_classic(spark_spec, tmp_path / "spark", tmp_path / "home", then)
+    assert manifest.engine == "spark" and _counts(manifest) == _counts(files)
+    refused = json.loads(printed.strip().splitlines()[-1])["refused"]
     assert refused.startswith("Spark refused") and "nothing was written" in refused
     assert not (tmp_path / "broken").exists()

@@ -27,10 +27,10 @@ from optout.pseudonym import Key, PseudonymKeyError, hash_numbers, hex_digests
 from optout.quarantine import ANY_SHARE
 from optout.spec import load_spec
 from optout.store import Store
-from tests.integration.test_spark_engine import _assert_no_leak, _spark_spec, both_engines
+from tests.integration.test_spark_engine import _assert_no_leak, _counts, _spark_spec, both_engines, run_classic
 from tests.integration.test_spark_engine import join as join  # the fixture: both join paths, forced
 from tests.integration.test_spark_proof import _store, _validate
-from tests.unit.filter_data import N, write_extract
+from tests.unit.filter_data import N, check_result, write_extract
 from tests.unit.test_exemptions import CONSENT, NO_NUMBER, ROWS, write
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -92,6 +92,15 @@ def test_pseudonymised_tables_match_the_file_engine(
     assert SECRET not in (tmp_path / "spark" / "manifest.json").read_text()
     if join == "broadcast":  # the proof, in Spark, hashes nothing again: the staged hashes are reused
         assert _validate(spark_spec, tmp_path / "spark", store).ok
+
+
+def test_classic_pyspark_filters_pseudonymised_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same SQL in a local classic session: the hashes staged and joined, people told apart alike."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    spec_path = _pseudonymised(tmp_path / "in")
+    files = run_filter(load_spec(spec_path), tmp_path / "files", check_result())
+    manifest, _ = run_classic(_spark_spec(spec_path), tmp_path / "spark", tmp_path / "home")
+    assert _counts(manifest) == _counts(files) and manifest.table("scans").rows_out == 2
 
 
 def test_a_wrong_key_stops_the_spark_run_before_anything_is_written(
