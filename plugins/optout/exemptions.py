@@ -37,7 +37,8 @@ KEPT_WITHOUT_NUMBER = "kept_without_number"
 
 
 class KeptTally:
-    """Rows and people one filter run kept under each exemption (filled by :class:`optout.cascade.Cascade`).
+    """Rows and people one filter run kept under each exemption (filled by :class:`optout.cascade.Cascade`,
+    the SQL run, or counted in Spark).
 
     Kept by consent: rows whose own NHS number is a consented person's that the list alone would have
     removed; people are those distinct numbers. Kept without a number: rows with no usable number (or, in
@@ -51,6 +52,7 @@ class KeptTally:
         self._numbers: list[np.ndarray] = []
         self._keys: list[pa.Array] = []
         self._keyless = 0
+        self._people = {KEPT_BY_CONSENT: 0, KEPT_WITHOUT_NUMBER: 0}  # already distinct (see counted)
 
     def consent(self, numbers: np.ndarray) -> None:
         with self._lock:
@@ -68,14 +70,23 @@ class KeptTally:
             if len(present):
                 self._keys.append(present)
 
+    def counted(self, exemption: str, rows: int, people: int) -> None:
+        """Rows an exemption kept and their distinct people, counted where the data lives (the Spark engine,
+        once for the whole run: no number or key comes back to be told apart)."""
+        with self._lock:
+            self._rows[exemption] += rows
+            self._people[exemption] += people
+
     def counts(self, *, consent: bool, unusable: bool) -> dict[str, dict[str, int]]:
         found = {}
         if consent:
             people = len(np.unique(np.concatenate(self._numbers))) if self._numbers else 0
+            people += self._people[KEPT_BY_CONSENT]
             found[KEPT_BY_CONSENT] = {"rows": self._rows[KEPT_BY_CONSENT], "people": people}
         if unusable:
             keyed = len(pc.unique(pa.concat_arrays(self._keys))) if self._keys else 0
-            found[KEPT_WITHOUT_NUMBER] = {"rows": self._rows[KEPT_WITHOUT_NUMBER], "people": keyed + self._keyless}
+            people = keyed + self._keyless + self._people[KEPT_WITHOUT_NUMBER]
+            found[KEPT_WITHOUT_NUMBER] = {"rows": self._rows[KEPT_WITHOUT_NUMBER], "people": people}
         return found
 
 

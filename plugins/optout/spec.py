@@ -270,14 +270,14 @@ def _consented(value: Any, source: Path) -> ConsentList | None:
 
 
 def _check_person_exemptions(spec: ExtractSpec) -> None:
-    """Where the exemptions applied person by person can be applied: consent by the files, pandas and SQL
-    engines, the rows without a number by files and pandas (the others would remove the people they
-    keep). Whole-extract consent is refused with the other exemption rules
-    (:func:`optout.purpose.check_exemption`)."""
+    """Where the exemptions applied person by person can be applied: consent by every engine to tables with
+    NHS numbers (not to pseudonymised ones), the rows without a number by files, pandas and Spark (not
+    to pseudonymised tables under Spark; the SQL engine would remove the people they keep). Whole-extract
+    consent is refused with the other exemption rules (:func:`optout.purpose.check_exemption`)."""
     where = _text(spec.source)
     in_database = spec.engine is not None or any(table.in_database for table in spec.tables)
     if spec.consented is not None:
-        spark_or_hashed = spec.engine is not None or any(table.pseudonymised for table in spec.tables)
+        hashed = any(table.pseudonymised for table in spec.tables)
         if not spec.purpose.applies_opt_out:
             raise InputError(
                 f"consented: keeps people a secondary use would remove; purpose {spec.purpose.value!r} is not "
@@ -285,21 +285,22 @@ def _check_person_exemptions(spec: ExtractSpec) -> None:
                 path=where,
                 field="consented",
             )
-        if spark_or_hashed:
+        if hashed:
             raise InputError(
-                "consented: is applied by the files, pandas and SQL engines to tables with NHS numbers, not "
-                "under engine: spark nor to pseudonymised tables: export the tables to files or a database, "
-                "or filter the consented people's rows in a separate extract",
+                "consented: is applied to tables with NHS numbers, not to pseudonymised tables: filter the "
+                "consented people's rows in a separate extract",
                 path=where,
                 field="consented",
             )
-    if spec.legal_basis is LegalBasis.NO_NHS_NUMBER_DISPROPORTIONATE and in_database:
-        raise InputError(
-            "no_nhs_number_disproportionate is applied by the files and pandas engines only: export the tables "
-            "to files first",
-            path=where,
-            field="legal_basis",
-        )
+    if spec.legal_basis is LegalBasis.NO_NHS_NUMBER_DISPROPORTIONATE:
+        hashed = any(table.pseudonymised for table in spec.tables)
+        if in_database and (spec.engine != "spark" or hashed):
+            raise InputError(
+                "no_nhs_number_disproportionate is applied by the files and pandas engines, and by the Spark "
+                "engine to tables that are not pseudonymised: export the tables to files first",
+                path=where,
+                field="legal_basis",
+            )
 
 
 def _table(entry: Any, source: Path, where: str, engine: str | None = None) -> TableSpec:

@@ -30,6 +30,7 @@ from optout.filter import run_filter
 from optout.homes.spark_session import SparkEngineError
 from optout.manifest import Manifest, read_manifest
 from optout.nhs_number import normalise
+from optout.pseudonym import PseudonymClearance, load_key
 from optout.spec import load_spec
 from tests.unit.filter_data import BAD_DIGIT, check_result, make_check_result, valid_numbers, write_extract
 
@@ -65,12 +66,15 @@ def _read_output(path: Path) -> pa.Table:
 
 
 def _assert_no_leak(out_dir: Path, spec_path: Path, result: object) -> None:
-    """No declared number column holds an uncleared number; no cell anywhere holds an opted-out one."""
+    """No declared number column holds an uncleared number (a pseudonymised one: an id of no cleared
+    person, under its key); no cell anywhere holds an opted-out number."""
     spec = load_spec(spec_path)
-    clearance = Clearance(result)  # type: ignore[arg-type]
     opted_out = set(np.setdiff1d(result.cohort, result.cleared).tolist())  # type: ignore[attr-defined]
     for table in spec.tables:
         data = _read_output(out_dir / table.output_name)
+        clearance: Any = Clearance(result)  # type: ignore[arg-type]
+        if table.pseudonymised is not None:
+            clearance = PseudonymClearance(result, load_key(table.pseudonymised))  # type: ignore[arg-type]
         if table.nhs_number and data.num_rows:
             assert (clearance.codes(data.column(table.nhs_number)) == KEEP).all(), table.name
         for name in data.column_names:
@@ -84,13 +88,16 @@ def join(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     return str(request.param)
 
 
-def both_engines(spec_path: Path, tmp_path: Path, url: str) -> tuple[Path, Manifest]:
-    """Filter ``spec_path`` with the file engine (into ``files``) and the Spark engine (into ``spark``);
-    assert equal counts; return the Spark spec and manifest."""
-    files = run_filter(load_spec(spec_path), tmp_path / "files", check_result())
+def both_engines(spec_path: Path, tmp_path: Path, url: str, result: Any = None) -> tuple[Path, Manifest]:
+    """Filter ``spec_path`` with the file engine (into ``files``) and the Spark engine (into ``spark``)
+    against ``result`` (default: the shared check result); assert equal counts and what the exemptions
+    kept; return the Spark spec and manifest."""
+    result = check_result() if result is None else result
+    files = run_filter(load_spec(spec_path), tmp_path / "files", result)
     spark_spec = _spark_spec(spec_path, connection=url)
-    manifest = run_filter(load_spec(spark_spec), tmp_path / "spark", check_result())
+    manifest = run_filter(load_spec(spark_spec), tmp_path / "spark", result)
     assert _counts(manifest) == _counts(files)
+    assert manifest.kept == files.kept
     return spark_spec, manifest
 
 
@@ -268,33 +275,43 @@ def test_the_list_is_staged_once_per_version(spark: Any, tmp_path: Path) -> None
     assert [p.name[:4] for p in folder.iterdir()] == ["v21_"]
 
 
-def test_classic_pyspark_runs_the_same_code(tmp_path: Path) -> None:
-    """Without a connection: a local classic session, in a process of its own (one mode per process). A
-    Java error PySpark does not convert (a Parquet file that is not one: py4j's ``Py4JJavaError``) fails
-    closed as Spark Connect's errors do: one SparkEngineError naming the class, nothing written."""
-    spec_path = write_extract(tmp_path / "in")
-    files = run_filter(load_spec(spec_path), tmp_path / "files", check_result())
-    spark_spec = _spark_spec(spec_path)
+def run_classic(spark_spec: Path, out_dir: Path, home: Path, then: str = "") -> tuple[Manifest, str]:
+    """Filter ``spark_spec`` (no connection) against the shared check result in a local classic session,
+    in a process of its own (one mode per process), then run ``then`` there (Python: ``manifest`` is the
+    run's); return the manifest and what the process printed."""
     script = f"""
 import json, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-from optout.errors import InputError
 from optout.filter import run_filter
 from optout.spec import load_spec
 from tests.unit.filter_data import check_result
+manifest = run_filter(load_spec({str(spark_spec)!r}), {str(out_dir)!r}, check_result())
+{then}
+"""
+    env = {key: value for key, value in os.environ.items() if key not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
+    env |= {"OPTOUT_HOME": str(home), "OPTOUT_SPARK_DRIVER_MEMORY": "512m", "SPARK_LOCAL_IP": "127.0.0.1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return read_manifest(out_dir), done.stdout
+
+
+def test_classic_pyspark_runs_the_same_code(tmp_path: Path) -> None:
+    """Without a connection: a local classic session. A Java error PySpark does not convert (a Parquet
+    file that is not one: py4j's ``Py4JJavaError``) fails closed as Spark Connect's errors do: one
+    SparkEngineError naming the class, nothing written."""
+    spec_path = write_extract(tmp_path / "in")
+    files = run_filter(load_spec(spec_path), tmp_path / "files", check_result())
+    spark_spec = _spark_spec(spec_path)
+    then = f"""
 from optout.homes.spark_session import SparkEngineError
-manifest = run_filter(load_spec({str(spark_spec)!r}), {str(tmp_path / "spark")!r}, check_result())
 open({str(tmp_path / "in" / "events.parquet")!r}, "wb").write(b"PAR1" + bytes(100) + b"PAR1")
 try:
     run_filter(load_spec({str(spark_spec)!r}), {str(tmp_path / "broken")!r}, check_result())
 except SparkEngineError as exc:
-    print(json.dumps({{"engine": manifest.engine, "refused": str(exc)}}))
+    print(json.dumps({{"refused": str(exc)}}))
 """
-    env = {key: value for key, value in os.environ.items() if key not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
-    env |= {"OPTOUT_HOME": str(tmp_path / "home"), "OPTOUT_SPARK_DRIVER_MEMORY": "512m", "SPARK_LOCAL_IP": "127.0.0.1"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert _counts(read_manifest(tmp_path / "spark")) == _counts(files)
-    refused = json.loads(done.stdout.strip().splitlines()[-1])["refused"]
+    manifest, printed = run_classic(spark_spec, tmp_path / "spark", tmp_path / "home", then)
+    assert manifest.engine == "spark" and _counts(manifest) == _counts(files)
+    refused = json.loads(printed.strip().splitlines()[-1])["refused"]
     assert refused.startswith("Spark refused") and "nothing was written" in refused
     assert not (tmp_path / "broken").exists()

@@ -175,8 +175,14 @@ def test_consent_in_a_database_keeps_the_same_people(
             "purpose 'direct_care' is not filtered",
         ),
         (
-            "name: x\npurpose: research\nconsented: {path: consented.csv, nhs_number: nhs}\nengine: spark\n" + TABLES,
-            "not under engine: spark",
+            "name: x\npurpose: research\nconsented: {path: consented.csv, nhs_number: nhs}\n"
+            + TABLES
+            + "    pseudonymised: {key_env: SOME_KEY}\n",
+            "not to pseudonymised tables",
+        ),
+        (
+            NO_NUMBER.replace("tables:", "engine: spark\ntables:") + "    pseudonymised: {key_env: SOME_KEY}\n",
+            "by the Spark engine to tables that are not pseudonymised",
         ),
         ("name: x\npurpose: research\nconsented: {table: people, nhs_number: nhs}\n" + TABLES, "needs a connection"),
         (

@@ -54,7 +54,7 @@ def home_for(
     if spec.engine == "spark":
         from optout.homes.spark_home import SparkHome
 
-        return SparkHome(spec, resolver.spark_url(spec.spark_connection))
+        return SparkHome(spec, resolver.spark_url(spec.spark_connection), secret=resolver.secret)
     if spec.connection is not None:
         from optout.homes.sql.home import SqlHome
 

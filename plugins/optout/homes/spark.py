@@ -35,6 +35,7 @@ import numpy as np
 from optout.cascade import TABLE_CHANGED, unfiltered_report
 from optout.clearance import CODE_COUNT, KEEP, CheckResultLike, Reason, counts_by_reason, no_removals
 from optout.errors import InputError
+from optout.exemptions import KEPT_BY_CONSENT, KEPT_WITHOUT_NUMBER, ExemptView
 from optout.homes import spark_sql as q
 from optout.homes.files.formats import Format
 from optout.homes.spark_csv import check_input, write_csv
@@ -44,6 +45,7 @@ from optout.homes.spark_session import (
     read_path,
     read_table,
     spark_errors,
+    staged_hashes,
     staged_list,
     union,
 )
@@ -51,10 +53,12 @@ from optout.input_scan import InputScan, excluded_columns
 from optout.leak_scan import ColumnLeak
 from optout.manifest import TableReport
 from optout.nhs_number import names_for_message
+from optout.pseudonym import check_matches, load_key
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from optout.resolver import Reader
     from optout.spec import ExtractSpec, TableSpec
 
 
@@ -76,9 +80,20 @@ class SparkRun:
     """One extract's tables read in Spark, numbers and keys made comparable, joined to the staged list:
     what the filter and the proof (:mod:`optout.homes.spark_proof`) both start from."""
 
-    def __init__(self, spark: SparkSession, spec: ExtractSpec, check_result: Any, join: JoinChoice) -> None:
+    def __init__(
+        self,
+        spark: SparkSession,
+        spec: ExtractSpec,
+        check_result: Any,
+        join: JoinChoice,
+        secret: Reader | None = None,
+    ) -> None:
+        """:param secret: reads a pseudonymisation key kept in a connection (see :mod:`optout.resolver`)."""
         self.spark = spark
         self.spec = spec
+        self.check = check_result
+        # no_nhs_number_disproportionate (optout.exemptions): rows without a usable number pass, and are counted.
+        self.keeps_unusable = isinstance(check_result, ExemptView) and check_result.keeps_unusable
         self.tag = uuid.uuid4().hex[:10]
         with spark_errors("reading the tables"):
             frames = {t.name: read_table(spark, t) for t in spec.tables}
@@ -99,9 +114,7 @@ class SparkRun:
                 t,
                 frames[t.name],
                 list(frames[t.name].columns),
-                q.number_sql(t.nhs_number, types[t.name][t.nhs_number], table=t.name, where=t.path)
-                if t.nhs_number
-                else None,
+                reading(t, types[t.name]) if t.nhs_number else None,
                 q.key_sql(t.person_key, self.integer_keys) if t.person_key else None,
                 np.zeros(CODE_COUNT, dtype=np.int64),
             )
@@ -109,16 +122,31 @@ class SparkRun:
         ]
         self.join = join
         self.key_hint = "broadcast"  # the uncleared keys' join, sized by learning
+        self.lists: dict[str, DataFrame] = {}  # the staged list each numbered table joins (by table name)
         if check_result is not None and spec.filtered:
             self.list = staged_list(spark, check_result)
             self.hint = join.hint(len(check_result.cohort))
+            hashes: dict[str, DataFrame] = {}  # by key fingerprint: each key's hashes staged once
+            for t in spec.tables:
+                if t.pseudonymised is not None and t.nhs_number:
+                    key = load_key(t.pseudonymised, connection_secret=secret)
+                    if key.fingerprint not in hashes:
+                        hashes[key.fingerprint] = staged_hashes(spark, check_result, key)
+                    self.lists[t.name] = hashes[key.fingerprint]
+
+    def joined(self, table: SparkTable, frame: DataFrame, number: q.NumberSql) -> DataFrame:
+        """``frame`` with its number read by ``number`` and joined to the table's staged list (the numbers,
+        or a pseudonymised table's hashes under its key), giving ``CLEARED``."""
+        listed = self.lists.get(table.spec.name, self.list)
+        return number.apply(frame).join(listed.hint(self.hint), on=number.on, how="left")
 
     def coded(self, table: SparkTable) -> DataFrame:
         """The table's rows with their own code (``CODE``) and key (``KEY``), joined once to the list."""
         assert table.number is not None
-        frame = table.number.apply(table.frame.selectExpr("*", f"{table.key or self.no_key} AS {q.KEY}"))
-        joined = frame.join(self.list.hint(self.hint), on=q.NUMBER, how="left")
-        return joined.selectExpr(*(q.column(c) for c in table.columns), q.NUMBER, q.KEY, f"{q.own_code()} AS {q.CODE}")
+        frame = table.frame.selectExpr("*", f"{table.key or self.no_key} AS {q.KEY}")
+        joined = self.joined(table, frame, table.number)
+        code = q.own_code(self.keeps_unusable)
+        return joined.selectExpr(*(q.column(c) for c in table.columns), q.NUMBER, q.KEY, f"{code} AS {q.CODE}")
 
     def learn(self) -> tuple[DataFrame, DataFrame | None, dict[str, int]]:
         """Cache every numbered table's (table, key, number, code) together; return the uncleared keys with
@@ -172,8 +200,8 @@ class SparkRun:
                 table.codes[KEEP] -= int(count)
         for table in numbered.values():
             table.expected_out = int(table.codes[KEEP])
-        every.unpersist()
-        unseen = []
+        self.note_consent(every, flagged)
+        unseen, keys_only = [], []
         for table in self.tables:
             if table.number is None:
                 assert known is not None and table.key is not None
@@ -182,9 +210,43 @@ class SparkRun:
                     table.codes[int(code)] += int(count)
                 table.expected_out = int(table.codes[KEEP])
                 unseen.append(decided.where(f"{q.REASON} = {Reason.UNCHECKED.code}").select(q.KEY))
+                keys_only.append(decided)
         if unseen:
             people[Reason.UNCHECKED.code] += union(unseen).distinct().count()
+        self.note_unusable(every, flagged, keys_only)
+        every.unpersist()
         return flagged, known, counts_by_reason(people)
+
+    def note_consent(self, every: DataFrame, flagged: DataFrame) -> None:
+        """With ``consented:``, count the rows kept by consent (:class:`optout.exemptions.KeptTally`): kept
+        rows whose number is a consented person's the list alone would remove (``CONSENTED`` in the staged
+        list, which clears those people already), and those distinct numbers. One job, counts only."""
+        view = self.check
+        if not (isinstance(view, ExemptView) and view.consents and len(view.consent_only)):
+            return
+        consented = self.list.where(q.CONSENTED).select(q.NUMBER)
+        kept = every.where(f"{q.CODE} = {KEEP}").join(consented.hint(self.hint), on=q.NUMBER, how="left_semi")
+        kept = kept.join(flagged.select(q.KEY).hint(self.key_hint), on=q.KEY, how="left_anti")  # keyless rows stay
+        rows, people = kept.selectExpr("count(*)", f"count(DISTINCT {q.NUMBER})").collect()[0]
+        view.tally.counted(KEPT_BY_CONSENT, int(rows), int(people))
+
+    def note_unusable(self, every: DataFrame, flagged: DataFrame, keys_only: list[DataFrame]) -> None:
+        """With no_nhs_number_disproportionate, count the rows kept without a usable number
+        (:class:`optout.exemptions.KeptTally`): kept rows of numbered tables whose number is not valid
+        (their person not removed), and kept rows of key-only tables with no key or a key never seen
+        beside a number; people are their distinct keys, each row without a key one more. One job."""
+        if not self.keeps_unusable:
+            return
+        kept = every.where(f"{q.CODE} = {KEEP} AND {q.NUMBER} IS NULL").select(q.KEY)
+        kept = kept.join(flagged.select(q.KEY).hint(self.key_hint), on=q.KEY, how="left_anti")  # keyless rows stay
+        passed = [
+            d.where(f"{q.REASON} = {KEEP} AND ({q.KEY} IS NULL OR {q.KNOWN} IS NULL)").select(q.KEY) for d in keys_only
+        ]
+        counted = union([kept, *passed]).selectExpr(
+            "count(*)", f"count(DISTINCT {q.KEY})", f"count_if({q.KEY} IS NULL)"
+        )
+        rows, keyed, keyless = counted.collect()[0]
+        self.check.tally.counted(KEPT_WITHOUT_NUMBER, int(rows), int(keyed) + int(keyless))
 
     def leaks(self, *frames: tuple[str, DataFrame]) -> list[ColumnLeak]:
         """Valid NHS numbers not in the cleared list, in any cell of any column of each ``(table, frame)``,
@@ -239,15 +301,18 @@ class SparkRun:
         scan.require_clean()
 
     def decided_keys_only(self, table: SparkTable, flagged: DataFrame, known: DataFrame) -> DataFrame:
-        """A key-only table's rows with their reason: no key, never seen beside a number, or uncleared."""
+        """A key-only table's rows with their reason (no key, never seen beside a number, or uncleared) and
+        whether the key was seen beside a number (``KNOWN``)."""
         frame = table.frame.selectExpr("*", f"{table.key} AS {q.KEY}")
         frame = frame.join(known.selectExpr(q.KEY, f"TRUE AS {q.KNOWN}").hint(self.hint), on=q.KEY, how="left")
         frame = frame.join(flagged.hint(self.key_hint), on=q.KEY, how="left")
+        passes = self.keeps_unusable  # no_nhs_number_disproportionate: nobody knows a number for them
         reason = (
-            f"CASE WHEN {q.KEY} IS NULL THEN {Reason.MISSING.code} WHEN {q.KNOWN} IS NULL THEN "
-            f"{Reason.UNCHECKED.code} WHEN {q.BAD} THEN {Reason.PERSON_REMOVED.code} ELSE {KEEP} END"
+            f"CASE WHEN {q.KEY} IS NULL THEN {KEEP if passes else Reason.MISSING.code} WHEN {q.KNOWN} IS NULL "
+            f"THEN {KEEP if passes else Reason.UNCHECKED.code} WHEN {q.BAD} THEN {Reason.PERSON_REMOVED.code} "
+            f"ELSE {KEEP} END"
         )
-        return frame.selectExpr(*(q.column(c) for c in table.columns), q.KEY, f"{reason} AS {q.REASON}")
+        return frame.selectExpr(*(q.column(c) for c in table.columns), q.KEY, q.KNOWN, f"{reason} AS {q.REASON}")
 
     def kept(self, table: SparkTable, flagged: DataFrame, known: DataFrame | None) -> DataFrame:
         """The rows of ``table`` that may be used, with only its own columns.
@@ -267,6 +332,14 @@ class SparkRun:
         if table.key is not None:
             frame = frame.join(flagged.select(q.KEY).hint(self.key_hint), on=q.KEY, how="left_anti")
         return frame.select(*table.columns)
+
+
+def reading(table: TableSpec, types: dict[str, str]) -> q.NumberSql:
+    """How the table's number column is read: an NHS number of its Spark type, or a pseudonymised id."""
+    assert table.nhs_number
+    if table.pseudonymised is not None:
+        return q.hashed_sql(table.nhs_number)
+    return q.number_sql(table.nhs_number, types[table.nhs_number], table=table.name, where=table.path)
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -320,19 +393,20 @@ def filter_spark(
     *,
     spark: SparkSession,
     scan: InputScan | None = None,
+    secret: Reader | None = None,
 ) -> tuple[list[TableReport], dict[str, int]]:
     """Filter (or, for direct care and exemptions, copy) every table of ``spec`` in Spark.
 
     ``path`` outputs go into ``staging`` (a folder the Spark session can write); ``table`` outputs
     replace their tables only when every table succeeded. Returns per-table reports and people removed.
+
+    :param secret: reads a pseudonymisation key kept in a connection (see :mod:`optout.resolver`).
     """
-    if any(t.pseudonymised is not None for t in spec.tables):
-        raise InputError("the Spark engine does not filter pseudonymised tables yet; use the file or SQL engine")
     with spark_errors("reading the CSV inputs"):
         for each in spec.tables:
             if each.path is not None and each.format is Format.CSV:
                 check_input(spark, each)  # before anything reads it: a file Spark would misread is refused
-    run = SparkRun(spark, spec, check_result, JoinChoice.from_env())
+    run = SparkRun(spark, spec, check_result, JoinChoice.from_env(), secret)
     if scan is not None:
         with spark_errors("scanning the inputs"):
             run.scan_inputs(scan)
@@ -342,6 +416,8 @@ def filter_spark(
         with spark_errors("filtering the extract"):
             filtering = check_result is not None and spec.filtered
             flagged, known, people = run.learn() if filtering else (None, None, no_removals())
+            if filtering:
+                _check_keys(run.tables)  # a wrong pseudonymisation key stops the run before anything is written
             written = [
                 outputs.write(table.spec, run.kept(table, flagged, known) if flagged is not None else table.frame)
                 for table in run.tables
@@ -367,6 +443,16 @@ def filter_spark(
         with spark_errors("dropping temporary tables"):
             outputs.discard()
     return reports, people
+
+
+def _check_keys(tables: list[SparkTable]) -> None:
+    """Stop when a pseudonymised table's ids mostly miss the cohort: the key is wrong
+    (:func:`optout.pseudonym.check_matches`, on the counts learnt, as the file engine checks its own)."""
+    for table in tables:
+        config = table.spec.pseudonymised
+        if config is not None and table.number is not None:
+            kept = int(table.codes[KEEP] + table.codes[Reason.PERSON_REMOVED.code])
+            check_matches(counts_by_reason(table.codes), table=table.spec.name, config=config, kept=kept)
 
 
 def _formatted(report: TableReport, table: TableSpec) -> TableReport:

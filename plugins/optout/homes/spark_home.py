@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from optout.homes.sql.run import TableMeasure
     from optout.input_scan import InputScan
     from optout.manifest import TableReport
+    from optout.resolver import Reader
     from optout.spec import ExtractSpec, TableSpec
 
 
@@ -30,13 +31,16 @@ class SparkHome(ExtractHome):
 
     :param connection: an ``sc://`` URL (already resolved from an Airflow connection id), or None for a
         local session.
+    :param secret: reads a pseudonymisation key kept in a connection (see :mod:`optout.resolver`).
     """
 
     engine: ClassVar[str] = ENGINE
     holds_files: ClassVar[bool] = False  # the folder's outputs are folders or tables, hashed in Spark
 
-    def __init__(self, spec: ExtractSpec | None, connection: str | None = None) -> None:
-        super().__init__(spec)
+    def __init__(
+        self, spec: ExtractSpec | None, connection: str | None = None, *, secret: Reader | None = None
+    ) -> None:
+        super().__init__(spec, secret=secret)
         self._connection = connection
         self._session: SparkSession | None = None
 
@@ -53,7 +57,7 @@ class SparkHome(ExtractHome):
     def filter(
         self, staging: Path, check_result: CheckResultLike, scan: InputScan | None = None
     ) -> tuple[list[TableReport], dict[str, int]]:
-        return filter_spark(self.spec, staging, check_result, spark=self.spark, scan=scan)
+        return filter_spark(self.spec, staging, check_result, spark=self.spark, scan=scan, secret=self.secret)
 
     def scan_inputs(self, scan: InputScan) -> None:
         """Nothing here: the filter scans every input in Spark, tables and paths alike, once the list is
@@ -81,7 +85,7 @@ class SparkHome(ExtractHome):
         (:func:`optout.homes.spark_proof.measure_spark`): no row reaches the driver."""
         from optout.homes.spark_proof import measure_spark
 
-        return measure_spark(self.spark, self.spec, out_dir, check_result)
+        return measure_spark(self.spark, self.spec, out_dir, check_result, self.secret)
 
     def output_batches(
         self, out_dir: Path, table: TableSpec, columns: Sequence[str] | None = None

@@ -23,7 +23,7 @@ import pyarrow as pa
 from optout.clearance import KEEP
 from optout.homes import spark_sql as q
 from optout.homes.files.formats import Format
-from optout.homes.spark import SparkRun, SparkTable
+from optout.homes.spark import SparkRun, SparkTable, reading
 from optout.homes.spark_csv import folder_dialect, spark_encoding
 from optout.homes.spark_session import JoinChoice, digest, read_output, spark_errors, union
 from optout.homes.sql.run import TableMeasure
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from optout.clearance import CheckResultLike
+    from optout.resolver import Reader
     from optout.spec import ExtractSpec
 
 _REMOVED = "__optout_removed"
@@ -40,12 +41,16 @@ _EDGES = b",;\t|\"'\r\n"  # what a CSV parser could take for the edge of a field
 
 
 def measure_spark(
-    spark: SparkSession, spec: ExtractSpec, out_dir: Path, check_result: CheckResultLike | None
+    spark: SparkSession,
+    spec: ExtractSpec,
+    out_dir: Path,
+    check_result: CheckResultLike | None,
+    secret: Reader | None = None,
 ) -> list[TableMeasure]:
     """Each output's counts, content hash and (for a filtered extract) uncleared rows, removed people's
-    rows and leaks per column, computed in Spark."""
+    rows and leaks per column, computed in Spark (``secret``: reads a pseudonymisation key's connection)."""
     with spark_errors("proving the extract"):
-        run = SparkRun(spark, spec, check_result, JoinChoice.from_env())
+        run = SparkRun(spark, spec, check_result, JoinChoice.from_env(), secret)
         filtered = check_result is not None and spec.filtered
         bad, known = _people(run) if filtered else (None, None)
         measures = []
@@ -100,9 +105,8 @@ def _measured(
     frame = output
     uncleared = "0"
     if table.spec.nhs_number:
-        number = q.number_sql(table.spec.nhs_number, types[table.spec.nhs_number], table=table.spec.name)
-        frame = number.apply(frame.selectExpr("*")).join(run.list.hint(run.hint), on=q.NUMBER, how="left")
-        uncleared = f"count_if({q.own_code()} <> {KEEP})"
+        frame = run.joined(table, frame.selectExpr("*"), reading(table.spec, types))
+        uncleared = f"count_if({q.own_code(run.keeps_unusable)} <> {KEEP})"
     removed = "0"
     if table.spec.person_key:
         frame = frame.selectExpr("*", f"{q.key_sql(table.spec.person_key, run.integer_keys)} AS {q.KEY}")

@@ -26,6 +26,7 @@ from optout.homes.spark_csv import folder_dialect, read_csv, read_errors, spark_
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from optout.pseudonym import Key
     from optout.spec import TableSpec
 
 ENGINE = "spark"
@@ -151,21 +152,75 @@ class JoinChoice:
 def staged_list(spark: SparkSession, check_result: Any) -> DataFrame:
     """The check result's cohort as Parquet in Spark (``NUMBER`` BIGINT, ``CLEARED`` BOOLEAN), written once
     per version under :func:`list_location` and checked by count and sums before every use (a missing,
-    half-written or damaged copy is written again)."""
+    half-written or damaged copy is written again). Under consent (an :class:`optout.exemptions.ExemptView`
+    naming a consented list) ``CONSENTED`` marks the consented people the list alone would remove, so that
+    the rows kept by consent are counted in Spark."""
     cohort = np.asarray(check_result.cohort, dtype=np.int64)
     cleared = np.asarray(check_result.cleared, dtype=np.int64)
-    flags = np.isin(cohort, cleared, assume_unique=True)
-    expected = (len(cohort), int(flags.sum()), int(cohort.sum()), int(cohort[flags].sum()))
-    digest = hashlib.sha256(cohort.tobytes() + flags.tobytes()).hexdigest()[:12]
-    path = f"{list_location().rstrip('/')}/v{int(check_result.info.id)}_{digest}"
+    flags = {q.CLEARED: np.isin(cohort, cleared, assume_unique=True)}
+    if getattr(check_result, "consents", False):
+        consented = np.asarray(check_result.consent_only, dtype=np.int64)
+        flags[q.CONSENTED] = np.isin(cohort, consented, assume_unique=True)
+    return _staged(spark, check_result, _Content(q.NUMBER, pa.array(cohort), q.NUMBER, cohort, flags))
+
+
+def staged_hashes(spark: SparkSession, check_result: Any, key: Key) -> DataFrame:
+    """The cohort hashed with a pseudonymised table's key (:func:`optout.pseudonym.hashed_cohort`, itself
+    kept per version and key) as Parquet in Spark (``HASH``: 64 lowercase hex digits, ``CLEARED``), staged
+    once per version and key as :func:`staged_list` stages the numbers. The key stays on the driver; the
+    digests cross to Spark once, the first time a version meets the key."""
+    from optout.pseudonym import hashed_cohort, hex_digests
+
+    cohort = hashed_cohort(check_result, key)
+    values = (np.ascontiguousarray(cohort.digests[:, :8]).view(">u8").ravel() >> 8).astype(np.int64)
+    flags = {q.CLEARED: np.asarray(cohort.cleared, dtype=bool)}
+    content = _Content(q.HASH, hex_digests(cohort.digests), q.hash_value(q.HASH), values, flags)
+    return _staged(spark, check_result, content)
+
+
+@dataclass(frozen=True)
+class _Content:
+    """What one staged list holds: the column joined on, and how a staged copy is checked (``values``:
+    what ``value_sql`` reads back from each row, summed in all and per flag)."""
+
+    name: str
+    column: pa.Array
+    value_sql: str
+    values: np.ndarray  # int64
+    flags: dict[str, np.ndarray]  # BOOLEAN columns beside it
+
+    def sums(self) -> tuple[int, ...]:
+        found = [len(self.values), _exact_sum(self.values)]
+        for flag in self.flags.values():
+            found += [int(flag.sum()), _exact_sum(self.values[flag])]
+        return tuple(found)
+
+    def label(self) -> str:
+        """A digest of the content: another list (or key) is staged beside, never over, this one."""
+        digest = hashlib.sha256(self.name.encode())
+        for part in (self.values, *self.flags.values()):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        return digest.hexdigest()[:12]
+
+
+def _staged(spark: SparkSession, check_result: Any, content: _Content) -> DataFrame:
+    """``content`` as Parquet under :func:`list_location`, named by the version and the content's label;
+    written when missing, and checked by its sums before every use."""
+    expected = content.sums()
+    path = f"{list_location().rstrip('/')}/v{int(check_result.info.id)}_{content.label()}"
     with spark_errors("staging the opt-out list"):
-        if _staged_sums(spark, path) == expected:
+        if _staged_sums(spark, path, content) == expected:
             return spark.read.parquet(path)
-        frame = spark.createDataFrame(pa.table({q.NUMBER: cohort, q.CLEARED: flags}))
+        frame = spark.createDataFrame(pa.table({content.name: content.column, **content.flags}))
         frame.write.mode("overwrite").parquet(path)
-        if _staged_sums(spark, path) != expected:
+        if _staged_sums(spark, path, content) != expected:
             raise SparkEngineError("the opt-out list staged in Spark does not match the version; nothing was written")
         return spark.read.parquet(path)
+
+
+def _exact_sum(values: np.ndarray) -> int:
+    """The sum of int64 values below 2**56 without overflow (two sums of 28-bit halves)."""
+    return (int((values >> 28).sum()) << 28) + int((values & ((1 << 28) - 1)).sum())
 
 
 def list_location() -> str:
@@ -176,21 +231,24 @@ def list_location() -> str:
     return os.environ.get(LISTS_ENV, "").strip() or str(config.data_dir() / "spark-lists")
 
 
-def _staged_sums(spark: SparkSession, path: str) -> tuple[int, int, int, int] | None:
+def _staged_sums(spark: SparkSession, path: str, content: _Content) -> tuple[int, ...] | None:
     try:
-        return _list_sums(spark.read.parquet(path))
+        frame = spark.read.parquet(path)
+        if set(frame.columns) != {content.name, *content.flags}:
+            return None
+        return _list_sums(frame, content)
     except read_errors():  # not there yet, or no complete file
         return None
 
 
-def _list_sums(frame: DataFrame) -> tuple[int, int, int, int]:
-    row = frame.selectExpr(
-        "count(*)",
-        f"count_if({q.CLEARED})",
-        f"coalesce(sum({q.NUMBER}), 0)",
-        f"coalesce(sum(CASE WHEN {q.CLEARED} THEN {q.NUMBER} END), 0)",
-    ).collect()[0]
-    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+def _list_sums(frame: DataFrame, content: _Content) -> tuple[int, ...]:
+    def total(value: str) -> str:
+        return f"CAST(coalesce(sum(CAST({value} AS DECIMAL(38, 0))), 0) AS STRING)"
+
+    sums = ["count(*)", total(content.value_sql)]
+    for flag in content.flags:
+        sums += [f"count_if({flag})", total(f"CASE WHEN {flag} THEN {content.value_sql} END")]
+    return tuple(int(value) for value in frame.selectExpr(*sums).collect()[0])
 
 
 # ----------------------------------------------------------------------------------------- reading

@@ -26,6 +26,8 @@ from optout.nhs_number import HIGHEST, LOWEST, NULL_TOKENS, PLACEHOLDER_STEP
 NUMBER = "__optout_n"  # the valid NHS number, or NULL
 STATUS = "__optout_s"  # 0 valid, else a reason code (missing, malformed, bad check digit)
 CLEARED = "__optout_c"  # from the staged list: TRUE cleared, FALSE opted out, NULL not in the cohort
+CONSENTED = "__optout_consent"  # in a staged list under consent: TRUE for a consented person the list removes
+HASH = "__optout_h"  # a pseudonymised id as the staged hashes hold it (64 lowercase hex digits), or NULL
 CODE = "__optout_code"  # the row's own reason code (0 = its number is valid and cleared)
 KEY = "__optout_k"  # the person key in its comparable form, or NULL
 BAD = "__optout_bad"  # TRUE when the row's key belongs to a person who is not cleared
@@ -42,6 +44,8 @@ _TRIM = rf"^{_SPACE}+|{_SPACE}+$"
 _CLEAN = r"[\t\n\f\r \-]"
 _TEN_DIGITS = r"^[0-9]{10}$"
 _POINT_ZERO = r"^[0-9]{10}\.0+$"
+_HEX_DIGEST = r"^[0-9a-f]{64}$"
+_TOKENS = ", ".join("'" + token.replace("'", "\\'") + "'" for token in NULL_TOKENS)  # read as missing
 _INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
 _FLOAT_TYPES = ("float", "double")
 
@@ -80,6 +84,7 @@ class NumberSql:
     one flat expression of a text column is 8 KB and compiles for seconds)."""
 
     steps: tuple[tuple[str, ...], ...]
+    on: str = NUMBER  # the column joined to the staged list: the number, or (pseudonymised) the hash
 
     def apply(self, frame: Any) -> Any:
         """``frame`` with ``NUMBER`` and ``STATUS`` added (and scratch columns that :data:`SCRATCH` names)."""
@@ -118,7 +123,6 @@ def number_sql(name: str, spark_type: str, *, table: str, where: Path | None = N
             path=where,
             field=f"{table}.{name}",
         )
-    tokens = ", ".join("'" + token.replace("'", "\\'") + "'" for token in NULL_TOKENS)
     cleaned = f"regexp_replace({_TEXT}, {_raw(_CLEAN)}, '')"
     digits = (
         f"CASE WHEN {_TEXT} RLIKE {_raw(_TEN_DIGITS)} THEN {_TEXT} "
@@ -129,11 +133,37 @@ def number_sql(name: str, spark_type: str, *, table: str, where: Path | None = N
         (f"{digits} AS {_DIGITS}",),
         (
             f"try_cast({_DIGITS} AS BIGINT) AS {_VALUE}",
-            f"({_TEXT} IS NULL OR lower({_TEXT}) IN ({tokens})) AS {_MISSING}",
+            f"({_TEXT} IS NULL OR lower({_TEXT}) IN ({_TOKENS})) AS {_MISSING}",
             f"coalesce({_DIGITS} RLIKE {_raw(_TEN_DIGITS)}, FALSE) AS {_WELL_FORMED}",
         ),
     )
     return _classified(steps)
+
+
+def hashed_sql(name: str) -> NumberSql:
+    """SQL for a pseudonymised id column (:mod:`optout.pseudonym`): ``HASH``, the id as 64 lowercase hex
+    digits once trimmed (either case accepted), joined to the staged hashes; ``STATUS`` 0 for such an id,
+    else missing (null, blank, a null token) or malformed; and ``NUMBER``, the digest's first 8 bytes as a
+    signed BIGINT, the stand-in :meth:`optout.pseudonym.PseudonymClearance.numbers` counts people by."""
+    status = (
+        f"CAST(CASE WHEN {_TEXT} IS NULL OR {_TEXT} IN ({_TOKENS}) THEN {Reason.MISSING.code} "
+        f"WHEN {_TEXT} RLIKE {_raw(_HEX_DIGEST)} THEN {KEEP} ELSE {Reason.MALFORMED.code} END AS INT) AS {STATUS}"
+    )
+    return NumberSql(
+        (
+            (f"lower({trimmed(column(name))}) AS {_TEXT}",),
+            (status,),
+            (f"CASE WHEN {STATUS} = {KEEP} THEN {_TEXT} END AS {HASH}",),
+            (f"CAST(conv(substring({HASH}, 1, 16), 16, -10) AS BIGINT) AS {NUMBER}",),
+        ),
+        on=HASH,
+    )
+
+
+def hash_value(digest: str) -> str:
+    """A staged digest's first 14 hex digits as a BIGINT: what :func:`optout.homes.spark_session.staged_hashes`
+    sums to check a staged copy."""
+    return f"CAST(conv(substring({digest}, 1, 14), 16, 10) AS BIGINT)"
 
 
 def _check_digit_ok(value: str) -> str:
@@ -154,10 +184,13 @@ def _classified(steps: tuple[tuple[str, ...], ...]) -> NumberSql:
     return NumberSql((*steps, (status,), (number,)))
 
 
-def own_code() -> str:
-    """A row's own reason from its status and the staged list's flag (after the join on ``NUMBER``)."""
+def own_code(keeps_unusable: bool = False) -> str:
+    """A row's own reason from its status and the staged list's flag (after the join on ``NUMBER``, or
+    ``HASH``); with ``keeps_unusable`` (no_nhs_number_disproportionate) a number that is missing,
+    malformed or fails its check digit keeps its row, as :class:`optout.clearance.Clearance` keeps it."""
+    unusable = KEEP if keeps_unusable else STATUS
     return (
-        f"CAST(CASE WHEN {STATUS} <> {KEEP} THEN {STATUS} WHEN {CLEARED} THEN {KEEP} "
+        f"CAST(CASE WHEN {STATUS} <> {KEEP} THEN {unusable} WHEN {CLEARED} THEN {KEEP} "
         f"WHEN {CLEARED} IS NOT NULL THEN {Reason.OPTED_OUT.code} ELSE {Reason.UNCHECKED.code} END AS INT)"
     )
 
