@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from optout import streams
 from optout.homes.files.parquet_read import repetitive_text_columns
 from optout.homes.files.parquet_write import BatchWriter, dictionary_columns
 from optout.homes.files.read import read_batches
@@ -112,6 +113,30 @@ def test_reused_memory_switches_the_pool_and_restores_it() -> None:
     with pytest.raises(RuntimeError), reused_memory():
         raise RuntimeError("a failed filter")
     assert pa.default_memory_pool().backend_name == before.backend_name
+
+
+def test_reused_memory_keeps_few_glibc_arenas_and_hands_freed_memory_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On glibc: fewer arenas from the start, ``malloc_trim`` at the end, even of a failed run."""
+    calls: list[tuple[str, tuple[int, ...]]] = []
+
+    class FakeGlibc:
+        def mallopt(self, *args: int) -> int:
+            calls.append(("mallopt", args))
+            return 1
+
+        def malloc_trim(self, *args: int) -> int:
+            calls.append(("malloc_trim", args))
+            return 1
+
+    monkeypatch.setattr(streams, "_glibc", FakeGlibc)
+    with pytest.raises(RuntimeError), reused_memory():
+        assert calls == [("mallopt", (-8, max(2, os.cpu_count() or 1)))]  # M_ARENA_MAX
+        raise RuntimeError("a failed filter")
+    assert calls[-1] == ("malloc_trim", (0,))
+    monkeypatch.setattr(streams, "_glibc", lambda: None)  # another C library: nothing is called
+    with reused_memory():
+        streams.release_freed()
+    assert len(calls) == 2
 
 
 def test_a_failed_disk_write_fails_the_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,8 +3,8 @@
 Reading runs ahead on one thread and writing (with hashing) behind on others, so the Arrow work of
 both overlaps the decisions taken in between; pass 1 of the cascade examines batches on two threads.
 Parquet tables keep pass 1's columns for pass 2 within a memory budget (see :class:`_Kept`). Arrow
-buffers come from the system allocator meanwhile (see :func:`optout.streams.reused_memory`), unless
-a table is CSV (see :func:`_allocator_for`).
+buffers come from the system allocator meanwhile (see :func:`optout.streams.reused_memory`), unless a
+table is CSV (see :func:`_allocator_for`); what it keeps freed is handed back between the passes.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from optout.manifest import TableReport, sha256_of
 from optout.nhs_number import require_number_column
 from optout.resolver import Reader
 from optout.spec import ExtractSpec, TableSpec
-from optout.streams import prefetch, reused_memory
+from optout.streams import prefetch, release_freed, reused_memory
 
 ENGINE = "arrow_files"
 KEPT_BYTES = 256 << 20  # pass 1's number and key columns kept for pass 2, at most (10M rows of two int64: 160 MB)
@@ -83,6 +83,7 @@ def filter_files(
     cascade = Cascade(spec, check_result, key_types(spec, schemas), secret=secret)
     kept = _Kept(spec)
     cascade.learn_all(lambda table: prefetch(kept.pass_one(table)))
+    release_freed()  # pass 1's temporaries, before pass 2's reading and writing peak
     hashes = {}
     for table in spec.tables:
         with (
