@@ -198,7 +198,7 @@ def _read_files(
             if t.name in scans and format_of(out_dir / t.output_name) is not Format.PARQUET
         ]
         people = People(spec, used, secret) if used is not None else None
-        rows = []
+        rows, counted = [], []
         with progress.stage(f"proof {spec.name}", total_rows=manifest.rows_out):
             for table in spec.tables:
                 row = _counts_row(table, manifest, unexpected, len(spec.tables))
@@ -208,6 +208,7 @@ def _read_files(
                     continue
                 path = out_dir / table.output_name
                 _count_file(table, path, people, scans.get(table.name), row, headcount)
+                counted.append((table, row))
                 rows_in = (
                     count_rows(table.path, table.csv)
                     if table.path is not None and table.path.is_file()
@@ -221,6 +222,9 @@ def _read_files(
                     )
         for future in side_scans:
             future.result()
+        if people is not None:  # learnt from the inputs while the outputs were read
+            for table, row in counted:
+                row["removed_person_rows"] = people.removed_rows(table) if table.person_key else 0
     for row in rows:
         if row["table"] in scans:
             _add_scan(row, scans[row["table"]])
@@ -282,10 +286,9 @@ def _count_file(
     else:
         batches = read_batches(path, columns=declared, dialect=table.csv)
         measure = partial(_measure_batch, table, people, headcount, None)
-    for rows, uncleared, removed in map_ahead(measure, prefetch(batches)):
+    for rows, uncleared in map_ahead(measure, prefetch(batches)):
         row["rows"] += rows
         row["uncleared_number_rows"] += uncleared
-        row["removed_person_rows"] += removed
         progress.advance(rows)
 
 
@@ -295,18 +298,18 @@ def _measure_batch(
     headcount: Headcount,
     scan: Callable[[pa.RecordBatch], None] | None,
     batch: pa.RecordBatch,
-) -> tuple[int, int, int]:
-    """A batch's rows, rows with an uncleared number and rows of removed people; scanned if asked, and
-    its people counted."""
+) -> tuple[int, int]:
+    """A batch's rows and rows with an uncleared number, its keys handed to the removed-people check;
+    scanned if asked, and its people counted."""
     if scan is not None:
         scan(batch)
     headcount.add(table, batch)
-    uncleared = removed = 0
+    uncleared = 0
     if people is not None and table.nhs_number:
         uncleared = int(np.count_nonzero(people.codes(table, _plain(batch.column(table.nhs_number))) != KEEP))
     if people is not None and table.person_key:
-        removed = people.removed_rows(table, _plain(batch.column(table.person_key)))
-    return batch.num_rows, uncleared, removed
+        people.check(table, _plain(batch.column(table.person_key)))
+    return batch.num_rows, uncleared
 
 
 def _plain(values: pa.Array) -> pa.Array:
