@@ -198,7 +198,7 @@ def _read_files(
             if t.name in scans and format_of(out_dir / t.output_name) is not Format.PARQUET
         ]
         people = People(spec, used, secret) if used is not None else None
-        rows, counted = [], []
+        rows = []
         with progress.stage(f"proof {spec.name}", total_rows=manifest.rows_out):
             for table in spec.tables:
                 row = _counts_row(table, manifest, unexpected, len(spec.tables))
@@ -208,7 +208,6 @@ def _read_files(
                     continue
                 path = out_dir / table.output_name
                 _count_file(table, path, people, scans.get(table.name), row, headcount)
-                counted.append((table, row))
                 rows_in = (
                     count_rows(table.path, table.csv)
                     if table.path is not None and table.path.is_file()
@@ -222,9 +221,6 @@ def _read_files(
                     )
         for future in side_scans:
             future.result()
-        if people is not None:  # learnt from the inputs while the outputs were read
-            for table, row in counted:
-                row["removed_person_rows"] = people.removed_rows(table) if table.person_key else 0
     for row in rows:
         if row["table"] in scans:
             _add_scan(row, scans[row["table"]])
@@ -286,9 +282,10 @@ def _count_file(
     else:
         batches = read_batches(path, columns=declared, dialect=table.csv)
         measure = partial(_measure_batch, table, people, headcount, None)
-    for rows, uncleared in map_ahead(measure, prefetch(batches)):
+    for rows, uncleared, removed in map_ahead(measure, prefetch(batches)):
         row["rows"] += rows
         row["uncleared_number_rows"] += uncleared
+        row["removed_person_rows"] += removed
         progress.advance(rows)
 
 
@@ -298,22 +295,22 @@ def _measure_batch(
     headcount: Headcount,
     scan: Callable[..., WholeCells | None] | None,
     batch: pa.RecordBatch,
-) -> tuple[int, int]:
-    """A batch's rows and rows with an uncleared number, its keys handed to the removed-people check;
-    scanned if asked, and its people counted. A plain text number column's cells are read once, by the
-    scan, whose reading of whole cells (ASCII text: as the normaliser reads it) gives the uncleared count."""
+) -> tuple[int, int, int]:
+    """A batch's rows, rows with an uncleared number and rows of removed people; scanned if asked, and
+    its people counted. A plain text number column's cells are read once, by the scan, whose reading of
+    whole cells (ASCII text: as the normaliser reads it) gives the uncleared count."""
     plain_numbers = table.nhs_number if table.nhs_number and not table.pseudonymised else None
     cells = scan(batch, whole=plain_numbers) if scan is not None else None
     headcount.add(table, batch)
-    uncleared = 0
+    uncleared = removed = 0
     if people is not None and table.nhs_number:
         if cells is not None and not cells.folded:
             uncleared = people.uncleared_of(batch.num_rows, cells)
         else:
             uncleared = int(np.count_nonzero(people.codes(table, _plain(batch.column(table.nhs_number))) != KEEP))
     if people is not None and table.person_key:
-        people.check(table, _plain(batch.column(table.person_key)))
-    return batch.num_rows, uncleared
+        removed = people.removed_rows(table, _plain(batch.column(table.person_key)))
+    return batch.num_rows, uncleared, removed
 
 
 def _plain(values: pa.Array) -> pa.Array:

@@ -4,17 +4,11 @@ The filter's cascade decides who is removed; the proof must not take its word fo
 number and key columns are read again (a Parquet input by the scan's own reader) and the decision is
 taken here, independently, with the filter's primitives only (clearance codes, key comparison, key
 indexes). Counts come out, never a key.
-
-Learning reads the inputs while the proof reads the outputs (on another thread): only the removed-rows
-check needs what was learnt, so the outputs' keys wait, in their comparable form, until it is done.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +28,6 @@ if TYPE_CHECKING:
     from optout.spec import ExtractSpec, TableSpec
 
 _SLICE_ROWS = 1 << 16  # rows classified at once
-_WAITING_BYTES = 64 << 20  # outputs' keys held while learning goes on (8M integer keys), then readers wait
 
 
 class People:
@@ -66,18 +59,7 @@ class People:
         needs_seen = any(t.person_key and not t.nhs_number for t in spec.tables)
         self.removed = KeySet(kind=self.kind)
         self.known = KeySet(kind=self.kind) if needs_seen else None
-        self._tables = spec.tables
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[TableSpec, pa.Array]] = []  # outputs' keys read before learning ended
-        self._waiting_bytes = 0
-        self._removed_rows: dict[str, int] = defaultdict(int)
-        self._learning = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optout-people")
-        self._learnt: Future[None] = self._learning.submit(self._learn, needs_seen)
-        self._learning.shutdown(wait=False)  # its one task runs on; nothing else is ever given to it
-
-    def _learn(self, needs_seen: bool) -> None:
-        """Read the inputs' number and key columns: who is removed (and, if asked, every key seen)."""
-        for table in self._tables:
+        for table in spec.tables:
             if not (table.nhs_number and table.person_key):
                 continue
             batches = prefetch(_input_batches(table, [table.nhs_number, table.person_key]))
@@ -115,36 +97,14 @@ class People:
         cleared = int(np.count_nonzero(self._cleared.contains(numbers, known_valid=True)))
         return (len(numbers) if self._keeps_unusable else rows) - cleared
 
-    def check(self, table: TableSpec, keys: pa.Array | pa.ChunkedArray) -> None:
-        """Note an output batch's keys (from any thread): counted now if learning is done, else when it is."""
+    def removed_rows(self, table: TableSpec, keys: pa.Array | pa.ChunkedArray) -> int:
+        """Rows whose key is a removed person's, or (in a key-only table) unknown or blank."""
         keys = self.kind.column(keys)
-        if not self._learnt.done():
-            with self._lock:
-                if self._waiting_bytes + keys.nbytes <= _WAITING_BYTES:
-                    self._waiting.append((table, keys))
-                    self._waiting_bytes += keys.nbytes
-                    return
-            self._learnt.result()  # as many keys wait as memory allows: this reader waits too
-        self._count(table, keys)
-
-    def removed_rows(self, table: TableSpec) -> int:
-        """Rows of ``table``'s checked keys that are a removed person's, or (in a key-only table) unknown or
-        blank; waits for learning to end (and raises what stopped it)."""
-        self._learnt.result()
-        with self._lock:
-            waiting, self._waiting, self._waiting_bytes = self._waiting, [], 0
-        for owner, keys in waiting:
-            self._count(owner, keys)
-        return self._removed_rows[table.name]
-
-    def _count(self, table: TableSpec, keys: pa.Array) -> None:
         hit = self.removed.contains(keys)
         if not table.nhs_number:
             assert self.known is not None
             hit |= ~self.known.contains(keys)  # unseen or blank keys: nobody checked them
-        found = int(np.count_nonzero(hit))
-        with self._lock:
-            self._removed_rows[table.name] += found
+        return int(np.count_nonzero(hit))
 
 
 def _input_batches(table: TableSpec, columns: list[str]) -> Iterator[pa.RecordBatch]:
