@@ -63,6 +63,25 @@ _WHOLE_SHAPE = r"^[\s\pZ\x{85}\-0-9]*(?:\.0+)?[\s\pZ\x{85}]*$"
 _RAW_EDGES = b",;\t|\"'\r\n"
 
 
+@dataclass
+class WholeCells:
+    """The cells of one text column the scan read whole as valid NHS numbers: their rows and numbers. As
+    the scan reads them the normaliser does (``folded``: some cells were not ASCII, so the scan read them
+    folded first, as the normaliser would not), so the proof counts its cleared rows from this reading
+    rather than normalising the column again."""
+
+    rows: list[np.ndarray] = field(default_factory=list)
+    numbers: list[np.ndarray] = field(default_factory=list)
+    folded: bool = False
+
+    def add(self, rows: np.ndarray, numbers: np.ndarray) -> None:
+        self.rows.append(rows)
+        self.numbers.append(numbers)
+
+    def all_numbers(self) -> np.ndarray:
+        return np.concatenate(self.numbers) if self.numbers else np.zeros(0, dtype=np.int64)
+
+
 class Unscannable(TypeError):
     """A column of a type the scan cannot read: the proof cannot vouch for it."""
 
@@ -91,21 +110,28 @@ class LeakScan:
     _unscannable: set[tuple[str, str]] = field(default_factory=set, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
-    def batch(self, table: str, batch: pa.RecordBatch | pa.Table) -> None:
-        """Scan every column of one batch of ``table`` (batches may be scanned on several threads at once)."""
+    def batch(self, table: str, batch: pa.RecordBatch | pa.Table, whole: str | None = None) -> WholeCells | None:
+        """Scan every column of one batch of ``table`` (batches may be scanned on several threads at once);
+        the cells of column ``whole`` read whole as valid numbers are returned, if it is a text column."""
         skip = self.excluded.get(table, set())
+        cells = None
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             if name in skip:
                 continue
             key = (table, name)
             try:
-                found = uncleared_values(column, self.cleared)
+                if name == whole and isinstance(column, pa.Array) and _is_text(_value_type(column.type)):
+                    cells = WholeCells()
+                    found = len(_hits(column, self.cleared, cells))
+                else:
+                    found = uncleared_values(column, self.cleared)
             except Unscannable:
                 with self._lock:
                     self._unscannable.add(key)
                 continue
             with self._lock:
                 self._counts[key] = self._counts.get(key, 0) + found
+        return cells
 
     def file(self, table: str, path: str | Path, encoding: str = "utf-8", delimiter: str = ",") -> None:
         """Scan a whole file with readers of its own: a Parquet file's every column, a CSV file's bytes and
@@ -241,19 +267,33 @@ def _raw_blocks(path: Path, encoding: str) -> Iterator[str]:
         yield tail.decode(encoding, errors="replace")
 
 
-def _hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
-    """Positions (into ``values``) of each uncleared valid number found, one entry per number."""
+def _value_type(kind: pa.DataType) -> pa.DataType:
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
+
+
+def _hits(values: pa.Array, cleared: NumberSet, whole: WholeCells | None = None) -> np.ndarray:
+    """Positions (into ``values``) of each uncleared valid number found, one entry per number; the cells of
+    a text column read whole as valid numbers are added to ``whole`` if given."""
     kind = values.type
     if len(values) == 0 or values.null_count == len(values):
         return _NONE
     if isinstance(kind, pa.BaseExtensionType):
         return _hits(values.storage, cleared)
     if pa.types.is_dictionary(kind):
-        per_entry = np.bincount(_hits(values.dictionary, cleared), minlength=len(values.dictionary))
-        if not per_entry.any():
-            return _NONE
+        entries = WholeCells() if whole is not None else None
+        per_entry = np.bincount(_hits(values.dictionary, cleared, entries), minlength=len(values.dictionary))
         indices = values.indices.fill_null(0).to_numpy(zero_copy_only=False)
         present = values.is_valid().to_numpy(zero_copy_only=False)
+        if whole is not None and entries is not None:
+            whole.folded = entries.folded
+            number_of = np.zeros(len(values.dictionary), dtype=np.int64)
+            if entries.rows:
+                number_of[np.concatenate(entries.rows)] = entries.all_numbers()
+            numbers = number_of[indices] * present
+            rows = np.flatnonzero(numbers)
+            whole.add(rows, numbers[rows])
+        if not per_entry.any():
+            return _NONE
         counts = per_entry[indices] * present
         used = np.zeros(len(per_entry), dtype=bool)
         used[indices[present]] = True
@@ -265,7 +305,7 @@ def _hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
     if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         return _float_hits(values, cleared)
     if _is_text(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        return _text_hits(values, cleared)
+        return _text_hits(values, cleared, whole)
     if pa.types.is_string_view(kind):
         return _text_hits(values.cast(pa.large_string()), cleared)
     if pa.types.is_fixed_size_binary(kind) or pa.types.is_binary_view(kind):
@@ -352,7 +392,9 @@ def _float_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
     return _uncleared(candidates[whole].astype(np.int64), positions[whole], cleared)
 
 
-def _text_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
+def _text_hits(
+    values: pa.Array, cleared: NumberSet, cells_read: WholeCells | None = None, first: int = 0
+) -> np.ndarray:
     """Text or bytes: whole cells as the normaliser reads them; ten-digit runs and 3-3-4 groups in the rest.
 
     Only cells holding ten digits or more can hold a number: they are counted on the bytes themselves
@@ -362,11 +404,14 @@ def _text_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
     """
     if len(values) > _SLICE_ROWS:
         return _concat(
-            _text_hits(values.slice(start, _SLICE_ROWS), cleared) + start
+            _text_hits(values.slice(start, _SLICE_ROWS), cleared, cells_read, first + start) + start
             for start in range(0, len(values), _SLICE_ROWS)
         )
     if _is_text(values.type):
-        values = _as_read(values)
+        read_as = _as_read(values)
+        if cells_read is not None and read_as is not values:
+            cells_read.folded = True
+        values = read_as
     at = _ten_digits_or_more(values)
     if not len(at):
         return _NONE
@@ -380,7 +425,10 @@ def _text_hits(values: pa.Array, cleared: NumberSet) -> np.ndarray:
     read = normalise(cells.take(pa.array(whole)))
     valid = np.zeros(len(cells), dtype=bool)
     valid[whole[read.status == Status.VALID]] = True
-    found = [_uncleared(read.numbers[read.status == Status.VALID], at[valid], cleared)]
+    numbers = read.numbers[read.status == Status.VALID]
+    if cells_read is not None:
+        cells_read.add(at[valid] + first, numbers)
+    found = [_uncleared(numbers, at[valid], cleared)]
     if not valid.all():  # a cell read as one number has no other ten digits in it
         rest = np.flatnonzero(~valid)
         others = cells.take(pa.array(rest))

@@ -48,7 +48,7 @@ from optout.homes.files.formats import Format, format_of, require_columns
 from optout.homes.files.parquet_read import open_parquet
 from optout.homes.files.read import count_rows, read_batches, schema_of
 from optout.input_scan import column_label, excluded_columns
-from optout.leak_scan import LeakScan, parquet_batches
+from optout.leak_scan import LeakScan, WholeCells, parquet_batches
 from optout.manifest import MANIFEST_NAME, Manifest, TableReport, sha256_of
 from optout.proof_people import People
 from optout.streams import map_ahead, prefetch, reused_memory
@@ -293,17 +293,21 @@ def _measure_batch(
     table: TableSpec,
     people: People | None,
     headcount: Headcount,
-    scan: Callable[[pa.RecordBatch], None] | None,
+    scan: Callable[..., WholeCells | None] | None,
     batch: pa.RecordBatch,
 ) -> tuple[int, int, int]:
     """A batch's rows, rows with an uncleared number and rows of removed people; scanned if asked, and
-    its people counted."""
-    if scan is not None:
-        scan(batch)
+    its people counted. A plain text number column's cells are read once, by the scan, whose reading of
+    whole cells (ASCII text: as the normaliser reads it) gives the uncleared count."""
+    plain_numbers = table.nhs_number if table.nhs_number and not table.pseudonymised else None
+    cells = scan(batch, whole=plain_numbers) if scan is not None else None
     headcount.add(table, batch)
     uncleared = removed = 0
     if people is not None and table.nhs_number:
-        uncleared = int(np.count_nonzero(people.codes(table, _plain(batch.column(table.nhs_number))) != KEEP))
+        if cells is not None and not cells.folded:
+            uncleared = people.uncleared_of(batch.num_rows, cells)
+        else:
+            uncleared = int(np.count_nonzero(people.codes(table, _plain(batch.column(table.nhs_number))) != KEEP))
     if people is not None and table.person_key:
         removed = people.removed_rows(table, _plain(batch.column(table.person_key)))
     return batch.num_rows, uncleared, removed

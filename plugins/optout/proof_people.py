@@ -20,7 +20,7 @@ from optout.clearance import KEEP, CheckResultLike, Clearance
 from optout.errors import InputError
 from optout.homes.files.formats import Format, format_of, require_columns
 from optout.homes.files.read import read_batches, schema_of
-from optout.leak_scan import parquet_batches
+from optout.leak_scan import WholeCells, parquet_batches
 from optout.streams import map_ahead, prefetch
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ class People:
         from optout.pseudonym import PseudonymClearance, load_key
 
         plain = Clearance(check_result)
+        self._cleared = check_result.cleared_set
+        self._keeps_unusable = bool(getattr(check_result, "keeps_unusable", False))  # as Clearance reads it
         self._clearances: dict[str, Any] = {
             t.name: PseudonymClearance(check_result, load_key(t.pseudonymised, connection_secret=secret))
             if t.pseudonymised
@@ -85,6 +87,15 @@ class People:
             ]
             or [np.zeros(0, dtype=np.uint8)]
         )
+
+    def uncleared_of(self, rows: int, cells: WholeCells) -> int:
+        """Rows of a plain number column not holding a cleared number, from the leak scan's reading of its
+        cells (``cells``: those read whole as valid numbers): the column is normalised once, not twice.
+        A row without a valid number is uncleared, unless the version keeps unusable numbers (as
+        :class:`Clearance` codes them)."""
+        numbers = cells.all_numbers()
+        cleared = int(np.count_nonzero(self._cleared.contains(numbers, known_valid=True)))
+        return (len(numbers) if self._keeps_unusable else rows) - cleared
 
     def removed_rows(self, table: TableSpec, keys: pa.Array | pa.ChunkedArray) -> int:
         """Rows whose key is a removed person's, or (in a key-only table) unknown or blank."""

@@ -117,3 +117,30 @@ def test_people_without_keys_are_counted_by_number(tmp_path: Path) -> None:
     run_filter(spec, tmp_path / "out", check_result())
     proof = _prove(spec, tmp_path / "out")
     assert _faults(proof) == {} and proof.people == 4
+
+
+def test_uncleared_count_from_the_scans_reading_is_the_clearance_codes(tmp_path: Path) -> None:
+    """A plain text number column is normalised once, by the leak scan: the uncleared rows counted from
+    its reading of whole cells are those the clearance codes give, plain or as a dictionary; a column
+    the scan had to fold (not ASCII) is marked, so the proof reads it through the codes instead."""
+    import numpy as np
+
+    from optout.clearance import KEEP
+    from optout.leak_scan import LeakScan
+    from optout.proof_people import People
+
+    spec = load_spec(write_extract(tmp_path / "in"))
+    used = check_result()
+    people, scan = People(spec, used, None), LeakScan(used.cleared_set)
+    table = next(t for t in spec.tables if t.nhs_number)
+    n = [str(int(number)) for number in N]
+    messy = [n[0], f" {n[1][:3]} {n[1][3:6]} {n[1][6:]} ", f"{n[6]}.0", f"{n[2][:3]}-{n[2][3:6]}-{n[2][6:]}", n[8]]
+    values = pa.array([*messy, "x", None, "", "12", n[6][:9] + "0", f"note {n[0]}"] * 3)
+    expected = int(np.count_nonzero(people.codes(table, values) != KEEP))
+    for column in (values, values.dictionary_encode()):
+        cells = scan.batch("t", pa.record_batch([column], names=["n"]), whole="n")
+        assert cells is not None and not cells.folded
+        assert people.uncleared_of(len(column), cells) == expected > 0
+    full_width = "".join(chr(ord(digit) + 0xFEE0) for digit in n[0])
+    folded = scan.batch("t", pa.record_batch([pa.array([full_width])], names=["n"]), whole="n")
+    assert folded is not None and folded.folded
