@@ -8,8 +8,8 @@ are ever collected to the driver.
    numbers (BIGINT) and whether each is cleared, sent to Spark the first time a version is used and
    only checked (count and sums) on later runs.
 2. *Learn*: every table with a number column is joined once to the staged list (broadcast when the
-   cohort is small enough, else shuffled: ``OPTOUT_SPARK_JOIN``, ``OPTOUT_SPARK_BROADCAST_ROWS``); the
-   narrow result (key, number, reason) is cached, giving each table's counts, the keys of people who
+   cohort is small enough, else shuffled: ``OPTOUT_SPARK_JOIN``, ``OPTOUT_SPARK_BROADCAST_ROWS``) and
+   tallied by reason (the removed rows by key), giving each table's counts, the keys of people who
    are not cleared (each with its first reason) and, when some table carries only keys, the keys seen
    beside a number.
 3. *Write*: each table's kept rows, anti-joined to the uncleared keys (joined again to the list first
