@@ -158,6 +158,7 @@ def _write_messy(folder: Path, rng: random.Random) -> tuple[Path, object]:
     cohort, cleared = numbers[:650], np.concatenate([numbers[:560], numbers[600:650][::2]])
     result = make_check_result(cohort, cleared, version=11)
     broken = ["", "null", "N/A", "0000000000", "1111111111", "12345", "abcdefghij", "99912345678", str(BAD_DIGIT)]
+    broken += ["+999100000", " 999100000", "0999100000", "999100000 ", "999100000."]  # ten characters, not ten digits
     people, visits, letters, referrals = [], [], [], []
     for index in range(600):
         person = f" P{index:04d} " if index % 7 == 0 else f"P{index:04d}"

@@ -20,7 +20,7 @@ from optout.spec import load_spec
 def test_a_column_that_cannot_hold_numbers_is_refused() -> None:
     with pytest.raises(InputError, match="type date"):
         number_sql("born", "date", table="people")
-    assert len(number_sql("nhs", "string", table="people").steps) == 5  # no expression written twice
+    assert len(number_sql("nhs", "string", table="people").steps) == 6  # no expression written twice
 
 
 def test_the_leak_scan_reads_every_type_that_can_hold_a_number() -> None:

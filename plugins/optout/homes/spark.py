@@ -8,8 +8,8 @@ are ever collected to the driver.
    numbers (BIGINT) and whether each is cleared, sent to Spark the first time a version is used and
    only checked (count and sums) on later runs.
 2. *Learn*: every table with a number column is joined once to the staged list (broadcast when the
-   cohort is small enough, else shuffled: ``OPTOUT_SPARK_JOIN``, ``OPTOUT_SPARK_BROADCAST_ROWS``); the
-   narrow result (key, number, reason) is cached, giving each table's counts, the keys of people who
+   cohort is small enough, else shuffled: ``OPTOUT_SPARK_JOIN``, ``OPTOUT_SPARK_BROADCAST_ROWS``) and
+   tallied by reason (the removed rows by key), giving each table's counts, the keys of people who
    are not cleared (each with its first reason) and, when some table carries only keys, the keys seen
    beside a number.
 3. *Write*: each table's kept rows, anti-joined to the uncleared keys (joined again to the list first
@@ -149,33 +149,49 @@ class SparkRun:
         return joined.selectExpr(*(q.column(c) for c in table.columns), q.NUMBER, q.KEY, f"{code} AS {q.CODE}")
 
     def learn(self) -> tuple[DataFrame, DataFrame | None, dict[str, int]]:
-        """Cache every numbered table's (table, key, number, code) together; return the uncleared keys with
-        their first reason, the keys seen beside a number (when a table needs them) and people removed.
+        """Tally every numbered table's rows by reason in one pass; return the uncleared keys with their
+        first reason, the keys seen beside a number (when a table needs them) and people removed.
 
-        Few jobs, whatever the number of tables: the uncleared keys (which caches the rows), one of people
-        by reason (which also sizes the uncleared keys' join: :attr:`key_hint`), one count of every table's
-        rows by code (and, of the kept, those of a removed person; and those without a key)."""
+        No row is cached: the one reading that normalises the numbers and joins the list keeps a tally
+        (rows by table, own code and whether they have a key; a removed row also by its key, or without
+        one by its number), small because most rows are kept. The uncleared keys, people by reason (which
+        also size the uncleared keys' join: :attr:`key_hint`) and each table's counts come from it; the
+        rows kept by their own number but removed as a person are the rows of an uncleared key (their key
+        column alone, read again) less those removed for their own number."""
         numbered = {index: t for index, t in enumerate(self.tables) if t.number is not None}
         nobody = self.spark.range(0).selectExpr(
-            f"-1 AS {q.TABLE}", f"{self.no_key} AS {q.KEY}", f"CAST(NULL AS BIGINT) AS {q.NUMBER}", f"0 AS {q.CODE}"
+            f"-1 AS {q.TABLE}",
+            f"{self.no_key} AS {q.KEY}",
+            f"CAST(NULL AS BIGINT) AS {q.NUMBER}",
+            f"0 AS {q.CODE}",
+            f"FALSE AS {q.KEYLESS}",
         )
-        coded = [self.coded(t).selectExpr(f"{i} AS {q.TABLE}", q.KEY, q.NUMBER, q.CODE) for i, t in numbered.items()]
-        every = union([nobody, *coded]).persist()
-        removed = every.where(f"{q.CODE} <> {KEEP}")
+        removed = f"{q.CODE} <> {KEEP}"
+        coded = [
+            self.coded(t).selectExpr(
+                f"{i} AS {q.TABLE}",
+                f"CASE WHEN {removed} THEN {q.KEY} END AS {q.KEY}",
+                f"CASE WHEN {removed} AND {q.KEY} IS NULL THEN {q.NUMBER} END AS {q.NUMBER}",
+                q.CODE,
+                f"{q.KEY} IS NULL AS {q.KEYLESS}",
+            )
+            for i, t in numbered.items()
+        ]
+        tally = union([nobody, *coded]).groupBy(q.TABLE, q.KEY, q.NUMBER, q.CODE, q.KEYLESS).count().localCheckpoint()
         bad = (
-            removed.where(f"{q.KEY} IS NOT NULL")
+            tally.where(f"{q.KEY} IS NOT NULL")
             .groupBy(q.KEY)
             .agg({q.CODE: "min"})
             .withColumnRenamed(f"min({q.CODE})", q.CODE)
             .localCheckpoint()
         )
-        needs_known = any(t.number is None for t in self.tables)
-        known = every.where(f"{q.KEY} IS NOT NULL").select(q.KEY).distinct().localCheckpoint() if needs_known else None
-        firsts = removed.where(f"{q.KEY} IS NULL AND {q.NUMBER} IS NOT NULL").groupBy(q.NUMBER).agg({q.CODE: "min"})
+        firsts = tally.where(f"{removed} AND {q.KEY} IS NULL AND {q.NUMBER} IS NOT NULL").groupBy(q.NUMBER)
         first_codes = union(
             [
                 bad.selectExpr(q.CODE, f"TRUE AS {q.BAD}"),
-                firsts.withColumnRenamed(f"min({q.CODE})", q.CODE).selectExpr(q.CODE, f"FALSE AS {q.BAD}"),
+                firsts.agg({q.CODE: "min"})
+                .withColumnRenamed(f"min({q.CODE})", q.CODE)
+                .selectExpr(q.CODE, f"FALSE AS {q.BAD}"),
             ]
         )
         people = np.zeros(CODE_COUNT, dtype=np.int64)
@@ -185,22 +201,35 @@ class SparkRun:
             bad_keys += int(count) if keyed else 0
         self.key_hint = self.join.hint(bad_keys)
         flagged = bad.selectExpr(q.KEY, f"TRUE AS {q.BAD}")
-        hit = f"coalesce({q.BAD} AND {q.CODE} = {KEEP}, FALSE) AS {q.REASON}"  # kept by number, removed as a person
-        rows = every.join(flagged.hint(self.key_hint), on=q.KEY, how="left").selectExpr(
-            q.TABLE, q.CODE, hit, f"{q.KEY} IS NULL AS {q.KEYLESS}"
-        )
-        for index, code, person_removed, keyless, count in (
-            rows.groupBy(q.TABLE, q.CODE, q.REASON, q.KEYLESS).count().collect()
+        removed_keyed = np.zeros(len(self.tables), dtype=np.int64)  # rows removed for their own number, with a key
+        for index, code, keyed, keyless, count in (
+            tally.selectExpr(q.TABLE, q.CODE, f"{q.KEY} IS NOT NULL AS {q.BAD}", q.KEYLESS, "count")
+            .groupBy(q.TABLE, q.CODE, q.BAD, q.KEYLESS)
+            .agg({"count": "sum"})
+            .collect()
         ):
             table = numbered[int(index)]
             table.codes[int(code)] += int(count)
             table.keyless += int(count) if keyless else 0
-            if person_removed:
-                table.codes[Reason.PERSON_REMOVED.code] += int(count)
-                table.codes[KEEP] -= int(count)
+            removed_keyed[int(index)] += int(count) if keyed else 0
+        keys = {i: t for i, t in numbered.items() if t.key is not None}
+        if keys and bad_keys:
+            of_bad = union(
+                [self.tables[i].frame.selectExpr(f"{i} AS {q.TABLE}", f"{t.key} AS {q.KEY}") for i, t in keys.items()]
+            )
+            of_bad = of_bad.join(flagged.select(q.KEY).hint(self.key_hint), on=q.KEY, how="left_semi")
+            for index, count in of_bad.groupBy(q.TABLE).count().collect():
+                hit = int(count) - int(removed_keyed[int(index)])  # kept by number, removed as a person
+                numbered[int(index)].codes[Reason.PERSON_REMOVED.code] += hit
+                numbered[int(index)].codes[KEEP] -= hit
         for table in numbered.values():
             table.expected_out = int(table.codes[KEEP])
-        self.note_consent(every, flagged)
+        needs_known = any(t.number is None for t in self.tables)
+        known = None
+        if needs_known:
+            seen = [t.frame.selectExpr(f"{t.key} AS {q.KEY}") for t in keys.values()] or [nobody.select(q.KEY)]
+            known = union(seen).where(f"{q.KEY} IS NOT NULL").distinct().localCheckpoint()
+        self.note_consent(flagged)
         unseen, keys_only = [], []
         for table in self.tables:
             if table.number is None:
@@ -213,11 +242,19 @@ class SparkRun:
                 keys_only.append(decided)
         if unseen:
             people[Reason.UNCHECKED.code] += union(unseen).distinct().count()
-        self.note_unusable(every, flagged, keys_only)
-        every.unpersist()
+        self.note_unusable(flagged, keys_only)
         return flagged, known, counts_by_reason(people)
 
-    def note_consent(self, every: DataFrame, flagged: DataFrame) -> None:
+    def coded_rows(self) -> DataFrame:
+        """Every numbered table's rows as (key, number, code), read again: the exemptions' counts need the
+        rows themselves, which learning keeps only as a tally (so only a run under an exemption pays for it)."""
+        nobody = self.spark.range(0).selectExpr(
+            f"{self.no_key} AS {q.KEY}", f"CAST(NULL AS BIGINT) AS {q.NUMBER}", f"0 AS {q.CODE}"
+        )
+        coded = [self.coded(t).selectExpr(q.KEY, q.NUMBER, q.CODE) for t in self.tables if t.number is not None]
+        return union([nobody, *coded])
+
+    def note_consent(self, flagged: DataFrame) -> None:
         """With ``consented:``, count the rows kept by consent (:class:`optout.exemptions.KeptTally`): kept
         rows whose number is a consented person's the list alone would remove (``CONSENTED`` in the staged
         list, which clears those people already), and those distinct numbers. One job, counts only."""
@@ -225,19 +262,20 @@ class SparkRun:
         if not (isinstance(view, ExemptView) and view.consents and len(view.consent_only)):
             return
         consented = self.list.where(q.CONSENTED).select(q.NUMBER)
-        kept = every.where(f"{q.CODE} = {KEEP}").join(consented.hint(self.hint), on=q.NUMBER, how="left_semi")
+        kept = self.coded_rows().where(f"{q.CODE} = {KEEP}")
+        kept = kept.join(consented.hint(self.hint), on=q.NUMBER, how="left_semi")
         kept = kept.join(flagged.select(q.KEY).hint(self.key_hint), on=q.KEY, how="left_anti")  # keyless rows stay
         rows, people = kept.selectExpr("count(*)", f"count(DISTINCT {q.NUMBER})").collect()[0]
         view.tally.counted(KEPT_BY_CONSENT, int(rows), int(people))
 
-    def note_unusable(self, every: DataFrame, flagged: DataFrame, keys_only: list[DataFrame]) -> None:
+    def note_unusable(self, flagged: DataFrame, keys_only: list[DataFrame]) -> None:
         """With no_nhs_number_disproportionate, count the rows kept without a usable number
         (:class:`optout.exemptions.KeptTally`): kept rows of numbered tables whose number is not valid
         (their person not removed), and kept rows of key-only tables with no key or a key never seen
         beside a number; people are their distinct keys, each row without a key one more. One job."""
         if not self.keeps_unusable:
             return
-        kept = every.where(f"{q.CODE} = {KEEP} AND {q.NUMBER} IS NULL").select(q.KEY)
+        kept = self.coded_rows().where(f"{q.CODE} = {KEEP} AND {q.NUMBER} IS NULL").select(q.KEY)
         kept = kept.join(flagged.select(q.KEY).hint(self.key_hint), on=q.KEY, how="left_anti")  # keyless rows stay
         passed = [
             d.where(f"{q.REASON} = {KEEP} AND ({q.KEY} IS NULL OR {q.KNOWN} IS NULL)").select(q.KEY) for d in keys_only

@@ -73,7 +73,8 @@ _DIGITS = "__optout_d"
 _VALUE = "__optout_v"
 _MISSING = "__optout_m"
 _WELL_FORMED = "__optout_w"
-SCRATCH = (_TEXT, _DIGITS, _VALUE, _MISSING, _WELL_FORMED)
+_PLAIN = "__optout_p"
+SCRATCH = (_PLAIN, _TEXT, _DIGITS, _VALUE, _MISSING, _WELL_FORMED)
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,17 @@ def number_sql(name: str, spark_type: str, *, table: str, where: Path | None = N
         )
     cleaned = f"regexp_replace({_TEXT}, {_raw(_CLEAN)}, '')"
     digits = (
-        f"CASE WHEN {_TEXT} RLIKE {_raw(_TEN_DIGITS)} THEN {_TEXT} "
+        f"CASE WHEN {_PLAIN} OR {_TEXT} RLIKE {_raw(_TEN_DIGITS)} THEN {_TEXT} "
         f"WHEN {cleaned} RLIKE {_raw(_POINT_ZERO)} THEN substring({cleaned}, 1, 10) ELSE {cleaned} END"
     )
     steps = (
-        (f"{trimmed(value)} AS {_TEXT}",),
+        (f"{plain_digits(value)} AS {_PLAIN}",),
+        (f"CASE WHEN {_PLAIN} THEN {value} ELSE {trimmed(value)} END AS {_TEXT}",),
         (f"{digits} AS {_DIGITS}",),
         (
             f"try_cast({_DIGITS} AS BIGINT) AS {_VALUE}",
-            f"({_TEXT} IS NULL OR lower({_TEXT}) IN ({_TOKENS})) AS {_MISSING}",
-            f"coalesce({_DIGITS} RLIKE {_raw(_TEN_DIGITS)}, FALSE) AS {_WELL_FORMED}",
+            f"(NOT {_PLAIN} AND ({_TEXT} IS NULL OR lower({_TEXT}) IN ({_TOKENS}))) AS {_MISSING}",
+            f"({_PLAIN} OR coalesce({_DIGITS} RLIKE {_raw(_TEN_DIGITS)}, FALSE)) AS {_WELL_FORMED}",
         ),
     )
     return _classified(steps)
@@ -164,6 +166,13 @@ def hash_value(digest: str) -> str:
     """A staged digest's first 14 hex digits as a BIGINT: what :func:`optout.homes.spark_session.staged_hashes`
     sums to check a staged copy."""
     return f"CAST(conv(substring({digest}, 1, 14), 16, 10) AS BIGINT)"
+
+
+def plain_digits(value: str) -> str:
+    """True where the text ``value`` is exactly ten ASCII digits, the first not zero: nothing in it can be
+    trimmed, dropped or read as a null word, so no regular expression need look at it (most cells). Ten
+    characters that parse as an integer of at least ten digits hold no sign, space or point."""
+    return f"coalesce(length({value}) = 10 AND try_cast({value} AS BIGINT) >= {LOWEST}, FALSE)"
 
 
 def _check_digit_ok(value: str) -> str:
