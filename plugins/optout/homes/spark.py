@@ -159,13 +159,7 @@ class SparkRun:
         rows kept by their own number but removed as a person are the rows of an uncleared key (their key
         column alone, read again) less those removed for their own number."""
         numbered = {index: t for index, t in enumerate(self.tables) if t.number is not None}
-        nobody = self.spark.range(0).selectExpr(
-            f"-1 AS {q.TABLE}",
-            f"{self.no_key} AS {q.KEY}",
-            f"CAST(NULL AS BIGINT) AS {q.NUMBER}",
-            f"0 AS {q.CODE}",
-            f"FALSE AS {q.KEYLESS}",
-        )
+        nobody = self.nobody()
         removed = f"{q.CODE} <> {KEEP}"
         coded = [
             self.coded(t).selectExpr(
@@ -248,11 +242,18 @@ class SparkRun:
     def coded_rows(self) -> DataFrame:
         """Every numbered table's rows as (key, number, code), read again: the exemptions' counts need the
         rows themselves, which learning keeps only as a tally (so only a run under an exemption pays for it)."""
-        nobody = self.spark.range(0).selectExpr(
-            f"{self.no_key} AS {q.KEY}", f"CAST(NULL AS BIGINT) AS {q.NUMBER}", f"0 AS {q.CODE}"
-        )
         coded = [self.coded(t).selectExpr(q.KEY, q.NUMBER, q.CODE) for t in self.tables if t.number is not None]
-        return union([nobody, *coded])
+        return union([self.nobody().select(q.KEY, q.NUMBER, q.CODE), *coded])
+
+    def nobody(self) -> DataFrame:
+        """No rows, in the learnt rows' columns: what a union starts from when no table has a number."""
+        return self.spark.range(0).selectExpr(
+            f"-1 AS {q.TABLE}",
+            f"{self.no_key} AS {q.KEY}",
+            f"CAST(NULL AS BIGINT) AS {q.NUMBER}",
+            f"0 AS {q.CODE}",
+            f"FALSE AS {q.KEYLESS}",
+        )
 
     def note_consent(self, flagged: DataFrame) -> None:
         """With ``consented:``, count the rows kept by consent (:class:`optout.exemptions.KeptTally`): kept
